@@ -1,0 +1,1 @@
+//! Frame codec and connection engine. TO BE WRITTEN (amqp helper).

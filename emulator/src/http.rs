@@ -1,0 +1,1 @@
+//! `/health` and `/queues/{name}`. TO BE WRITTEN (amqp helper).

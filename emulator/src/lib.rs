@@ -1,0 +1,27 @@
+//! A Service Bus compatible AMQP 1.0 broker for offline tests and the local lab.
+//!
+//! # Layout
+//! The layers are kept apart so that each can be tested alone, and data flows one way:
+//!
+//! - [`config`]: the official emulator's `Config.json`, validated with JSON paths in errors.
+//! - [`message`]: a message as raw bytes plus section ranges; re-encodes only header and annotations.
+//! - [`broker`]: entities, the queue state machine, locks, timers. Knows nothing of sockets.
+//! - [`auth`]: SAS token validation for `$cbs` put-token.
+//! - [`amqp`]: frame codec and the sans-IO connection/session/link engine. Knows nothing of queues.
+//! - [`nodes`]: the `$cbs` and `<entity>/$management` request/response handlers.
+//! - [`server`]: the TCP listener gluing engine and broker, and the [`Emulator`] handle tests start.
+//! - [`http`]: `GET /health` and `GET /queues/{name}`.
+
+pub mod amqp;
+pub mod auth;
+pub mod broker;
+pub mod config;
+pub mod http;
+pub mod message;
+pub mod nodes;
+pub mod server;
+
+pub use server::{Emulator, EmulatorBuilder};
+
+/// The line the official emulator prints when it is ready; test wait strategies key on it.
+pub const READY_LINE: &str = "Emulator Service is Successfully Up!";

@@ -1,0 +1,1 @@
+//! `$cbs` and `$management` nodes. TO BE WRITTEN (amqp helper).
