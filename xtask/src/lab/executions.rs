@@ -1,0 +1,527 @@
+//! Job executions as `az containerapp job execution list -o json` prints them, and the poller that waits
+//! for ours to succeed.
+//!
+//! The shape follows the REST API `Microsoft.App/jobs/executions` (api-version 2025-07-01, example
+//! `Job_Executions_Get.json` in Azure/azure-rest-api-specs): the CLI prints the `value` array bare, one
+//! object per execution with `name` and `properties.{status,startTime,endTime,template}`. Everything but
+//! `name` is optional because the API omits fields while an execution is young (no `endTime`) and newer
+//! API versions add some (`reason`, `message`). The list order is not documented, so nothing here relies
+//! on it.
+//!
+//! The poller runs over [`ExecutionSource`], so the Azure runner (which shells out to `az`) and the local
+//! lab (which asks its controller) share one waiting rule.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio::time::Instant;
+
+/// One execution of a Container Apps job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Execution {
+    /// ARM resource id, `.../jobs/<job>/executions/<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `<job>-<7 random characters>`.
+    pub name: String,
+    /// `Microsoft.App/jobs/executions`.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub resource_type: Option<String>,
+    #[serde(default)]
+    pub properties: ExecutionProperties,
+}
+
+/// The `properties` object of an execution.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionProperties {
+    #[serde(default)]
+    pub status: ExecutionStatus,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub start_time: Option<OffsetDateTime>,
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub end_time: Option<OffsetDateTime>,
+    /// The containers the execution ran; kept as JSON because the poller never looks inside.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<serde_json::Value>,
+    /// Why an execution ended as it did (newer API versions only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// `JobExecutionRunningState` from the API; any value this code does not know reads as `Unknown`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ExecutionStatus {
+    Running,
+    Processing,
+    Succeeded,
+    Failed,
+    Stopped,
+    Degraded,
+    #[default]
+    #[serde(other)]
+    Unknown,
+}
+
+impl ExecutionStatus {
+    /// The execution did what it was started for.
+    pub fn is_success(self) -> bool {
+        self == Self::Succeeded
+    }
+
+    /// The execution cannot reach `Succeeded` any more, so waiting longer is pointless.
+    /// `Stopped` is terminal too (someone stopped it), and `Degraded` means replicas are failing.
+    pub fn is_failure(self) -> bool {
+        matches!(self, Self::Failed | Self::Degraded | Self::Stopped)
+    }
+}
+
+impl fmt::Display for ExecutionStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+impl Execution {
+    pub fn status(&self) -> ExecutionStatus {
+        self.properties.status
+    }
+
+    pub fn start_time(&self) -> Option<OffsetDateTime> {
+        self.properties.start_time
+    }
+
+    /// How long it ran, once it has ended.
+    pub fn run_time(&self) -> Option<Duration> {
+        let (start, end) = (self.properties.start_time?, self.properties.end_time?);
+        (end - start).try_into().ok()
+    }
+}
+
+/// Parse what `az containerapp job execution list -o json` printed. The REST form `{ "value": [...] }` is
+/// accepted too, so a recording taken with `az rest` replays as well.
+pub fn parse_execution_list(json: &str) -> anyhow::Result<Vec<Execution>> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Listing {
+        Bare(Vec<Execution>),
+        Page { value: Vec<Execution> },
+    }
+    let listing: Listing = serde_json::from_str(json).context(
+        "expected a JSON array of job executions (each with `name` and `properties.status`)",
+    )?;
+    Ok(match listing {
+        Listing::Bare(executions) | Listing::Page { value: executions } => executions,
+    })
+}
+
+/// Where the poller gets the job's executions from: `az` for Azure, the controller for the local lab.
+pub trait ExecutionSource {
+    /// Every execution the job currently reports, in any order.
+    fn list(&mut self) -> impl Future<Output = anyhow::Result<Vec<Execution>>>;
+}
+
+/// What to wait for, and for how long.
+#[derive(Debug, Clone)]
+pub struct WatchPlan {
+    /// Only executions that started at or after this instant (minus `clock_skew`) count: ours.
+    pub since: OffsetDateTime,
+    /// Tolerance between this machine's clock and the one that stamps `startTime`.
+    pub clock_skew: Duration,
+    /// Executions with these names are older than the send even if the clocks disagree.
+    pub ignore: HashSet<String>,
+    /// Pause between two listings.
+    pub poll_interval: Duration,
+    /// Give up this long after the first listing.
+    pub deadline: Duration,
+}
+
+impl WatchPlan {
+    pub fn new(since: OffsetDateTime, poll_interval: Duration, deadline: Duration) -> Self {
+        Self {
+            since,
+            clock_skew: Duration::from_secs(60),
+            ignore: HashSet::new(),
+            poll_interval,
+            deadline,
+        }
+    }
+
+    /// Is this execution one that our send can have started?
+    pub fn is_ours(&self, execution: &Execution) -> bool {
+        if self.ignore.contains(&execution.name) {
+            return false;
+        }
+        match execution.start_time() {
+            Some(start) => start >= self.since - self.clock_skew,
+            // A start time appears with the execution's first replica; one without is brand new.
+            None => true,
+        }
+    }
+}
+
+/// What one listing showed, for a progress display.
+#[derive(Debug)]
+pub struct PollReport<'a> {
+    /// 1 for the first listing.
+    pub poll: u32,
+    /// Time since the first listing started.
+    pub elapsed: Duration,
+    /// Our executions, oldest first.
+    pub ours: &'a [Execution],
+    /// Every execution listed.
+    pub total: usize,
+}
+
+/// How the wait ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WatchOutcome {
+    /// One of our executions reached `Succeeded`.
+    Succeeded {
+        execution: Execution,
+        elapsed: Duration,
+    },
+    /// One of our executions reached `Failed`, `Degraded` or `Stopped` and none succeeded.
+    Failed {
+        execution: Execution,
+        elapsed: Duration,
+    },
+    /// The deadline passed first; `ours` is what was running (often nothing: the job was never triggered).
+    DeadlineReached {
+        waited: Duration,
+        ours: Vec<Execution>,
+    },
+}
+
+/// List executions every `poll_interval` until one of ours succeeds, one fails, or the deadline passes.
+/// A success seen in the same listing as a failure wins: the message was processed.
+pub async fn wait_for_success<S: ExecutionSource>(
+    source: &mut S,
+    plan: &WatchPlan,
+    mut on_poll: impl FnMut(&PollReport<'_>),
+) -> anyhow::Result<WatchOutcome> {
+    let started = Instant::now();
+    let give_up_at = started + plan.deadline;
+    let mut poll = 0;
+    loop {
+        poll += 1;
+        // A listing that hangs must not outlive the deadline; allow one interval past it for the last one.
+        let listing_deadline = give_up_at.max(Instant::now()) + plan.poll_interval;
+        let Ok(listing) = tokio::time::timeout_at(listing_deadline, source.list()).await else {
+            return Ok(WatchOutcome::DeadlineReached {
+                waited: started.elapsed(),
+                ours: Vec::new(),
+            });
+        };
+        let all = listing?;
+        let mut ours: Vec<Execution> = all.iter().filter(|e| plan.is_ours(e)).cloned().collect();
+        ours.sort_by_key(|e| (e.start_time(), e.name.clone()));
+        let elapsed = started.elapsed();
+        on_poll(&PollReport {
+            poll,
+            elapsed,
+            ours: &ours,
+            total: all.len(),
+        });
+
+        if let Some(execution) = ours.iter().find(|e| e.status().is_success()) {
+            return Ok(WatchOutcome::Succeeded {
+                execution: execution.clone(),
+                elapsed,
+            });
+        }
+        if let Some(execution) = ours.iter().find(|e| e.status().is_failure()) {
+            return Ok(WatchOutcome::Failed {
+                execution: execution.clone(),
+                elapsed,
+            });
+        }
+        let now = Instant::now();
+        if now >= give_up_at {
+            return Ok(WatchOutcome::DeadlineReached {
+                waited: elapsed,
+                ours,
+            });
+        }
+        tokio::time::sleep_until((now + plan.poll_interval).min(give_up_at)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use time::macros::datetime;
+
+    use super::*;
+
+    /// Replays listings in order, repeating the last one; counts calls.
+    struct Scripted {
+        listings: VecDeque<Vec<Execution>>,
+        calls: u32,
+    }
+
+    impl Scripted {
+        fn new(listings: Vec<Vec<Execution>>) -> Self {
+            Self {
+                listings: listings.into(),
+                calls: 0,
+            }
+        }
+    }
+
+    impl ExecutionSource for Scripted {
+        async fn list(&mut self) -> anyhow::Result<Vec<Execution>> {
+            self.calls += 1;
+            let listing = if self.listings.len() > 1 {
+                self.listings.pop_front().unwrap()
+            } else {
+                self.listings.front().cloned().unwrap_or_default()
+            };
+            Ok(listing)
+        }
+    }
+
+    fn execution(name: &str, status: ExecutionStatus, start: Option<OffsetDateTime>) -> Execution {
+        Execution {
+            id: None,
+            name: name.into(),
+            resource_type: None,
+            properties: ExecutionProperties {
+                status,
+                start_time: start,
+                ..Default::default()
+            },
+        }
+    }
+
+    const SEND: OffsetDateTime = datetime!(2026-11-25 12:00:00 UTC);
+
+    fn plan() -> WatchPlan {
+        WatchPlan::new(SEND, Duration::from_secs(10), Duration::from_secs(300))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn running_then_succeeded_returns_our_execution() {
+        let start = Some(datetime!(2026-11-25 12:00:31 UTC));
+        let mut source = Scripted::new(vec![
+            vec![],
+            vec![execution(
+                "job-rust-abc1234",
+                ExecutionStatus::Running,
+                start,
+            )],
+            vec![execution(
+                "job-rust-abc1234",
+                ExecutionStatus::Succeeded,
+                start,
+            )],
+        ]);
+        let mut seen = Vec::new();
+        let outcome = wait_for_success(&mut source, &plan(), |report| {
+            seen.push((
+                report.poll,
+                report.ours.iter().map(|e| e.status()).collect::<Vec<_>>(),
+            ))
+        })
+        .await
+        .unwrap();
+        let WatchOutcome::Succeeded { execution, elapsed } = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(execution.name, "job-rust-abc1234");
+        assert_eq!(elapsed, Duration::from_secs(20));
+        assert_eq!(
+            seen,
+            vec![
+                (1, vec![]),
+                (2, vec![ExecutionStatus::Running]),
+                (3, vec![ExecutionStatus::Succeeded])
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_execution_from_before_the_send_is_not_ours() {
+        let old = execution(
+            "job-rust-old0000",
+            ExecutionStatus::Succeeded,
+            Some(datetime!(2026-11-25 11:50:00 UTC)),
+        );
+        let mut source = Scripted::new(vec![vec![old]]);
+        let outcome = wait_for_success(&mut source, &plan(), |_| {})
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome,
+            WatchOutcome::DeadlineReached {
+                waited: Duration::from_secs(300),
+                ours: vec![]
+            }
+        );
+        // Listings at 0, 10, …, 300 s: the last one lands exactly on the deadline.
+        assert_eq!(source.calls, 31);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ignored_names_are_not_ours_even_with_a_late_start_time() {
+        let mut plan = plan();
+        plan.ignore.insert("job-rust-before1".into());
+        let late = execution("job-rust-before1", ExecutionStatus::Succeeded, Some(SEND));
+        assert!(!plan.is_ours(&late));
+        assert!(plan.is_ours(&execution(
+            "job-rust-young00",
+            ExecutionStatus::Running,
+            None
+        )));
+        // Within the skew: the clocks may disagree by a few seconds.
+        let skewed = execution(
+            "job-rust-skew000",
+            ExecutionStatus::Running,
+            Some(SEND - Duration::from_secs(5)),
+        );
+        assert!(plan.is_ours(&skewed));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_and_degraded_end_the_wait_at_once() {
+        for status in [
+            ExecutionStatus::Failed,
+            ExecutionStatus::Degraded,
+            ExecutionStatus::Stopped,
+        ] {
+            let start = Some(datetime!(2026-11-25 12:00:40 UTC));
+            let mut source = Scripted::new(vec![
+                vec![execution(
+                    "job-rust-abc1234",
+                    ExecutionStatus::Running,
+                    start,
+                )],
+                vec![execution("job-rust-abc1234", status, start)],
+            ]);
+            let outcome = wait_for_success(&mut source, &plan(), |_| {})
+                .await
+                .unwrap();
+            let WatchOutcome::Failed { execution, elapsed } = outcome else {
+                panic!("{outcome:?}")
+            };
+            assert_eq!(execution.status(), status);
+            assert_eq!(elapsed, Duration::from_secs(10));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_success_beside_a_failure_wins() {
+        let start = Some(datetime!(2026-11-25 12:00:40 UTC));
+        let mut source = Scripted::new(vec![vec![
+            execution("job-rust-fail000", ExecutionStatus::Failed, start),
+            execution("job-rust-good000", ExecutionStatus::Succeeded, start),
+        ]]);
+        let outcome = wait_for_success(&mut source, &plan(), |_| {})
+            .await
+            .unwrap();
+        assert!(
+            matches!(outcome, WatchOutcome::Succeeded { ref execution, .. } if execution.name == "job-rust-good000")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn still_running_at_the_deadline_is_reported_with_the_execution() {
+        let start = Some(datetime!(2026-11-25 12:00:40 UTC));
+        let mut source = Scripted::new(vec![vec![execution(
+            "job-rust-slow000",
+            ExecutionStatus::Running,
+            start,
+        )]]);
+        let mut plan = plan();
+        plan.deadline = Duration::from_secs(25);
+        let outcome = wait_for_success(&mut source, &plan, |_| {}).await.unwrap();
+        let WatchOutcome::DeadlineReached { waited, ours } = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(waited, Duration::from_secs(25));
+        assert_eq!(ours[0].name, "job-rust-slow000");
+        assert_eq!(source.calls, 4, "listings at 0, 10, 20 and 25 s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_source_error_stops_the_wait_with_its_message() {
+        struct Broken;
+        impl ExecutionSource for Broken {
+            async fn list(&mut self) -> anyhow::Result<Vec<Execution>> {
+                anyhow::bail!("`az containerapp job execution list` failed: ERROR: not found")
+            }
+        }
+        let error = wait_for_success(&mut Broken, &plan(), |_| {})
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("ERROR: not found"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_listing_that_hangs_cannot_outlive_the_deadline() {
+        struct Hangs;
+        impl ExecutionSource for Hangs {
+            async fn list(&mut self) -> anyhow::Result<Vec<Execution>> {
+                std::future::pending().await
+            }
+        }
+        let outcome = wait_for_success(&mut Hangs, &plan(), |_| {}).await.unwrap();
+        assert_eq!(
+            outcome,
+            WatchOutcome::DeadlineReached {
+                waited: Duration::from_secs(310),
+                ours: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn parses_the_documented_rest_example_and_the_cli_shape() {
+        // Verbatim `Job_Executions_Get.json` response body (api-version 2025-07-01), trimmed of initContainers.
+        let rest = r#"{ "value": [ { "name": "testcontainerAppJob-27944454", "properties": {
+            "status": "Running", "startTime": "2023-02-13T20:37:30+00:00", "endTime": "2023-02-13T20:47:30+00:00",
+            "template": { "containers": [ { "image": "repo/testcontainerappsjob0:v4", "name": "testcontainerappsjob0",
+            "resources": { "cpu": 0.5, "memory": "1Gi" } } ] } } } ], "nextLink": null }"#;
+        let executions = parse_execution_list(rest).unwrap();
+        assert_eq!(executions.len(), 1);
+        assert_eq!(executions[0].status(), ExecutionStatus::Running);
+        assert_eq!(executions[0].run_time(), Some(Duration::from_secs(600)));
+
+        let cli = r#"[ { "id": "/subscriptions/0/resourceGroups/rg/providers/Microsoft.App/jobs/job-rust/executions/job-rust-k3j9x2q",
+            "name": "job-rust-k3j9x2q", "type": "Microsoft.App/jobs/executions",
+            "properties": { "startTime": "2026-08-24T10:15:31.5+00:00", "endTime": null, "status": "Paused",
+            "template": { "containers": [], "initContainers": null } } } ]"#;
+        let executions = parse_execution_list(cli).unwrap();
+        assert_eq!(
+            executions[0].status(),
+            ExecutionStatus::Unknown,
+            "unknown statuses are tolerated"
+        );
+        assert_eq!(executions[0].properties.end_time, None);
+        assert_eq!(executions[0].run_time(), None);
+    }
+
+    #[test]
+    fn garbage_is_an_error_that_says_what_was_expected() {
+        let error = format!(
+            "{:#}",
+            parse_execution_list("ERROR: Please run 'az login'").unwrap_err()
+        );
+        assert!(
+            error.contains("expected a JSON array of job executions"),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,365 @@
+//! The job's settings: one JSON file, read by Terraform (as `*.auto.tfvars.json`) and by the local lab.
+//!
+//! Keeping the tutorial's values in a single file means the local controller and the Azure job cannot
+//! drift apart: change `messageCount` there and both paths change. The keys are Terraform variable
+//! names (declared with validation in `terraform/variables.tf`); [`JobSettings::validate`] applies the
+//! same rules here so the local lab rejects what `terraform plan` would reject, with the same advice.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+/// Where the settings live, relative to the workspace root.
+pub const SETTINGS_FILE: &str = "terraform/job.auto.tfvars.json";
+
+/// The only KEDA scaler this lab is about.
+pub const SERVICEBUS_SCALER: &str = "azure-servicebus";
+
+/// An event-triggered Container Apps job, as the tutorial configures it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSettings {
+    /// Job name; executions are named `<job_name>-<7 random characters>`. The container has the same name.
+    pub job_name: String,
+    /// The Service Bus queue the scaler watches and the worker drains.
+    pub queue_name: String,
+    /// Seconds a replica may run before it is stopped (`--replica-timeout`).
+    pub replica_timeout_in_seconds: u64,
+    /// Retries of a failed replica before the execution is `Failed` (`--replica-retry-limit`).
+    pub replica_retry_limit: u32,
+    /// Replicas that must succeed for the execution to succeed (`--replica-completion-count`).
+    pub replica_completion_count: u32,
+    /// Replicas started per execution (`--parallelism`).
+    pub parallelism: u32,
+    /// vCPU per replica, in steps of 0.25.
+    pub cpu: f64,
+    /// Memory per replica, e.g. `0.5Gi`.
+    pub memory: String,
+    /// Executions kept running even with an empty queue; 0 means "only when there are messages".
+    pub min_executions: u32,
+    /// Executions started at most per polling interval.
+    pub max_executions: u32,
+    /// How often the scaler counts the queue's active messages.
+    pub polling_interval_in_seconds: u64,
+    /// Name of the KEDA scale rule.
+    pub scale_rule_name: String,
+    /// KEDA scaler type; always `azure-servicebus` here.
+    pub scale_rule_type: String,
+    /// Target active messages per execution (KEDA `messageCount`): 1 means one execution per message.
+    pub message_count: u32,
+    /// Names of the environment variables the worker reads.
+    pub env_names: EnvNames,
+}
+
+/// The worker's environment contract (the tutorial's three variables).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvNames {
+    /// Holds `<namespace>.servicebus.windows.net`.
+    pub servicebus_fqdn: String,
+    /// Holds the client id of the user-assigned identity the worker authenticates with.
+    pub managed_identity_client_id: String,
+    /// Holds the queue name.
+    pub queue_name: String,
+}
+
+impl JobSettings {
+    /// The settings file of this checkout.
+    pub fn default_path() -> PathBuf {
+        crate::util::project_root().join(SETTINGS_FILE)
+    }
+
+    /// Read and validate the settings file of this checkout.
+    pub fn load_default() -> anyhow::Result<Self> {
+        Self::load(&Self::default_path())
+    }
+
+    /// Read and validate a settings file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("could not read the job settings file {}", path.display()))?;
+        Self::from_json(&text).with_context(|| {
+            format!(
+                "the job settings file {} is not valid; fix the value named above \
+                 (the tutorial's values are in git: `git diff -- {SETTINGS_FILE}`)",
+                path.display()
+            )
+        })
+    }
+
+    /// Parse and validate settings from JSON text.
+    pub fn from_json(text: &str) -> anyhow::Result<Self> {
+        let settings: Self = serde_json::from_str(text).context(
+            "expected a JSON object with exactly the keys declared in terraform/variables.tf",
+        )?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Check every value; the error lists every problem, each with the rule it breaks.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let mut problems = Vec::new();
+        let mut check = |ok: bool, problem: String| {
+            if !ok {
+                problems.push(problem);
+            }
+        };
+        check(
+            is_job_name(&self.job_name),
+            format!(
+                "job_name {:?}: use 2 to 31 lowercase letters, digits or '-', starting with a letter \
+                 and not ending with '-'",
+                self.job_name
+            ),
+        );
+        check(
+            is_queue_name(&self.queue_name),
+            format!(
+                "queue_name {:?}: use 1 to 260 letters, digits, '.', '-', '_' or '/', \
+                 starting and ending with a letter or digit",
+                self.queue_name
+            ),
+        );
+        check(
+            self.replica_timeout_in_seconds >= 1,
+            "replica_timeout_in_seconds: must be at least 1 (the tutorial uses 86400)".into(),
+        );
+        check(
+            self.replica_completion_count >= 1,
+            "replica_completion_count: must be at least 1 (the tutorial uses 1)".into(),
+        );
+        check(
+            self.parallelism >= 1,
+            "parallelism: must be at least 1 (the tutorial uses 1)".into(),
+        );
+        check(
+            self.replica_completion_count <= self.parallelism,
+            format!(
+                "replica_completion_count {} is more than parallelism {}: an execution could never \
+                 succeed; make them equal (the tutorial uses 1 and 1)",
+                self.replica_completion_count, self.parallelism
+            ),
+        );
+        check(
+            is_quarter_cpu(self.cpu),
+            format!(
+                "cpu {}: use a multiple of 0.25 between 0.25 and 4 (the tutorial uses 0.25)",
+                self.cpu
+            ),
+        );
+        check(
+            self.memory_gib() == Some(self.cpu * 2.0),
+            format!(
+                "memory {:?}: on the Consumption profile memory is twice the cpu in Gi, so cpu {} needs \"{}Gi\"",
+                self.memory,
+                self.cpu,
+                self.cpu * 2.0
+            ),
+        );
+        check(
+            self.max_executions >= 1,
+            "max_executions: must be at least 1 (the tutorial uses 1)".into(),
+        );
+        check(
+            self.min_executions <= self.max_executions,
+            format!(
+                "min_executions {} is more than max_executions {}; lower min_executions (the tutorial uses 0)",
+                self.min_executions, self.max_executions
+            ),
+        );
+        check(
+            self.polling_interval_in_seconds >= 1,
+            "polling_interval_in_seconds: must be at least 1 (Container Apps defaults to 30)"
+                .into(),
+        );
+        check(
+            is_rule_name(&self.scale_rule_name),
+            format!(
+                "scale_rule_name {:?}: use lowercase letters, digits, '-' or '.', starting and ending \
+                 with a letter or digit",
+                self.scale_rule_name
+            ),
+        );
+        check(
+            self.scale_rule_type == SERVICEBUS_SCALER,
+            format!(
+                "scale_rule_type {:?}: this lab only knows the {SERVICEBUS_SCALER:?} scaler",
+                self.scale_rule_type
+            ),
+        );
+        check(
+            self.message_count >= 1,
+            "message_count: must be at least 1; 1 starts one execution per message".into(),
+        );
+        for (key, name) in [
+            ("env_names.servicebus_fqdn", &self.env_names.servicebus_fqdn),
+            (
+                "env_names.managed_identity_client_id",
+                &self.env_names.managed_identity_client_id,
+            ),
+            ("env_names.queue_name", &self.env_names.queue_name),
+        ] {
+            check(
+                is_env_name(name),
+                format!(
+                    "{key} {name:?}: use uppercase letters, digits and '_', starting with a letter"
+                ),
+            );
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        bail!("{}", problems.join("\n"))
+    }
+
+    /// How long a replica may run.
+    pub fn replica_timeout(&self) -> Duration {
+        Duration::from_secs(self.replica_timeout_in_seconds)
+    }
+
+    /// How often the scaler looks at the queue.
+    pub fn polling_interval(&self) -> Duration {
+        Duration::from_secs(self.polling_interval_in_seconds)
+    }
+
+    /// `memory` in GiB, if it is written as `<number>Gi`.
+    pub fn memory_gib(&self) -> Option<f64> {
+        self.memory.strip_suffix("Gi")?.parse().ok()
+    }
+
+    /// KEDA's scale-rule metadata for the queue, as Container Apps expects it (all values are strings).
+    pub fn scale_rule_metadata(&self, namespace: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("queueName", self.queue_name.clone()),
+            ("namespace", namespace.to_owned()),
+            ("messageCount", self.message_count.to_string()),
+        ]
+    }
+
+    /// One line for the lab's header, e.g. `job job-rust (event trigger, messageCount 1, max executions 1)`.
+    pub fn summary(&self) -> String {
+        format!(
+            "job {} (event trigger, messageCount {}, max executions {})",
+            self.job_name, self.message_count, self.max_executions
+        )
+    }
+}
+
+fn is_job_name(name: &str) -> bool {
+    (2..=31).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+fn is_queue_name(name: &str) -> bool {
+    (1..=260).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/'))
+}
+
+fn is_rule_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+}
+
+fn is_env_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_uppercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn is_quarter_cpu(cpu: f64) -> bool {
+    let quarters = cpu * 4.0;
+    (0.25..=4.0).contains(&cpu) && quarters.fract() == 0.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn committed() -> JobSettings {
+        JobSettings::load_default().unwrap()
+    }
+
+    #[test]
+    fn committed_settings_are_valid_and_read_as_durations() {
+        let settings = committed();
+        assert_eq!(settings.replica_timeout(), Duration::from_secs(86_400));
+        assert_eq!(settings.polling_interval(), Duration::from_secs(30));
+        assert_eq!(settings.memory_gib(), Some(0.5));
+        assert_eq!(
+            settings.summary(),
+            "job job-rust (event trigger, messageCount 1, max executions 1)"
+        );
+        assert_eq!(
+            settings.scale_rule_metadata("sb-lab-x7k2"),
+            vec![
+                ("queueName", "queue-messages".to_owned()),
+                ("namespace", "sb-lab-x7k2".to_owned()),
+                ("messageCount", "1".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn every_problem_is_named_with_its_fix() {
+        let mut settings = committed();
+        settings.job_name = "Job_Rust".into();
+        settings.min_executions = 3;
+        settings.max_executions = 2;
+        settings.memory = "1Gi".into();
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("job_name \"Job_Rust\": use 2 to 31 lowercase letters"),
+            "{error}"
+        );
+        assert!(
+            error.contains("min_executions 3 is more than max_executions 2"),
+            "{error}"
+        );
+        assert!(error.contains("cpu 0.25 needs \"0.5Gi\""), "{error}");
+        assert_eq!(error.lines().count(), 3, "{error}");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_the_key_named() {
+        let mut value = serde_json::to_value(committed()).unwrap();
+        value["messagecount"] = 2.into();
+        let error = format!(
+            "{:#}",
+            JobSettings::from_json(&value.to_string()).unwrap_err()
+        );
+        assert!(error.contains("unknown field `messagecount`"), "{error}");
+        assert!(error.contains("terraform/variables.tf"), "{error}");
+    }
+
+    #[test]
+    fn a_missing_file_names_the_path() {
+        let error = format!(
+            "{:#}",
+            JobSettings::load(Path::new("/nonexistent/job.json")).unwrap_err()
+        );
+        assert!(error.contains("/nonexistent/job.json"), "{error}");
+    }
+
+    #[test]
+    fn cpu_must_come_in_quarters() {
+        assert!(is_quarter_cpu(0.25));
+        assert!(is_quarter_cpu(2.0));
+        assert!(!is_quarter_cpu(0.3));
+        assert!(!is_quarter_cpu(0.0));
+        assert!(!is_quarter_cpu(4.25));
+    }
+}
