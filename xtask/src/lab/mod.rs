@@ -9,6 +9,8 @@
 pub mod executions;
 #[allow(dead_code)]
 pub mod settings;
+#[allow(dead_code)]
+pub mod ui;
 
 use std::process::ExitCode;
 
