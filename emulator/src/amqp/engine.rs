@@ -1182,16 +1182,17 @@ impl Engine {
                 aborted: false,
                 batchable: false,
             };
+            // Size the chunk with `more` set (the larger encoding); the last frame only shrinks.
+            transfer.more = true;
             let overhead = serde_amqp::to_vec(&Performative::Transfer(transfer.clone()))
                 .map(|b| b.len())
                 .unwrap_or(64)
-                + 8
-                + 2;
+                + 8;
             let room = max_frame.saturating_sub(overhead).max(1);
             let chunk = if rest.len() > room {
-                transfer.more = true;
                 rest.split_to(room)
             } else {
+                transfer.more = false;
                 std::mem::take(&mut rest)
             };
             let body = serde_amqp::to_vec(&Performative::Transfer(transfer)).unwrap_or_default();

@@ -1,0 +1,604 @@
+//! The AMQP engine without sockets: feed frames built with the codec types, assert the frames out.
+
+use bytes::{Bytes, BytesMut};
+use fe2o3_amqp_types::definitions::{ReceiverSettleMode, Role, SenderSettleMode};
+use fe2o3_amqp_types::messaging::{Accepted, DeliveryState, Source, Target, TargetArchetype};
+use fe2o3_amqp_types::performatives::{
+    Attach, Begin, ChannelMax, Close, Detach, Disposition, Flow, MaxFrameSize, Open, Performative,
+    Transfer,
+};
+use fe2o3_amqp_types::primitives::Binary;
+use servicebus_emulator::amqp::codec::{FrameCodec, Item, Phase, TYPE_AMQP, write_performative};
+use servicebus_emulator::amqp::engine::{amqp_error, condition_str};
+use servicebus_emulator::amqp::{Engine, EngineConfig, Event};
+use tokio::time::{Duration, Instant};
+use tokio_util::codec::Decoder;
+
+fn frame(channel: u16, p: Performative, payload: &[u8]) -> servicebus_emulator::amqp::codec::Frame {
+    let mut buf = BytesMut::new();
+    write_performative(&mut buf, TYPE_AMQP, channel, &p, payload).unwrap();
+    let mut codec = FrameCodec::new();
+    codec.set_phase(Phase::Frames);
+    match codec.decode(&mut buf).unwrap().unwrap() {
+        Item::Frame(f) => f,
+        other => panic!("not a frame: {other:?}"),
+    }
+}
+
+/// Decode everything the engine wrote: (channel, performative, payload); `None` for heartbeats.
+fn output(engine: &mut Engine) -> Vec<(u16, Option<Performative>, Bytes)> {
+    let mut buf = engine.take_output();
+    let mut codec = FrameCodec::new();
+    codec.set_phase(Phase::Frames);
+    codec.set_max_frame_size(u32::MAX);
+    let mut out = Vec::new();
+    while let Some(Item::Frame(f)) = codec.decode(&mut buf).unwrap() {
+        if f.body.is_empty() {
+            out.push((f.channel, None, Bytes::new()));
+            continue;
+        }
+        let p: Performative = serde_amqp::from_slice(&f.body).unwrap();
+        let consumed = {
+            use serde_amqp::read::Read;
+            let mut r = serde_amqp::read::SliceReader::new(&f.body);
+            serde_amqp::lazy::LazyValue::from_reader(&mut r).unwrap();
+            r.bytes_consumed()
+        };
+        out.push((f.channel, Some(p), f.body.slice(consumed..)));
+    }
+    out
+}
+
+fn events(engine: &mut Engine) -> Vec<Event> {
+    std::iter::from_fn(|| engine.poll_event()).collect()
+}
+
+fn open(max_frame: u32, idle_ms: Option<u32>) -> Performative {
+    Performative::Open(Open {
+        container_id: "client".into(),
+        hostname: Some("localhost".into()),
+        max_frame_size: MaxFrameSize(max_frame),
+        channel_max: ChannelMax(65535),
+        idle_time_out: idle_ms,
+        outgoing_locales: None,
+        incoming_locales: None,
+        offered_capabilities: None,
+        desired_capabilities: None,
+        properties: None,
+    })
+}
+
+fn begin(incoming_window: u32) -> Performative {
+    Performative::Begin(Begin {
+        remote_channel: None,
+        next_outgoing_id: 0,
+        incoming_window,
+        outgoing_window: 65536,
+        handle_max: 255.into(),
+        offered_capabilities: None,
+        desired_capabilities: None,
+        properties: None,
+    })
+}
+
+fn attach(name: &str, handle: u32, client_role: Role, address: &str) -> Performative {
+    let (source, target) = match client_role {
+        Role::Receiver => (address.to_string(), format!("receiver-link-{name}")),
+        Role::Sender => (format!("sender-link-{name}"), address.to_string()),
+    };
+    Performative::Attach(Attach {
+        name: name.into(),
+        handle: handle.into(),
+        role: client_role.clone(),
+        snd_settle_mode: SenderSettleMode::Unsettled,
+        rcv_settle_mode: ReceiverSettleMode::Second,
+        source: Some(Box::new(Source::builder().address(source).build())),
+        target: Some(Box::new(TargetArchetype::Target(
+            Target::builder().address(target).build(),
+        ))),
+        unsettled: None,
+        incomplete_unsettled: false,
+        initial_delivery_count: matches!(client_role, Role::Sender).then_some(0),
+        max_message_size: None,
+        offered_capabilities: None,
+        desired_capabilities: None,
+        properties: None,
+    })
+}
+
+fn link_flow(handle: u32, delivery_count: u32, credit: u32, drain: bool) -> Performative {
+    link_flow_window(handle, delivery_count, credit, drain, 65536)
+}
+
+fn link_flow_window(
+    handle: u32,
+    delivery_count: u32,
+    credit: u32,
+    drain: bool,
+    window: u32,
+) -> Performative {
+    Performative::Flow(Flow {
+        next_incoming_id: Some(0),
+        incoming_window: window,
+        next_outgoing_id: 0,
+        outgoing_window: 65536,
+        handle: Some(handle.into()),
+        delivery_count: Some(delivery_count),
+        link_credit: Some(credit),
+        available: None,
+        drain,
+        echo: false,
+        properties: None,
+    })
+}
+
+/// An engine with an open connection and one session on client channel 1, output drained.
+fn opened(max_frame: u32, window: u32) -> Engine {
+    let now = Instant::now();
+    let mut engine = Engine::new(EngineConfig::default(), now);
+    engine
+        .on_frame(frame(0, open(max_frame, None), &[]), now)
+        .unwrap();
+    engine.on_frame(frame(1, begin(window), &[]), now).unwrap();
+    let _ = output(&mut engine);
+    engine
+}
+
+fn attached_receiver(engine: &mut Engine, handle: u32) -> u64 {
+    engine
+        .on_frame(
+            frame(
+                1,
+                attach("r", handle, Role::Receiver, "amqps://localhost/q"),
+                &[],
+            ),
+            Instant::now(),
+        )
+        .unwrap();
+    let link = match events(engine).as_slice() {
+        [Event::Attached { link, info }] => {
+            assert_eq!(info.node_address(), Some("amqps://localhost/q"));
+            *link
+        }
+        other => panic!("expected one attach event, got {other:?}"),
+    };
+    engine.accept_link(link, None);
+    let _ = output(engine);
+    link
+}
+
+#[test]
+fn pipelined_open_begin_attach_are_answered_in_order() {
+    let now = Instant::now();
+    let mut engine = Engine::new(EngineConfig::default(), now);
+    for f in [
+        frame(0, open(1_048_576, None), &[]),
+        frame(1, begin(65536), &[]),
+        frame(1, attach("cbs-receiver", 0, Role::Receiver, "$cbs"), &[]),
+        frame(1, attach("cbs-sender", 1, Role::Sender, "$cbs"), &[]),
+    ] {
+        engine.on_frame(f, now).unwrap();
+    }
+    let evs = events(&mut engine);
+    let links: Vec<u64> = evs
+        .iter()
+        .map(|e| match e {
+            Event::Attached { link, .. } => *link,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(links.len(), 2);
+    for l in &links {
+        engine.accept_link(*l, None);
+    }
+    let out = output(&mut engine);
+    let kinds: Vec<_> = out
+        .iter()
+        .map(|(c, p, _)| (*c, p.clone().unwrap()))
+        .collect();
+    let Performative::Open(o) = &kinds[0].1 else {
+        panic!("first frame must be open: {kinds:?}")
+    };
+    assert_eq!(o.max_frame_size.0, 262_144);
+    let Performative::Begin(b) = &kinds[1].1 else {
+        panic!("then begin")
+    };
+    assert_eq!(
+        b.remote_channel,
+        Some(1),
+        "begin reply names the client's channel"
+    );
+    let local = kinds[1].0;
+    let Performative::Attach(a) = &kinds[2].1 else {
+        panic!("then attach")
+    };
+    assert_eq!(kinds[2].0, local);
+    assert_eq!(a.name, "cbs-receiver");
+    assert!(matches!(a.role, Role::Sender));
+    assert_eq!(
+        a.initial_delivery_count,
+        Some(0),
+        "pyamqp receivers detach without it"
+    );
+    assert_eq!(a.max_message_size, Some(262_144));
+    assert_eq!(a.source.as_ref().unwrap().address.as_deref(), Some("$cbs"));
+    let Performative::Attach(a) = &kinds[3].1 else {
+        panic!("then attach")
+    };
+    assert_eq!(a.name, "cbs-sender");
+    assert!(matches!(a.role, Role::Receiver));
+    assert_eq!(a.initial_delivery_count, None);
+    let Performative::Flow(f) = &kinds[4].1 else {
+        panic!("client senders get credit at once: {kinds:?}")
+    };
+    assert_eq!(f.link_credit, Some(1000));
+    assert_eq!(f.handle, Some(a.handle.clone()));
+}
+
+#[test]
+fn refused_attach_has_null_termini_and_a_closing_detach_with_three_error_fields() {
+    let mut engine = opened(65536, 65536);
+    engine
+        .on_frame(
+            frame(1, attach("s", 0, Role::Sender, "nope"), &[]),
+            Instant::now(),
+        )
+        .unwrap();
+    let [Event::Attached { link, .. }] = events(&mut engine)[..] else {
+        panic!()
+    };
+    engine.refuse_link(link, amqp_error("amqp:not-found", "no queue 'nope'"));
+    let out = output(&mut engine);
+    let Some(Performative::Attach(a)) = &out[0].1 else {
+        panic!()
+    };
+    assert!(a.source.is_none() && a.target.is_none());
+    let Some(Performative::Detach(d)) = &out[1].1 else {
+        panic!()
+    };
+    assert!(d.closed);
+    let err = d.error.as_ref().unwrap();
+    assert_eq!(condition_str(err), "amqp:not-found");
+    assert!(
+        err.description.is_some() && err.info.is_some(),
+        "pyamqp indexes all three fields"
+    );
+    // The client may reuse the handle without detaching (pyamqp does): accepted as a new link.
+    engine
+        .on_frame(
+            frame(1, attach("s2", 0, Role::Sender, "q"), &[]),
+            Instant::now(),
+        )
+        .unwrap();
+    assert!(matches!(events(&mut engine)[..], [Event::Attached { .. }]));
+}
+
+#[test]
+fn drain_uses_up_credit_and_reports_zero() {
+    let mut engine = opened(65536, 65536);
+    let link = attached_receiver(&mut engine, 0);
+    engine
+        .on_frame(frame(1, link_flow(0, 0, 5, true), &[]), Instant::now())
+        .unwrap();
+    assert!(matches!(events(&mut engine)[..], [Event::Credit { link: l }] if l == link));
+    assert_eq!(engine.credit(link), 5);
+    engine.no_more_messages(link);
+    let out = output(&mut engine);
+    let Some(Performative::Flow(f)) = &out[0].1 else {
+        panic!("{out:?}")
+    };
+    assert_eq!(
+        (f.delivery_count, f.link_credit, f.drain),
+        (Some(5), Some(0), true)
+    );
+    assert_eq!(engine.credit(link), 0);
+}
+
+#[test]
+fn stale_or_wrapped_delivery_count_never_yields_huge_credit() {
+    let mut engine = opened(65536, 65536);
+    let link = attached_receiver(&mut engine, 0);
+    // Client thinks delivery-count is u32::MAX (one behind our 0) and grants 0: limit is behind us.
+    engine
+        .on_frame(
+            frame(1, link_flow(0, u32::MAX, 0, false), &[]),
+            Instant::now(),
+        )
+        .unwrap();
+    assert_eq!(engine.credit(link), 0);
+    // Across the wrap: client count u32::MAX with 3 credits leaves 2 for us at count 0.
+    engine
+        .on_frame(
+            frame(1, link_flow(0, u32::MAX, 3, false), &[]),
+            Instant::now(),
+        )
+        .unwrap();
+    assert_eq!(engine.credit(link), 2);
+}
+
+#[test]
+fn second_mode_settlement_is_reported_and_echoed_settled() {
+    let mut engine = opened(65536, 65536);
+    let link = attached_receiver(&mut engine, 0);
+    engine
+        .on_frame(frame(1, link_flow(0, 0, 10, false), &[]), Instant::now())
+        .unwrap();
+    let _ = events(&mut engine);
+    let tag = Bytes::from_static(&[7; 16]);
+    let id = engine
+        .send(
+            link,
+            tag.clone(),
+            Bytes::from_static(b"\x00\x53\x77\x40"),
+            false,
+        )
+        .unwrap();
+    let out = output(&mut engine);
+    let Some(Performative::Transfer(t)) = &out[0].1 else {
+        panic!()
+    };
+    assert_eq!(
+        t.delivery_tag.as_ref().map(|b| b.to_vec()),
+        Some(tag.to_vec())
+    );
+    assert_eq!(t.settled, None);
+    let d = Disposition {
+        role: Role::Receiver,
+        first: id,
+        last: None,
+        settled: false,
+        state: Some(DeliveryState::Accepted(Accepted {})),
+        batchable: false,
+    };
+    engine
+        .on_frame(frame(1, Performative::Disposition(d), &[]), Instant::now())
+        .unwrap();
+    let evs = events(&mut engine);
+    let [
+        Event::Settle {
+            link: l,
+            delivery_id,
+            tag: t,
+            settled: false,
+            ..
+        },
+    ] = &evs[..]
+    else {
+        panic!("{evs:?}")
+    };
+    assert_eq!((*l, *delivery_id, t.clone()), (link, id, tag));
+    engine.echo(link, id, DeliveryState::Accepted(Accepted {}));
+    let out = output(&mut engine);
+    let Some(Performative::Disposition(d)) = &out[0].1 else {
+        panic!()
+    };
+    assert!(matches!(d.role, Role::Sender) && d.settled && d.first == id);
+    assert!(matches!(d.state, Some(DeliveryState::Accepted(_))));
+    assert_eq!(engine.unsettled_count(link), 0);
+}
+
+#[test]
+fn large_delivery_is_split_and_waits_for_the_session_window() {
+    // Peer accepts 512-byte frames and a session window of 1 frame.
+    let mut engine = opened(512, 1);
+    let link = attached_receiver(&mut engine, 0);
+    engine
+        .on_frame(
+            frame(1, link_flow_window(0, 0, 10, false, 1), &[]),
+            Instant::now(),
+        )
+        .unwrap();
+    let _ = events(&mut engine);
+    let payload: Vec<u8> = (0..1200u32).map(|i| i as u8).collect();
+    engine
+        .send(
+            link,
+            Bytes::from_static(&[1; 16]),
+            Bytes::from(payload.clone()),
+            false,
+        )
+        .unwrap();
+    let mut frames = output(&mut engine);
+    assert_eq!(frames.len(), 1, "window 1 lets one frame out");
+    assert!(
+        !engine.can_send(link),
+        "no new delivery while frames are queued"
+    );
+    let mut next_incoming = 1;
+    while frames.len() < 3 {
+        let f = Flow {
+            next_incoming_id: Some(next_incoming),
+            incoming_window: 1,
+            next_outgoing_id: 0,
+            outgoing_window: 65536,
+            handle: None,
+            delivery_count: None,
+            link_credit: None,
+            available: None,
+            drain: false,
+            echo: false,
+            properties: None,
+        };
+        engine
+            .on_frame(frame(1, Performative::Flow(f), &[]), Instant::now())
+            .unwrap();
+        let more = output(&mut engine);
+        assert_eq!(more.len(), 1);
+        frames.extend(more);
+        next_incoming += 1;
+    }
+    let mut joined = Vec::new();
+    for (i, (_, p, data)) in frames.iter().enumerate() {
+        let Some(Performative::Transfer(t)) = p else {
+            panic!()
+        };
+        let body_len = serde_amqp::to_vec(p.as_ref().unwrap()).unwrap().len();
+        assert!(
+            8 + body_len + data.len() <= 512,
+            "each frame fits the peer max-frame-size: {body_len} + {}",
+            data.len()
+        );
+        if i == 0 {
+            assert!(t.delivery_id.is_some() && t.delivery_tag.is_some());
+        } else {
+            assert!(
+                t.delivery_id.is_none() && t.delivery_tag.is_none(),
+                "continuations carry only the handle"
+            );
+        }
+        assert_eq!(t.more, i < 2);
+        joined.extend_from_slice(data);
+    }
+    assert_eq!(joined, payload);
+}
+
+fn transfer(handle: u32, delivery_id: Option<u32>, more: bool) -> Performative {
+    Performative::Transfer(Transfer {
+        handle: handle.into(),
+        delivery_id,
+        delivery_tag: delivery_id.map(|d| Binary::from(d.to_be_bytes().to_vec())),
+        message_format: delivery_id.map(|_| 0),
+        settled: Some(false),
+        more,
+        rcv_settle_mode: None,
+        state: None,
+        resume: false,
+        aborted: false,
+        batchable: false,
+    })
+}
+
+#[test]
+fn client_multi_frame_transfer_is_reassembled_and_oversize_detaches() {
+    let mut engine = opened(65536, 65536);
+    engine
+        .on_frame(
+            frame(1, attach("s", 3, Role::Sender, "q"), &[]),
+            Instant::now(),
+        )
+        .unwrap();
+    let [Event::Attached { link, .. }] = events(&mut engine)[..] else {
+        panic!()
+    };
+    engine.accept_link(link, None);
+    let _ = output(&mut engine);
+    engine
+        .on_frame(
+            frame(1, transfer(3, Some(0), true), b"hello "),
+            Instant::now(),
+        )
+        .unwrap();
+    engine
+        .on_frame(frame(1, transfer(3, None, false), b"world"), Instant::now())
+        .unwrap();
+    let evs = events(&mut engine);
+    let [
+        Event::Message {
+            link: l,
+            delivery_id: 0,
+            settled: false,
+            format: 0,
+            payload,
+        },
+    ] = &evs[..]
+    else {
+        panic!("{evs:?}")
+    };
+    assert_eq!((*l, &payload[..]), (link, &b"hello world"[..]));
+
+    let big = vec![0u8; 200_000];
+    engine
+        .on_frame(
+            frame(1, transfer(3, Some(1), true), &big[..60_000]),
+            Instant::now(),
+        )
+        .unwrap();
+    for _ in 0..4 {
+        engine
+            .on_frame(
+                frame(1, transfer(3, None, true), &big[..60_000]),
+                Instant::now(),
+            )
+            .unwrap();
+    }
+    let out = output(&mut engine);
+    let detach = out.iter().find_map(|(_, p, _)| match p {
+        Some(Performative::Detach(d)) => Some(d.clone()),
+        _ => None,
+    });
+    let d: Detach = detach.expect("oversized delivery detaches the link");
+    assert_eq!(
+        condition_str(d.error.as_ref().unwrap()),
+        "amqp:link:message-size-exceeded"
+    );
+}
+
+#[test]
+fn undecodable_frame_closes_with_decode_error() {
+    let mut engine = opened(65536, 65536);
+    let bad = servicebus_emulator::amqp::codec::Frame {
+        frame_type: TYPE_AMQP,
+        channel: 1,
+        body: Bytes::from_static(&[0x00, 0x53, 0x12, 0xc0, 0x03, 0x01, 0xff]),
+    };
+    let err = engine.on_frame(bad, Instant::now()).unwrap_err();
+    assert_eq!(err.condition, "amqp:decode-error");
+    let out = output(&mut engine);
+    let Some(Performative::Close(Close { error: Some(e) })) = &out[0].1 else {
+        panic!("{out:?}")
+    };
+    assert_eq!(condition_str(e), "amqp:decode-error");
+    assert!(engine.is_closed());
+}
+
+#[test]
+fn first_frame_must_be_open() {
+    let mut engine = Engine::new(EngineConfig::default(), Instant::now());
+    let err = engine
+        .on_frame(frame(0, begin(10), &[]), Instant::now())
+        .unwrap_err();
+    assert_eq!(err.condition, "amqp:illegal-state");
+    let out = output(&mut engine);
+    assert!(
+        matches!(out[0].1, Some(Performative::Open(_))),
+        "open goes out before the close"
+    );
+    assert!(matches!(out[1].1, Some(Performative::Close(_))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn heartbeats_and_idle_timeout() {
+    let start = Instant::now();
+    let mut engine = Engine::new(
+        EngineConfig {
+            idle_timeout: Duration::from_secs(10),
+            ..EngineConfig::default()
+        },
+        start,
+    );
+    engine
+        .on_frame(frame(0, open(65536, Some(4000)), &[]), start)
+        .unwrap();
+    let _ = output(&mut engine);
+    engine.mark_sent(start);
+    // The peer wants traffic every 4 s: we beat at half that.
+    assert_eq!(engine.next_deadline(), Some(start + Duration::from_secs(2)));
+    tokio::time::advance(Duration::from_secs(2)).await;
+    engine.on_timer(Instant::now());
+    let out = output(&mut engine);
+    assert_eq!(out.len(), 1);
+    assert!(out[0].1.is_none(), "an empty frame");
+    engine.mark_sent(Instant::now());
+    // Nothing received for twice our advertised 10 s: forced close.
+    tokio::time::advance(Duration::from_secs(17)).await;
+    engine.on_timer(Instant::now());
+    assert!(!engine.is_closed());
+    tokio::time::advance(Duration::from_secs(1)).await;
+    engine.on_timer(Instant::now());
+    assert!(engine.is_closed());
+    let out = output(&mut engine);
+    let Some(Performative::Close(Close { error: Some(e) })) = &out.last().unwrap().1 else {
+        panic!("{out:?}")
+    };
+    assert_eq!(condition_str(e), "amqp:connection:forced");
+}
