@@ -1,4 +1,10 @@
-//! A message as raw bytes plus section ranges. TO BE WRITTEN (broker helper).
+//! A message as raw bytes plus section ranges.
+//!
+//! AMQP forbids intermediaries to change the bare message (properties, application-properties, body),
+//! not even its encoding, and decoding + re-encoding with the codec crate is not byte-exact. So the broker
+//! keeps the bytes as received, finds the section boundaries with a small "skip one value" scanner, and
+//! re-encodes only what it owns: the header (hand-written, so that `delivery-count = 0` is on the wire)
+//! and the message-annotations. Delivery-annotations are for the next hop only and are dropped.
 //!
 //! INTERFACE CONTRACT (keep these signatures; extend freely):
 //! - `StoredMessage::parse(raw: Bytes) -> Result<StoredMessage, MessageError>`: one encoded AMQP message
@@ -8,12 +14,63 @@
 //! - `StoredMessage::len(&self) -> usize`: the encoded size, for the 256 KiB limit.
 //! - `StoredMessage::message_id(&self) -> Option<String>` (display form), for logs and duplicate detection.
 
-use bytes::Bytes;
+use std::ops::Range;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use fe2o3_amqp_types::messaging::annotations::OwnedKey;
+use fe2o3_amqp_types::messaging::{
+    Annotations, ApplicationProperties, Header, MessageAnnotations, MessageId, Properties,
+};
+use fe2o3_amqp_types::primitives::{OrderedMap, SimpleValue, Symbol, Timestamp, Value};
+
+/// Descriptor codes of the message sections (messaging §3.2).
+mod code {
+    pub const HEADER: u64 = 0x70;
+    pub const DELIVERY_ANNOTATIONS: u64 = 0x71;
+    pub const MESSAGE_ANNOTATIONS: u64 = 0x72;
+    pub const PROPERTIES: u64 = 0x73;
+    pub const APPLICATION_PROPERTIES: u64 = 0x74;
+    pub const DATA: u64 = 0x75;
+    pub const AMQP_SEQUENCE: u64 = 0x76;
+    pub const AMQP_VALUE: u64 = 0x77;
+    pub const FOOTER: u64 = 0x78;
+}
+
+/// The Service Bus batch message format: each `data` section of the envelope is one encoded message.
+pub const BATCH_MESSAGE_FORMAT: u32 = 0x8001_3700;
+
+/// Annotation keys the broker writes or reads.
+pub mod keys {
+    pub const SEQUENCE_NUMBER: &str = "x-opt-sequence-number";
+    pub const ENQUEUED_TIME: &str = "x-opt-enqueued-time";
+    pub const LOCKED_UNTIL: &str = "x-opt-locked-until";
+    pub const DEADLETTER_SOURCE: &str = "x-opt-deadletter-source";
+    pub const SCHEDULED_ENQUEUE_TIME: &str = "x-opt-scheduled-enqueue-time";
+    pub const DEAD_LETTER_REASON: &str = "DeadLetterReason";
+    pub const DEAD_LETTER_DESCRIPTION: &str = "DeadLetterErrorDescription";
+}
 
 /// A message as the broker keeps it.
 #[derive(Debug, Clone)]
 pub struct StoredMessage {
+    /// The bytes as received (or as rewritten by [`StoredMessage::with_application_properties`]).
     raw: Bytes,
+    /// The client's header, parsed (durable, priority, ttl are kept on delivery).
+    header: Header,
+    /// The client's message-annotations merged with modifications from abandon/defer.
+    annotations: Annotations,
+    properties: Option<Range<usize>>,
+    application_properties: Option<Range<usize>>,
+    /// Properties through the end of the body: the immutable bare message.
+    bare: Range<usize>,
+    /// The body sections alone (after application-properties).
+    body: Range<usize>,
+    footer: Option<Range<usize>>,
+    /// Fields of `properties` the broker needs, decoded once.
+    message_id: Option<String>,
+    group_id: Option<String>,
+    absolute_expiry: Option<SystemTime>,
 }
 
 /// Why bytes are not a message.
@@ -23,15 +80,151 @@ pub enum MessageError {
     Malformed(String),
 }
 
+fn malformed(msg: impl Into<String>) -> MessageError {
+    MessageError::Malformed(msg.into())
+}
+
+/// Broker-owned annotations added to every delivery (and to peeked messages).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrokerAnnotations {
+    pub sequence_number: i64,
+    pub enqueued_time: SystemTime,
+    /// Only for peek-lock deliveries.
+    pub locked_until: Option<SystemTime>,
+    /// Set on dead-letter queue copies: the queue the message came from.
+    pub deadletter_source: Option<String>,
+}
+
 impl StoredMessage {
+    /// Find the sections of one encoded message (format 0) and decode the parts the broker needs.
     pub fn parse(raw: Bytes) -> Result<StoredMessage, MessageError> {
-        Ok(StoredMessage { raw })
+        let sections = scan_sections(&raw)?;
+        let mut header = None;
+        let mut annotations = None;
+        let mut properties = None;
+        let mut application_properties = None;
+        let mut body: Option<Range<usize>> = None;
+        let mut footer = None;
+        // Sections must come in spec order; `rank` enforces it and catches duplicates.
+        let mut last_rank = 0u8;
+        let mut body_kind = None;
+        for s in &sections {
+            let rank = match s.code {
+                code::HEADER => 1,
+                code::DELIVERY_ANNOTATIONS => 2,
+                code::MESSAGE_ANNOTATIONS => 3,
+                code::PROPERTIES => 4,
+                code::APPLICATION_PROPERTIES => 5,
+                code::DATA | code::AMQP_SEQUENCE | code::AMQP_VALUE => 6,
+                code::FOOTER => 7,
+                other => {
+                    return Err(malformed(format!(
+                        "unknown section descriptor 0x{other:x} at byte {}",
+                        s.range.start
+                    )));
+                }
+            };
+            let repeated_body = rank == 6 && last_rank == 6;
+            if rank < last_rank || (rank == last_rank && !repeated_body) {
+                return Err(malformed(format!(
+                    "section 0x{:x} at byte {} is out of order or repeated",
+                    s.code, s.range.start
+                )));
+            }
+            if repeated_body && (body_kind != Some(s.code) || s.code == code::AMQP_VALUE) {
+                return Err(malformed(format!(
+                    "body section 0x{:x} at byte {} cannot follow 0x{:x}",
+                    s.code,
+                    s.range.start,
+                    body_kind.unwrap_or(0)
+                )));
+            }
+            last_rank = rank;
+            let r = s.range.clone();
+            match s.code {
+                code::HEADER => {
+                    header = Some(
+                        serde_amqp::from_slice::<Header>(&raw[r])
+                            .map_err(|e| malformed(format!("header: {e}")))?,
+                    )
+                }
+                code::DELIVERY_ANNOTATIONS => {}
+                code::MESSAGE_ANNOTATIONS => {
+                    let ma = serde_amqp::from_slice::<MessageAnnotations>(&raw[r])
+                        .map_err(|e| malformed(format!("message-annotations: {e}")))?;
+                    annotations = Some(ma.0);
+                }
+                code::PROPERTIES => properties = Some(r),
+                code::APPLICATION_PROPERTIES => application_properties = Some(r),
+                code::FOOTER => footer = Some(r),
+                _ => {
+                    body_kind = Some(s.code);
+                    body = Some(match body {
+                        Some(b) => b.start..r.end,
+                        None => r,
+                    });
+                }
+            }
+        }
+        // The spec requires a body; refusing a message without one also catches a transfer cut short at a
+        // section boundary.
+        let Some(body) = body else {
+            return Err(malformed(
+                "no body section (data, amqp-sequence or amqp-value)",
+            ));
+        };
+        let bare_start = properties
+            .as_ref()
+            .or(application_properties.as_ref())
+            .map_or(body.start, |r| r.start);
+        let bare = bare_start..body.end;
+
+        let mut message = StoredMessage {
+            header: header.unwrap_or_default(),
+            annotations: annotations.unwrap_or_default(),
+            properties,
+            application_properties,
+            bare,
+            body,
+            footer,
+            message_id: None,
+            group_id: None,
+            absolute_expiry: None,
+            raw,
+        };
+        if let Some(r) = message.properties.clone() {
+            let p = serde_amqp::from_slice::<Properties>(&message.raw[r])
+                .map_err(|e| malformed(format!("properties: {e}")))?;
+            message.message_id = p.message_id.as_ref().map(display_message_id);
+            message.group_id = p.group_id;
+            message.absolute_expiry = p
+                .absolute_expiry_time
+                .as_ref()
+                .map(timestamp_to_system_time);
+        }
+        Ok(message)
     }
 
-    pub fn split_batch(_raw: Bytes) -> Result<Vec<StoredMessage>, MessageError> {
-        todo!()
+    /// Split a batch (format 0x80013700): each `data` section of the envelope is one encoded message.
+    pub fn split_batch(raw: Bytes) -> Result<Vec<StoredMessage>, MessageError> {
+        let sections = scan_sections(&raw)?;
+        let mut messages = Vec::new();
+        for s in sections.iter().filter(|s| s.code == code::DATA) {
+            let inner = binary_contents(&raw, s.value.clone()).ok_or_else(|| {
+                malformed(format!(
+                    "batch data section at byte {} is not binary",
+                    s.range.start
+                ))
+            })?;
+            messages.push(StoredMessage::parse(raw.slice(inner))?);
+        }
+        if messages.is_empty() {
+            return Err(malformed("batch envelope has no data sections"));
+        }
+        Ok(messages)
     }
 
+    /// The encoded size as received, for the 256 KiB limit.
     pub fn len(&self) -> usize {
         self.raw.len()
     }
@@ -40,7 +233,631 @@ impl StoredMessage {
         self.raw.is_empty()
     }
 
+    /// The raw bytes as received.
+    pub fn raw(&self) -> &Bytes {
+        &self.raw
+    }
+
+    /// The bare message bytes (properties, application-properties, body), exactly as sent.
+    pub fn bare(&self) -> Bytes {
+        self.raw.slice(self.bare.clone())
+    }
+
+    /// `properties.message-id` in display form (string as is, uuid hyphenated, ulong decimal, binary hex).
     pub fn message_id(&self) -> Option<String> {
-        todo!()
+        self.message_id.clone()
+    }
+
+    /// `properties.group-id` (the Service Bus session id).
+    pub fn group_id(&self) -> Option<&str> {
+        self.group_id.as_deref()
+    }
+
+    /// `header.ttl`, the relative time to live.
+    pub fn ttl(&self) -> Option<Duration> {
+        self.header
+            .ttl
+            .map(|ms| Duration::from_millis(u64::from(ms)))
+    }
+
+    /// `properties.absolute-expiry-time`.
+    pub fn absolute_expiry(&self) -> Option<SystemTime> {
+        self.absolute_expiry
+    }
+
+    /// The client's `x-opt-scheduled-enqueue-time` annotation.
+    pub fn scheduled_enqueue_time(&self) -> Option<SystemTime> {
+        match self.annotation(keys::SCHEDULED_ENQUEUE_TIME)? {
+            Value::Timestamp(t) => Some(timestamp_to_system_time(t)),
+            // Some clients write it as a long of epoch milliseconds.
+            Value::Long(ms) => Some(timestamp_to_system_time(&Timestamp::from_milliseconds(*ms))),
+            _ => None,
+        }
+    }
+
+    /// A message-annotation by symbol key.
+    pub fn annotation(&self, key: &str) -> Option<&Value> {
+        self.annotations.get(&OwnedKey::Symbol(Symbol::from(key)))
+    }
+
+    /// Merge annotations (abandon/defer `properties-to-modify`): the same key replaces the old value.
+    pub fn merge_annotations(&mut self, entries: impl IntoIterator<Item = (String, Value)>) {
+        for (k, v) in entries {
+            self.annotations
+                .insert(OwnedKey::Symbol(Symbol::from(k)), v);
+        }
+    }
+
+    /// The decoded application-properties (empty if absent).
+    pub fn application_properties(&self) -> Result<OrderedMap<String, SimpleValue>, MessageError> {
+        match &self.application_properties {
+            None => Ok(OrderedMap::new()),
+            Some(r) => serde_amqp::from_slice::<ApplicationProperties>(&self.raw[r.clone()])
+                .map(|a| a.0)
+                .map_err(|e| malformed(format!("application-properties: {e}"))),
+        }
+    }
+
+    /// A copy with `entries` set in the application-properties (dead-letter reason and description).
+    /// Only that section is re-encoded; properties and body bytes are copied untouched.
+    pub fn with_application_properties(
+        &self,
+        entries: impl IntoIterator<Item = (String, SimpleValue)>,
+    ) -> Result<StoredMessage, MessageError> {
+        let mut map = self.application_properties()?;
+        for (k, v) in entries {
+            map.insert(k, v);
+        }
+        let section = serde_amqp::to_vec(&ApplicationProperties(map))
+            .map_err(|e| malformed(format!("cannot encode application-properties: {e}")))?;
+        let head_end = self
+            .properties
+            .as_ref()
+            .map(|p| p.start)
+            .unwrap_or(self.body.start);
+        let mut buf = BytesMut::with_capacity(self.raw.len() + section.len());
+        buf.extend_from_slice(&self.raw[..head_end]);
+        if let Some(p) = &self.properties {
+            buf.extend_from_slice(&self.raw[p.clone()]);
+        }
+        buf.extend_from_slice(&section);
+        buf.extend_from_slice(&self.raw[self.body.start..]);
+        let mut copy = StoredMessage::parse(buf.freeze())?;
+        copy.annotations = self.annotations.clone();
+        Ok(copy)
+    }
+
+    /// The message as the broker sends it: a hand-written header with an explicit delivery-count (the
+    /// codec drops a 0, which clients then read as "absent"), the merged message-annotations, then the
+    /// bare message and footer bytes as received.
+    pub fn encode_for_delivery(
+        &self,
+        delivery_count: u32,
+        first_acquirer: bool,
+        broker: &BrokerAnnotations,
+    ) -> Bytes {
+        let mut annotations = self.annotations.clone();
+        let mut put = |k: &str, v: Value| {
+            annotations.insert(OwnedKey::Symbol(Symbol::from(k)), v);
+        };
+        put(keys::SEQUENCE_NUMBER, Value::Long(broker.sequence_number));
+        put(
+            keys::ENQUEUED_TIME,
+            Value::Timestamp(system_time_to_timestamp(broker.enqueued_time)),
+        );
+        if let Some(t) = broker.locked_until {
+            put(
+                keys::LOCKED_UNTIL,
+                Value::Timestamp(system_time_to_timestamp(t)),
+            );
+        }
+        if let Some(src) = &broker.deadletter_source {
+            put(keys::DEADLETTER_SOURCE, Value::String(src.clone()));
+        }
+        // Encoding a map of plain values into a Vec cannot fail; an empty section is the fallback.
+        let annotations = serde_amqp::to_vec(&MessageAnnotations(annotations)).unwrap_or_default();
+
+        let mut out = BytesMut::with_capacity(32 + annotations.len() + self.raw.len());
+        write_header(&mut out, &self.header, first_acquirer, delivery_count);
+        out.extend_from_slice(&annotations);
+        out.extend_from_slice(&self.raw[self.bare.clone()]);
+        if let Some(f) = &self.footer {
+            out.extend_from_slice(&self.raw[f.clone()]);
+        }
+        out.freeze()
+    }
+}
+
+/// `00 53 70 c0 <size> 05 <durable> <priority> <ttl> <first-acquirer> <delivery-count>`, every field
+/// explicit.
+fn write_header(out: &mut BytesMut, header: &Header, first_acquirer: bool, delivery_count: u32) {
+    let mut fields = BytesMut::with_capacity(16);
+    fields.put_u8(if header.durable { 0x41 } else { 0x42 });
+    fields.put_u8(0x50);
+    fields.put_u8(header.priority.0);
+    match header.ttl {
+        Some(ttl) => {
+            fields.put_u8(0x70);
+            fields.put_u32(ttl);
+        }
+        None => fields.put_u8(0x40),
+    }
+    fields.put_u8(if first_acquirer { 0x41 } else { 0x42 });
+    fields.put_u8(0x70);
+    fields.put_u32(delivery_count);
+    out.extend_from_slice(&[0x00, 0x53, 0x70, 0xc0]);
+    out.put_u8((fields.len() + 1) as u8); // size counts the count byte and the fields
+    out.put_u8(5);
+    out.extend_from_slice(&fields);
+}
+
+fn display_message_id(id: &MessageId) -> String {
+    match id {
+        MessageId::String(s) => s.clone(),
+        MessageId::Ulong(n) => n.to_string(),
+        MessageId::Uuid(u) => uuid::Uuid::from_bytes(*u.as_inner())
+            .hyphenated()
+            .to_string(),
+        MessageId::Binary(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
+    }
+}
+
+/// AMQP timestamps are milliseconds since the Unix epoch (possibly negative).
+pub fn timestamp_to_system_time(t: &Timestamp) -> SystemTime {
+    let ms = t.milliseconds();
+    if ms >= 0 {
+        UNIX_EPOCH + Duration::from_millis(ms as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
+    }
+}
+
+pub fn system_time_to_timestamp(t: SystemTime) -> Timestamp {
+    let ms = match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+    };
+    Timestamp::from_milliseconds(ms)
+}
+
+/// One top-level section: its descriptor code, its whole byte range, and the range of its value.
+#[derive(Debug)]
+struct Section {
+    code: u64,
+    range: Range<usize>,
+    value: Range<usize>,
+}
+
+/// Split a message into described sections without decoding them.
+fn scan_sections(raw: &[u8]) -> Result<Vec<Section>, MessageError> {
+    let mut sections = Vec::with_capacity(4);
+    let mut pos = 0;
+    while pos < raw.len() {
+        let start = pos;
+        if raw[pos] != 0x00 {
+            return Err(malformed(format!(
+                "expected a described section at byte {pos}, found 0x{:02x}",
+                raw[pos]
+            )));
+        }
+        let (code, after_descriptor) = section_descriptor(raw, pos + 1)?;
+        let end = skip_value(raw, after_descriptor)?;
+        sections.push(Section {
+            code,
+            range: start..end,
+            value: after_descriptor..end,
+        });
+        pos = end;
+    }
+    if sections.is_empty() {
+        return Err(malformed("no sections (empty message)"));
+    }
+    Ok(sections)
+}
+
+/// Read a section descriptor: smallulong/ulong code, or the symbolic name.
+fn section_descriptor(raw: &[u8], pos: usize) -> Result<(u64, usize), MessageError> {
+    let fc = *raw.get(pos).ok_or_else(|| truncated(pos))?;
+    match fc {
+        0x53 => Ok((
+            u64::from(*raw.get(pos + 1).ok_or_else(|| truncated(pos + 1))?),
+            pos + 2,
+        )),
+        0x80 => {
+            let b = raw
+                .get(pos + 1..pos + 9)
+                .ok_or_else(|| truncated(pos + 1))?;
+            let mut a = [0u8; 8];
+            a.copy_from_slice(b);
+            Ok((u64::from_be_bytes(a), pos + 9))
+        }
+        0x44 => Ok((0, pos + 1)),
+        0xa3 | 0xb3 => {
+            let end = skip_value(raw, pos)?;
+            let header_len = if fc == 0xa3 { 2 } else { 5 };
+            let name = std::str::from_utf8(&raw[pos + header_len..end]).unwrap_or("");
+            let code = match name {
+                "amqp:header:list" => code::HEADER,
+                "amqp:delivery-annotations:map" => code::DELIVERY_ANNOTATIONS,
+                "amqp:message-annotations:map" => code::MESSAGE_ANNOTATIONS,
+                "amqp:properties:list" => code::PROPERTIES,
+                "amqp:application-properties:map" => code::APPLICATION_PROPERTIES,
+                "amqp:data:binary" => code::DATA,
+                "amqp:amqp-sequence:list" => code::AMQP_SEQUENCE,
+                "amqp:amqp-value:*" => code::AMQP_VALUE,
+                "amqp:footer:map" => code::FOOTER,
+                other => {
+                    return Err(malformed(format!(
+                        "unknown section descriptor \"{other}\" at byte {pos}"
+                    )));
+                }
+            };
+            Ok((code, end))
+        }
+        other => Err(malformed(format!(
+            "unexpected section descriptor format 0x{other:02x} at byte {pos}"
+        ))),
+    }
+}
+
+fn truncated(pos: usize) -> MessageError {
+    malformed(format!("truncated at byte {pos}"))
+}
+
+fn read_len(raw: &[u8], pos: usize, width: usize) -> Result<usize, MessageError> {
+    let b = raw.get(pos..pos + width).ok_or_else(|| truncated(pos))?;
+    Ok(match width {
+        1 => b[0] as usize,
+        _ => u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize,
+    })
+}
+
+/// Return the position after the AMQP value that starts at `pos`. The width of a value follows from
+/// the high nibble of its format code (types §1.2), so no decoding is needed.
+fn skip_value(raw: &[u8], pos: usize) -> Result<usize, MessageError> {
+    let fc = *raw.get(pos).ok_or_else(|| truncated(pos))?;
+    let body = pos + 1;
+    let end = match fc {
+        0x00 => {
+            // Described value: a descriptor value, then the value.
+            let after_descriptor = skip_value(raw, body)?;
+            return skip_value(raw, after_descriptor);
+        }
+        0x40..=0x45 => body,
+        0x50..=0x56 => body + 1,
+        0x60 | 0x61 => body + 2,
+        0x70..=0x74 => body + 4,
+        0x80..=0x84 => body + 8,
+        0x98 => body + 16,
+        0xa0 | 0xa1 | 0xa3 => body + 1 + read_len(raw, body, 1)?,
+        0xb0 | 0xb1 | 0xb3 => body + 4 + read_len(raw, body, 4)?,
+        0xc0 | 0xc1 | 0xe0 => body + 1 + read_len(raw, body, 1)?,
+        0xd0 | 0xd1 | 0xf0 => body + 4 + read_len(raw, body, 4)?,
+        other => {
+            return Err(malformed(format!(
+                "unknown format code 0x{other:02x} at byte {pos}"
+            )));
+        }
+    };
+    if end > raw.len() {
+        return Err(truncated(raw.len()));
+    }
+    Ok(end)
+}
+
+/// The content range of a binary value (`vbin8`/`vbin32`) at `value.start`.
+fn binary_contents(raw: &[u8], value: Range<usize>) -> Option<Range<usize>> {
+    match raw.get(value.start)? {
+        0xa0 => Some(value.start + 2..value.end),
+        0xb0 => Some(value.start + 5..value.end),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fe2o3_amqp_types::messaging::message::__private::Serializable;
+    use fe2o3_amqp_types::messaging::{AmqpValue, Body, Data, Message};
+    use fe2o3_amqp_types::primitives::Binary;
+
+    use super::*;
+
+    fn encode(msg: &Message<Body<Value>>) -> Bytes {
+        Bytes::from(serde_amqp::to_vec(&Serializable(msg)).unwrap())
+    }
+
+    fn sample() -> Message<Body<Value>> {
+        Message::builder()
+            .header(Header {
+                durable: true,
+                ttl: Some(30_000),
+                ..Default::default()
+            })
+            .message_annotations(
+                MessageAnnotations::builder()
+                    .insert(
+                        OwnedKey::Symbol(Symbol::from("x-opt-partition-key")),
+                        Value::String("p".into()),
+                    )
+                    .build(),
+            )
+            .properties(
+                Properties::builder()
+                    .message_id(MessageId::String("id-1".into()))
+                    .subject("greeting")
+                    .group_id(String::from("g"))
+                    .correlation_id(MessageId::Ulong(7))
+                    .build(),
+            )
+            .application_properties(
+                ApplicationProperties::builder()
+                    .insert("k", SimpleValue::Int(5))
+                    .insert("s", "v")
+                    .build(),
+            )
+            .body(Body::Data(
+                vec![Data(Binary::from(b"hello".to_vec()))].into(),
+            ))
+            .build()
+    }
+
+    fn broker_annotations() -> BrokerAnnotations {
+        BrokerAnnotations {
+            sequence_number: 42,
+            enqueued_time: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            locked_until: Some(UNIX_EPOCH + Duration::from_millis(1_700_000_060_123)),
+            deadletter_source: None,
+        }
+    }
+
+    /// The bytes of `sub` are found unchanged inside `whole`.
+    fn contains(whole: &[u8], sub: &[u8]) -> bool {
+        whole.windows(sub.len()).any(|w| w == sub)
+    }
+
+    fn decode(bytes: &[u8]) -> Message<Body<Value>> {
+        use fe2o3_amqp_types::messaging::message::__private::Deserializable;
+        serde_amqp::from_slice::<Deserializable<Message<Body<Value>>>>(bytes)
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn bare_message_round_trips_byte_exact() {
+        let raw = encode(&sample());
+        let m = StoredMessage::parse(raw.clone()).unwrap();
+        assert_eq!(m.message_id().as_deref(), Some("id-1"));
+        assert_eq!(m.group_id(), Some("g"));
+        assert_eq!(m.ttl(), Some(Duration::from_secs(30)));
+        // The bare message is everything from properties on: compare with the client's own encoding.
+        let mut bare_only = sample();
+        bare_only.header = None;
+        bare_only.message_annotations = None;
+        let bare_expected = encode(&bare_only);
+        assert_eq!(m.bare(), bare_expected);
+
+        let out = m.encode_for_delivery(0, true, &broker_annotations());
+        assert!(out.ends_with(&bare_expected));
+        let back = decode(&out);
+        assert_eq!(back.properties, sample().properties);
+        assert_eq!(back.application_properties, sample().application_properties);
+        let ma = back.message_annotations.unwrap().0;
+        assert_eq!(
+            ma.get(&OwnedKey::Symbol(Symbol::from("x-opt-partition-key"))),
+            Some(&Value::String("p".into()))
+        );
+        assert_eq!(
+            ma.get(&OwnedKey::Symbol(Symbol::from(keys::SEQUENCE_NUMBER))),
+            Some(&Value::Long(42))
+        );
+        assert_eq!(
+            ma.get(&OwnedKey::Symbol(Symbol::from(keys::LOCKED_UNTIL))),
+            Some(&Value::Timestamp(Timestamp::from_milliseconds(
+                1_700_000_060_123
+            )))
+        );
+        let header = back.header.unwrap();
+        assert!(header.durable);
+        assert_eq!(header.ttl, Some(30_000));
+        assert!(header.first_acquirer);
+    }
+
+    #[test]
+    fn unusual_encodings_survive_untouched() {
+        // properties as list32 with explicit nulls and a str32 message-id; application-properties as map32;
+        // two data sections, one vbin32; a footer. Re-encoding with the codec would normalise all of it.
+        let mut raw = vec![
+            0x00, 0x53, 0x70, 0xc0, 0x06, 0x05, 0x41, 0x40, 0x40, 0x42, 0x43,
+        ]; // header, explicit nulls
+        raw.extend_from_slice(&[
+            0x00, 0x53, 0x73, 0xd0, 0, 0, 0, 13, 0, 0, 0, 3, 0xb1, 0, 0, 0, 2, b'i', b'd', 0x40,
+            0x40,
+        ]);
+        raw.extend_from_slice(&[
+            0x00, 0x53, 0x74, 0xd1, 0, 0, 0, 16, 0, 0, 0, 2, 0xa1, 1, b'k', 0x81, 0, 0, 0, 0, 0, 0,
+            0, 9,
+        ]);
+        let bare_start = 11;
+        raw.extend_from_slice(&[0x00, 0x53, 0x75, 0xb0, 0, 0, 0, 2, b'h', b'i']);
+        raw.extend_from_slice(&[0x00, 0x53, 0x75, 0xa0, 1, b'!']);
+        let bare_end = raw.len();
+        raw.extend_from_slice(&[0x00, 0x53, 0x78, 0xc1, 0x01, 0x00]);
+        let raw = Bytes::from(raw);
+        let m = StoredMessage::parse(raw.clone()).unwrap();
+        assert_eq!(m.message_id().as_deref(), Some("id"));
+        assert_eq!(m.bare(), raw.slice(bare_start..bare_end));
+        let out = m.encode_for_delivery(2, false, &broker_annotations());
+        assert!(
+            out.ends_with(&raw[bare_start..]),
+            "bare message and footer must be byte-identical"
+        );
+        let back = decode(&out);
+        assert_eq!(back.header.unwrap().delivery_count, 2);
+
+        // Symbolic and ulong descriptors are sections too.
+        let mut sym = vec![0x00, 0xa3, 17];
+        sym.extend_from_slice(b"amqp:amqp-value:*");
+        sym.extend_from_slice(&[0xa1, 2, b'o', b'k']);
+        let mut ulong = vec![0x00, 0x80, 0, 0, 0, 0, 0, 0, 0, 0x73, 0x45];
+        ulong.extend_from_slice(&sym);
+        let m = StoredMessage::parse(Bytes::from(ulong.clone())).unwrap();
+        assert_eq!(m.bare(), Bytes::from(ulong));
+    }
+
+    #[test]
+    fn delivery_count_zero_is_on_the_wire() {
+        let m = StoredMessage::parse(encode(&sample())).unwrap();
+        let out = m.encode_for_delivery(0, true, &broker_annotations());
+        // durable=true, priority 4, ttl 30000, first-acquirer=true, delivery-count uint 0 — all five fields.
+        assert_eq!(
+            &out[..20],
+            &[
+                0x00, 0x53, 0x70, 0xc0, 0x0f, 0x05, 0x41, 0x50, 0x04, 0x70, 0, 0, 0x75, 0x30, 0x41,
+                0x70, 0, 0, 0, 0
+            ]
+        );
+        let redelivered = m.encode_for_delivery(3, false, &broker_annotations());
+        assert_eq!(decode(&redelivered).header.unwrap().delivery_count, 3);
+    }
+
+    #[test]
+    fn truncations_are_errors_not_panics() {
+        let raw = encode(&sample());
+        for n in 0..raw.len() {
+            assert!(
+                StoredMessage::parse(raw.slice(..n)).is_err(),
+                "prefix of {n} bytes parsed"
+            );
+        }
+        for garbage in [
+            &[0x01u8][..],
+            &[0x00, 0x53, 0x99, 0x40],
+            &[0x00, 0x53, 0x73, 0x1f],
+            &[0x00, 0x53, 0x75, 0xb0, 0xff, 0xff, 0xff, 0xff],
+        ] {
+            assert!(
+                StoredMessage::parse(Bytes::copy_from_slice(garbage)).is_err(),
+                "{garbage:02x?}"
+            );
+        }
+        // Out of order: properties after the body.
+        let mut raw = vec![0x00, 0x53, 0x77, 0x40];
+        raw.extend_from_slice(&[0x00, 0x53, 0x73, 0x45]);
+        assert!(StoredMessage::parse(Bytes::from(raw)).is_err());
+    }
+
+    #[test]
+    fn batches_split_into_messages() {
+        let one = encode(&sample());
+        let mut second = sample();
+        second.properties.as_mut().unwrap().message_id = Some(MessageId::String("id-2".into()));
+        let two = encode(&second);
+        let envelope: Message<Body<Value>> = Message::builder()
+            .properties(
+                Properties::builder()
+                    .message_id(MessageId::String("id-1".into()))
+                    .build(),
+            )
+            .body(Body::Data(
+                vec![
+                    Data(Binary::from(one.to_vec())),
+                    Data(Binary::from(two.to_vec())),
+                ]
+                .into(),
+            ))
+            .build();
+        let parts = StoredMessage::split_batch(encode(&envelope)).unwrap();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0].raw(), &one);
+        assert_eq!(parts[1].message_id().as_deref(), Some("id-2"));
+        let not_batch: Message<Body<Value>> = Message::builder()
+            .body(Body::Value(AmqpValue(Value::Int(1))))
+            .build();
+        assert!(StoredMessage::split_batch(encode(&not_batch)).is_err());
+    }
+
+    #[test]
+    fn dead_letter_properties_touch_only_that_section() {
+        let m = StoredMessage::parse(encode(&sample())).unwrap();
+        let dl = m
+            .with_application_properties([
+                (
+                    keys::DEAD_LETTER_REASON.to_string(),
+                    SimpleValue::String("why".into()),
+                ),
+                (
+                    keys::DEAD_LETTER_DESCRIPTION.to_string(),
+                    SimpleValue::String("because".into()),
+                ),
+            ])
+            .unwrap();
+        let props = dl.application_properties().unwrap();
+        assert_eq!(props.get("k"), Some(&SimpleValue::Int(5)));
+        assert_eq!(
+            props.get(keys::DEAD_LETTER_REASON),
+            Some(&SimpleValue::String("why".into()))
+        );
+        // The properties section and the body bytes are unchanged.
+        let p = m.properties.clone().unwrap();
+        assert!(contains(dl.raw(), &m.raw()[p]));
+        assert!(dl.raw().ends_with(&m.raw()[m.body.clone()]));
+        assert_eq!(
+            dl.annotation("x-opt-partition-key"),
+            Some(&Value::String("p".into()))
+        );
+        // A message without application-properties gets one.
+        let bare: Message<Body<Value>> = Message::builder()
+            .body(Body::Value(AmqpValue(Value::Int(1))))
+            .build();
+        let m = StoredMessage::parse(encode(&bare)).unwrap();
+        let dl = m
+            .with_application_properties([("a".to_string(), SimpleValue::Bool(true))])
+            .unwrap();
+        assert_eq!(dl.application_properties().unwrap().len(), 1);
+        assert!(dl.raw().ends_with(&m.raw()[m.body.clone()]));
+    }
+
+    #[test]
+    fn annotations_merge_and_scheduled_time() {
+        let at = Timestamp::from_milliseconds(1_800_000_000_000);
+        let msg: Message<Body<Value>> = Message::builder()
+            .message_annotations(
+                MessageAnnotations::builder()
+                    .insert(
+                        OwnedKey::Symbol(Symbol::from(keys::SCHEDULED_ENQUEUE_TIME)),
+                        Value::Timestamp(at.clone()),
+                    )
+                    .build(),
+            )
+            .body(Body::Value(AmqpValue(Value::Int(1))))
+            .build();
+        let mut m = StoredMessage::parse(encode(&msg)).unwrap();
+        assert_eq!(
+            m.scheduled_enqueue_time(),
+            Some(timestamp_to_system_time(&at))
+        );
+        m.merge_annotations([("custom".to_string(), Value::Int(9))]);
+        let back = decode(&m.encode_for_delivery(1, false, &broker_annotations()));
+        assert_eq!(
+            back.message_annotations
+                .unwrap()
+                .0
+                .get(&OwnedKey::Symbol(Symbol::from("custom"))),
+            Some(&Value::Int(9))
+        );
+    }
+
+    #[test]
+    fn message_ids_display() {
+        let id = uuid::Uuid::parse_str("00112233-4455-6677-8899-aabbccddeeff").unwrap();
+        assert_eq!(
+            display_message_id(&MessageId::Uuid(id.into())),
+            "00112233-4455-6677-8899-aabbccddeeff"
+        );
+        assert_eq!(display_message_id(&MessageId::Ulong(12)), "12");
+        assert_eq!(
+            display_message_id(&MessageId::Binary(Binary::from(vec![0xab, 1]))),
+            "ab01"
+        );
     }
 }

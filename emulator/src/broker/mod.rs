@@ -4,13 +4,28 @@
 //! stable, extend rather than change). Time comes from `tokio::time::Instant::now()` so tests can run
 //! under `#[tokio::test(start_paused = true)]` and `tokio::time::advance`.
 
+mod clock;
+pub mod entity_path;
+pub mod queue;
+mod timers;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::config::Config;
+use self::clock::Clock;
+use self::queue::{Queue, Sub};
+use crate::config::{Config, QueueProperties};
 use crate::message::StoredMessage;
+
+pub use self::queue::{MAX_MESSAGE_SIZE, REASON_MAX_DELIVERY, REASON_TTL};
 
 /// Which queue-like thing an address names, after normalisation
 /// (`amqps://host:port/queue` → `queue`; a leading `/` is stripped).
@@ -22,7 +37,23 @@ pub enum EntityPath {
     DeadLetter(String),
 }
 
+impl fmt::Display for EntityPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EntityPath::Queue(q) => f.write_str(q),
+            EntityPath::DeadLetter(q) => write!(f, "{q}/{}", entity_path::DEAD_LETTER_SUFFIX),
+        }
+    }
+}
+
 impl EntityPath {
+    fn sub(&self) -> Sub {
+        match self {
+            EntityPath::Queue(_) => Sub::Main,
+            EntityPath::DeadLetter(_) => Sub::DeadLetter,
+        }
+    }
+
     /// The queue this path belongs to.
     pub fn queue(&self) -> &str {
         match self {
@@ -61,11 +92,19 @@ pub enum Outcome {
     /// `accepted`: delete it.
     Complete,
     /// `modified{delivery-failed}` / `released`: unlock; `count_attempt` adds one to delivery-count.
-    Abandon { count_attempt: bool, properties_to_modify: Vec<(String, fe2o3_amqp_types::primitives::Value)> },
+    Abandon {
+        count_attempt: bool,
+        properties_to_modify: Vec<(String, fe2o3_amqp_types::primitives::Value)>,
+    },
     /// `modified{undeliverable-here}`: set aside; only receive-by-sequence-number can fetch it.
-    Defer { properties_to_modify: Vec<(String, fe2o3_amqp_types::primitives::Value)> },
+    Defer {
+        properties_to_modify: Vec<(String, fe2o3_amqp_types::primitives::Value)>,
+    },
     /// `rejected{com.microsoft:dead-letter}`: move to `<queue>/$DeadLetterQueue`.
-    DeadLetter { reason: Option<String>, description: Option<String> },
+    DeadLetter {
+        reason: Option<String>,
+        description: Option<String>,
+    },
 }
 
 /// Why a settlement or lock operation failed. The AMQP layer maps these to error conditions.
@@ -107,79 +146,264 @@ pub struct QueueCounts {
 /// A cheap, cloneable handle to the broker state (an `Arc` inside).
 #[derive(Clone)]
 pub struct Broker {
-    _todo: (),
+    inner: Arc<Inner>,
+}
+
+/// The shared state. Each queue has its own mutex: operations on different queues do not contend.
+struct Inner {
+    queues: Vec<Mutex<Queue>>,
+    /// Lower-cased name → index into `queues` (Service Bus names are case-insensitive).
+    by_name: HashMap<String, usize>,
+    names: Vec<String>,
+    clock: Clock,
+    changes: watch::Sender<u64>,
+    /// Wakes the timer task when a deadline earlier than the one it sleeps towards appears.
+    timer_wake: Arc<Notify>,
+    /// The deadline the timer task sleeps towards, as [`Clock::nanos`]; 0 while it recomputes, so every
+    /// operation with a deadline wakes it; `u64::MAX` when it waits for no deadline.
+    timer_target: AtomicU64,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The timer task holds only a `Weak`; wake it so it sees the broker is gone and ends.
+        self.timer_wake.notify_one();
+    }
+}
+
+/// A poisoned lock means a panic mid-operation elsewhere; the queue's indexes are updated in a
+/// remove-then-insert style, so carrying on with the state is the least harmful choice.
+fn lock(q: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
+    q.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Broker {
     /// Build the entities of the (first) namespace in `config`. Spawns the timer task that expires locks,
     /// messages (TTL) and enqueues scheduled messages, so it must be called inside a tokio runtime.
-    pub fn new(_config: &Config) -> Broker {
-        todo!()
+    pub fn new(config: &Config) -> Broker {
+        let clock = Clock::start();
+        let mut queues = Vec::new();
+        let mut by_name = HashMap::new();
+        let mut names = Vec::new();
+        for q in config.queues() {
+            by_name.insert(q.name.to_ascii_lowercase(), queues.len());
+            names.push(q.name.clone());
+            queues.push(Mutex::new(Queue::new(
+                q.name.clone(),
+                q.properties.clone(),
+                clock,
+            )));
+        }
+        let timer_wake = Arc::new(Notify::new());
+        let inner = Arc::new(Inner {
+            queues,
+            by_name,
+            names,
+            clock,
+            changes: watch::Sender::new(0),
+            timer_wake: timer_wake.clone(),
+            timer_target: AtomicU64::new(u64::MAX),
+        });
+        tokio::spawn(timers::run(Arc::downgrade(&inner), timer_wake));
+        Broker { inner }
     }
 
     /// Normalise an address (`amqps://host/q`, `/q`, `q`, `q/$DeadLetterQueue`) and check it exists.
     /// Management (`q/$management`) and `$cbs` addresses are not entities and return NotFound here.
-    pub fn resolve(&self, _address: &str) -> Result<EntityPath, BrokerError> {
-        todo!()
+    pub fn resolve(&self, address: &str) -> Result<EntityPath, BrokerError> {
+        let split = entity_path::split_address(address);
+        let not_found = || BrokerError::NotFound(address.to_string());
+        let idx = *self
+            .inner
+            .by_name
+            .get(&split.queue.to_ascii_lowercase())
+            .ok_or_else(not_found)?;
+        let name = self.inner.names[idx].clone();
+        match split.sub_path {
+            None => Ok(EntityPath::Queue(name)),
+            Some(sub) if entity_path::is_dead_letter(sub) => Ok(EntityPath::DeadLetter(name)),
+            Some(_) => Err(not_found()),
+        }
+    }
+
+    /// Run `op` on a queue after applying its due deadlines; bumps [`Broker::changes`] if a message may
+    /// have become available and wakes the timer if the queue now has an earlier deadline.
+    fn with_queue<R>(
+        &self,
+        queue: &str,
+        op: impl FnOnce(&mut Queue, Instant) -> (R, bool),
+    ) -> Option<R> {
+        let idx = *self.inner.by_name.get(&queue.to_ascii_lowercase())?;
+        let now = Instant::now();
+        let mut q = lock(&self.inner.queues[idx]);
+        let expired = q.expire(now);
+        let (result, available) = op(&mut q, now);
+        let deadline = q.next_deadline();
+        drop(q);
+        if expired || available {
+            self.bump();
+        }
+        if let Some(d) = deadline
+            && self.inner.clock.nanos(d) < self.inner.timer_target.load(Ordering::SeqCst)
+        {
+            self.inner.timer_wake.notify_one();
+        }
+        Some(result)
+    }
+
+    fn bump(&self) {
+        self.inner.changes.send_modify(|g| *g = g.wrapping_add(1));
     }
 
     /// Enqueue a message sent by a client (or scheduled, if it has `x-opt-scheduled-enqueue-time` in the
-    /// future). Returns its sequence number. Enforces the 256 KiB size limit.
-    pub fn send(&self, _entity: &EntityPath, _message: StoredMessage) -> Result<i64, BrokerError> {
-        todo!()
+    /// future). Returns its sequence number. Enforces the 256 KiB size limit. Sending to a dead-letter
+    /// queue is refused with NotFound, as Service Bus refuses it. With duplicate detection on, a repeated
+    /// message-id inside the window is accepted and dropped, and the original's sequence number returned.
+    pub fn send(&self, entity: &EntityPath, message: StoredMessage) -> Result<i64, BrokerError> {
+        if let EntityPath::DeadLetter(_) = entity {
+            return Err(BrokerError::NotFound(entity.to_string()));
+        }
+        let at = message.scheduled_enqueue_time();
+        self.with_queue(entity.queue(), |q, now| {
+            let r = q.enqueue(message, at, now);
+            let ok = r.is_ok();
+            (r, ok)
+        })
+        .unwrap_or_else(|| Err(BrokerError::NotFound(entity.to_string())))
     }
 
     /// Take the next available message, locked (peek-lock) or removed (receive-and-delete). `None` when
     /// nothing is available now; wait on [`Broker::changes`] and try again.
-    pub fn receive(&self, _entity: &EntityPath, _mode: ReceiveMode) -> Option<Delivery> {
-        todo!()
+    pub fn receive(&self, entity: &EntityPath, mode: ReceiveMode) -> Option<Delivery> {
+        self.with_queue(entity.queue(), |q, now| {
+            (q.receive(entity.sub(), mode, now), false)
+        })
+        .flatten()
     }
 
     /// Settle a locked message by its lock token.
-    pub fn settle(&self, _entity: &EntityPath, _lock_token: Uuid, _outcome: Outcome) -> Result<(), SettleError> {
-        todo!()
+    pub fn settle(
+        &self,
+        entity: &EntityPath,
+        lock_token: Uuid,
+        outcome: Outcome,
+    ) -> Result<(), SettleError> {
+        self.with_queue(entity.queue(), |q, _| {
+            match q.settle(entity.sub(), lock_token, outcome) {
+                Ok(available) => (Ok(()), available),
+                Err(e) => (Err(e), false),
+            }
+        })
+        .unwrap_or(Err(SettleError::MessageNotFound))
     }
 
     /// Extend the locks; returns the new locked-until times, in order.
-    pub fn renew_locks(&self, _entity: &EntityPath, _lock_tokens: &[Uuid]) -> Result<Vec<SystemTime>, SettleError> {
-        todo!()
+    pub fn renew_locks(
+        &self,
+        entity: &EntityPath,
+        lock_tokens: &[Uuid],
+    ) -> Result<Vec<SystemTime>, SettleError> {
+        self.with_queue(entity.queue(), |q, now| {
+            (q.renew(entity.sub(), lock_tokens, now), false)
+        })
+        .unwrap_or(Err(SettleError::MessageNotFound))
     }
 
     /// Browse without locking: up to `count` messages with sequence number >= `from_sequence`
     /// (active, deferred and scheduled ones, as Service Bus does), encoded like a delivery.
-    pub fn peek(&self, _entity: &EntityPath, _from_sequence: i64, _count: usize) -> Vec<(i64, Bytes)> {
-        todo!()
+    pub fn peek(&self, entity: &EntityPath, from_sequence: i64, count: usize) -> Vec<(i64, Bytes)> {
+        self.with_queue(entity.queue(), |q, _| {
+            (q.peek(entity.sub(), from_sequence, count), false)
+        })
+        .unwrap_or_default()
     }
 
     /// Schedule messages for `enqueue_at` (each message's own `x-opt-scheduled-enqueue-time` wins when
-    /// present). Returns their sequence numbers.
-    pub fn schedule(&self, _entity: &EntityPath, _messages: Vec<StoredMessage>, _enqueue_at: Option<SystemTime>) -> Result<Vec<i64>, BrokerError> {
-        todo!()
+    /// present). Returns their sequence numbers. A time in the past enqueues at once.
+    pub fn schedule(
+        &self,
+        entity: &EntityPath,
+        messages: Vec<StoredMessage>,
+        enqueue_at: Option<SystemTime>,
+    ) -> Result<Vec<i64>, BrokerError> {
+        if let EntityPath::DeadLetter(_) = entity {
+            return Err(BrokerError::NotFound(entity.to_string()));
+        }
+        if let Some(big) = messages.iter().find(|m| m.len() > MAX_MESSAGE_SIZE) {
+            return Err(BrokerError::MessageTooLarge {
+                size: big.len(),
+                limit: MAX_MESSAGE_SIZE,
+            });
+        }
+        self.with_queue(entity.queue(), |q, now| {
+            let r: Result<Vec<i64>, BrokerError> = messages
+                .into_iter()
+                .map(|m| {
+                    let at = m.scheduled_enqueue_time().or(enqueue_at);
+                    q.enqueue(m, at, now)
+                })
+                .collect();
+            (r, true)
+        })
+        .unwrap_or_else(|| Err(BrokerError::NotFound(entity.to_string())))
     }
 
     /// Cancel scheduled messages by sequence number.
-    pub fn cancel_scheduled(&self, _entity: &EntityPath, _sequence_numbers: &[i64]) -> Result<(), BrokerError> {
-        todo!()
+    pub fn cancel_scheduled(
+        &self,
+        entity: &EntityPath,
+        sequence_numbers: &[i64],
+    ) -> Result<(), BrokerError> {
+        self.with_queue(entity.queue(), |q, _| {
+            (q.cancel_scheduled(sequence_numbers), false)
+        })
+        .unwrap_or_else(|| Err(BrokerError::NotFound(entity.to_string())))
     }
 
     /// Receive deferred messages by sequence number (locks them in peek-lock mode).
-    pub fn receive_deferred(&self, _entity: &EntityPath, _sequence_numbers: &[i64], _mode: ReceiveMode) -> Result<Vec<Delivery>, BrokerError> {
-        todo!()
+    pub fn receive_deferred(
+        &self,
+        entity: &EntityPath,
+        sequence_numbers: &[i64],
+        mode: ReceiveMode,
+    ) -> Result<Vec<Delivery>, BrokerError> {
+        self.with_queue(entity.queue(), |q, now| {
+            (
+                q.receive_deferred(entity.sub(), sequence_numbers, mode, now),
+                false,
+            )
+        })
+        .unwrap_or_else(|| Err(BrokerError::NotFound(entity.to_string())))
     }
 
     /// Counts for a queue by name (case-insensitive, as Service Bus names are). `None` if unknown.
-    pub fn counts(&self, _queue: &str) -> Option<QueueCounts> {
-        todo!()
+    pub fn counts(&self, queue: &str) -> Option<QueueCounts> {
+        self.with_queue(queue, |q, _| (q.counts(), false))
     }
 
     /// Names of all queues.
     pub fn queue_names(&self) -> Vec<String> {
-        todo!()
+        self.inner.names.clone()
+    }
+
+    /// A queue's configured properties (lock duration, max delivery count, ...). `None` if unknown.
+    pub fn queue_properties(&self, queue: &str) -> Option<QueueProperties> {
+        let idx = *self.inner.by_name.get(&queue.to_ascii_lowercase())?;
+        Some(lock(&self.inner.queues[idx]).properties().clone())
+    }
+
+    /// The broker's current wall-clock time. It follows `tokio::time` (paused and advanced in tests), so
+    /// use it rather than `SystemTime::now()` when comparing with locked-until or scheduled times.
+    pub fn now(&self) -> SystemTime {
+        self.inner.clock.wall(Instant::now())
     }
 
     /// A generation counter that changes whenever a message may have become available (send, unlock,
     /// lock expiry, scheduled enqueue). Connection tasks wait on it to retry `receive` for links with credit.
     pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        todo!()
+        self.inner.changes.subscribe()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,81 @@
+//! Address normalisation: clients name the same queue as `amqps://host:port/q`, `sb://host/q`, `/q` or `q`.
+
+/// The sub-queue suffix Service Bus uses for a queue's dead-letter queue.
+pub const DEAD_LETTER_SUFFIX: &str = "$DeadLetterQueue";
+
+/// What an address names before the queue name is checked: the queue part and an optional sub-path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitAddress<'a> {
+    pub queue: &'a str,
+    /// Whatever follows the queue name (`$DeadLetterQueue`, `$management`, ...), without the slash.
+    pub sub_path: Option<&'a str>,
+}
+
+/// Strip `scheme://host[:port]` and surrounding slashes, then split the queue name from the rest.
+pub fn split_address(address: &str) -> SplitAddress<'_> {
+    let path = match address.split_once("://") {
+        // The authority runs to the next slash; without one the address names the namespace itself.
+        Some((_, rest)) => rest.split_once('/').map_or("", |(_, p)| p),
+        None => address,
+    };
+    let path = path.trim_matches('/');
+    match path.split_once('/') {
+        Some((queue, sub)) => SplitAddress {
+            queue,
+            sub_path: Some(sub.trim_matches('/')),
+        },
+        None => SplitAddress {
+            queue: path,
+            sub_path: None,
+        },
+    }
+}
+
+/// Whether a sub-path names the dead-letter queue (case-insensitive, as Service Bus is).
+pub fn is_dead_letter(sub_path: &str) -> bool {
+    sub_path.eq_ignore_ascii_case(DEAD_LETTER_SUFFIX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_normalise() {
+        let plain = SplitAddress {
+            queue: "q",
+            sub_path: None,
+        };
+        for a in [
+            "q",
+            "/q",
+            "q/",
+            "amqps://host:5671/q",
+            "amqp://127.0.0.1:5672/q",
+            "sb://ns.servicebus.windows.net/q",
+        ] {
+            assert_eq!(split_address(a), plain, "{a}");
+        }
+        let dlq = SplitAddress {
+            queue: "q",
+            sub_path: Some("$DeadLetterQueue"),
+        };
+        for a in [
+            "q/$DeadLetterQueue",
+            "/q/$DeadLetterQueue",
+            "amqps://host/q/$DeadLetterQueue",
+        ] {
+            assert_eq!(split_address(a), dlq, "{a}");
+        }
+        assert_eq!(
+            split_address("amqps://host"),
+            SplitAddress {
+                queue: "",
+                sub_path: None
+            }
+        );
+        assert_eq!(split_address("q/$management").sub_path, Some("$management"));
+        assert!(is_dead_letter("$deadletterqueue"));
+        assert!(!is_dead_letter("$management"));
+    }
+}

@@ -1,0 +1,593 @@
+//! The queue state machine: one queue and its dead-letter sub-queue, driven by explicit `now` instants.
+//!
+//! A message is in exactly one state: available, locked, deferred or scheduled. Indexes keep every call
+//! O(log n): the available set (receive order = sequence order), lock tokens, and one deadline per
+//! message (lock expiry, scheduled time or TTL, whichever applies to its state). [`Queue::expire`]
+//! applies every deadline that has passed; callers run it before each operation, so expiry is exact
+//! even if the timer task has not woken yet.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::SystemTime;
+
+use fe2o3_amqp_types::primitives::SimpleValue;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::clock::{Clock, after};
+use super::{BrokerError, Delivery, Outcome, QueueCounts, ReceiveMode, SettleError};
+use crate::config::QueueProperties;
+use crate::message::{BrokerAnnotations, StoredMessage, keys};
+
+/// Service Bus Standard's message size limit.
+pub const MAX_MESSAGE_SIZE: usize = 256 * 1024;
+
+/// Reason texts Service Bus uses when it dead-letters on its own.
+pub const REASON_MAX_DELIVERY: &str = "MaxDeliveryCountExceeded";
+pub const REASON_TTL: &str = "TTLExpiredException";
+
+/// Which part of a queue an operation addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sub {
+    Main,
+    DeadLetter,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Available,
+    /// Not active until `at`; counted as scheduled.
+    Scheduled {
+        at: Instant,
+    },
+    /// Set aside by the receiver; only receive-by-sequence-number reaches it.
+    Deferred,
+    /// Held by a receiver until `until`. `deferred` remembers where an unlock returns it.
+    Locked {
+        token: Uuid,
+        until: Instant,
+        deferred: bool,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    message: StoredMessage,
+    enqueued_at: SystemTime,
+    /// TTL deadline; `None` in the dead-letter queue, where messages do not expire.
+    expires_at: Option<Instant>,
+    /// Failed delivery attempts so far (the header's delivery-count).
+    delivery_count: u32,
+    state: State,
+    deadletter_source: Option<String>,
+}
+
+impl Entry {
+    fn deadline(&self) -> Option<Instant> {
+        match self.state {
+            State::Locked { until, .. } => Some(until),
+            State::Scheduled { at } => Some(at),
+            State::Available | State::Deferred => self.expires_at,
+        }
+    }
+
+    fn annotations(&self, seq: i64, locked_until: Option<SystemTime>) -> BrokerAnnotations {
+        BrokerAnnotations {
+            sequence_number: seq,
+            enqueued_time: self.enqueued_at,
+            locked_until,
+            deadletter_source: self.deadletter_source.clone(),
+        }
+    }
+
+    fn encode(&self, seq: i64, locked_until: Option<SystemTime>) -> bytes::Bytes {
+        self.message.encode_for_delivery(
+            self.delivery_count,
+            self.delivery_count == 0,
+            &self.annotations(seq, locked_until),
+        )
+    }
+
+    /// Where an unlock returns the message.
+    fn unlocked_state(&self) -> State {
+        match self.state {
+            State::Locked { deferred: true, .. } => State::Deferred,
+            _ => State::Available,
+        }
+    }
+}
+
+/// Messages by sequence number plus the indexes over them.
+#[derive(Debug, Default)]
+struct SubQueue {
+    entries: BTreeMap<i64, Entry>,
+    available: BTreeSet<i64>,
+    locks: HashMap<Uuid, i64>,
+    deadlines: BTreeSet<(Instant, i64)>,
+    scheduled: usize,
+}
+
+impl SubQueue {
+    fn insert(&mut self, seq: i64, entry: Entry) {
+        match entry.state {
+            State::Available => {
+                self.available.insert(seq);
+            }
+            State::Locked { token, .. } => {
+                self.locks.insert(token, seq);
+            }
+            State::Scheduled { .. } => self.scheduled += 1,
+            State::Deferred => {}
+        }
+        if let Some(d) = entry.deadline() {
+            self.deadlines.insert((d, seq));
+        }
+        self.entries.insert(seq, entry);
+    }
+
+    fn remove(&mut self, seq: i64) -> Option<Entry> {
+        let entry = self.entries.remove(&seq)?;
+        match entry.state {
+            State::Available => {
+                self.available.remove(&seq);
+            }
+            State::Locked { token, .. } => {
+                self.locks.remove(&token);
+            }
+            State::Scheduled { .. } => self.scheduled -= 1,
+            State::Deferred => {}
+        }
+        if let Some(d) = entry.deadline() {
+            self.deadlines.remove(&(d, seq));
+        }
+        Some(entry)
+    }
+
+    /// Remove the entry a live lock token points at.
+    fn take_locked(&mut self, token: Uuid) -> Result<(i64, Entry), SettleError> {
+        let seq = *self.locks.get(&token).ok_or(SettleError::LockLost)?;
+        let entry = self.remove(seq).ok_or(SettleError::LockLost)?;
+        Ok((seq, entry))
+    }
+
+    fn next_due(&self, now: Instant) -> Option<i64> {
+        self.deadlines
+            .first()
+            .filter(|(at, _)| *at <= now)
+            .map(|(_, seq)| *seq)
+    }
+}
+
+/// Message-ids seen within the duplicate-detection window.
+#[derive(Debug, Default)]
+struct DuplicateWindow {
+    seen: HashMap<String, i64>,
+    order: VecDeque<(Instant, String)>,
+}
+
+impl DuplicateWindow {
+    fn prune(&mut self, older_than: Option<Instant>) {
+        let Some(limit) = older_than else { return };
+        while let Some((at, _)) = self.order.front() {
+            if *at > limit {
+                break;
+            }
+            if let Some((_, id)) = self.order.pop_front() {
+                self.seen.remove(&id);
+            }
+        }
+    }
+}
+
+/// One queue and its dead-letter queue.
+#[derive(Debug)]
+pub struct Queue {
+    name: String,
+    props: QueueProperties,
+    clock: Clock,
+    main: SubQueue,
+    dlq: SubQueue,
+    next_sequence: i64,
+    duplicates: DuplicateWindow,
+}
+
+impl Queue {
+    pub fn new(name: String, props: QueueProperties, clock: Clock) -> Queue {
+        Queue {
+            name,
+            props,
+            clock,
+            main: SubQueue::default(),
+            dlq: SubQueue::default(),
+            next_sequence: 1,
+            duplicates: DuplicateWindow::default(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn properties(&self) -> &QueueProperties {
+        &self.props
+    }
+
+    fn sub(&mut self, sub: Sub) -> &mut SubQueue {
+        match sub {
+            Sub::Main => &mut self.main,
+            Sub::DeadLetter => &mut self.dlq,
+        }
+    }
+
+    /// The earliest deadline of any message, for the timer task.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let a = self.main.deadlines.first().map(|d| d.0);
+        let b = self.dlq.deadlines.first().map(|d| d.0);
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Apply every deadline up to `now`: expired locks unlock (counting the attempt, possibly
+    /// dead-lettering), scheduled messages become active, expired messages are dropped or dead-lettered.
+    /// Returns whether a message became available.
+    pub fn expire(&mut self, now: Instant) -> bool {
+        let mut became_available = false;
+        while let Some(seq) = self.main.next_due(now) {
+            let Some(mut entry) = self.main.remove(seq) else {
+                break;
+            };
+            match entry.state {
+                State::Locked { .. } => {
+                    entry.state = entry.unlocked_state();
+                    entry.delivery_count += 1;
+                    became_available |= self.return_or_dead_letter(seq, entry);
+                }
+                State::Scheduled { at } => {
+                    entry.state = State::Available;
+                    entry.enqueued_at = self.clock.wall(at);
+                    entry.expires_at = Some(self.expiry(&entry.message, at));
+                    self.main.insert(seq, entry);
+                    became_available = true;
+                }
+                State::Available | State::Deferred => {
+                    if self.props.dead_lettering_on_message_expiration {
+                        self.dead_letter(
+                            seq,
+                            entry,
+                            REASON_TTL,
+                            "The message expired and was dead lettered.",
+                        );
+                        became_available = true;
+                    } else {
+                        tracing::debug!(queue = %self.name, seq, "message expired and was dropped");
+                    }
+                }
+            }
+        }
+        // Dead-letter queue messages do not expire; only their locks do.
+        while let Some(seq) = self.dlq.next_due(now) {
+            let Some(mut entry) = self.dlq.remove(seq) else {
+                break;
+            };
+            if matches!(entry.state, State::Locked { .. }) {
+                entry.state = entry.unlocked_state();
+                entry.delivery_count += 1;
+                became_available = true;
+            }
+            entry.expires_at = None;
+            self.dlq.insert(seq, entry);
+        }
+        became_available
+    }
+
+    /// When a message enqueued at `at` expires: the queue's default TTL, shortened by the message's own
+    /// `ttl` or `absolute-expiry-time`.
+    fn expiry(&self, message: &StoredMessage, at: Instant) -> Instant {
+        let ttl = message
+            .ttl()
+            .map_or(self.props.default_message_time_to_live, |t| {
+                t.min(self.props.default_message_time_to_live)
+            });
+        let mut expires = after(at, ttl);
+        if let Some(abs) = message.absolute_expiry() {
+            expires = expires.min(self.clock.instant(abs));
+        }
+        expires
+    }
+
+    /// An unlocked message goes back (available or deferred) unless it has used up its delivery attempts.
+    fn return_or_dead_letter(&mut self, seq: i64, entry: Entry) -> bool {
+        if entry.delivery_count >= self.props.max_delivery_count {
+            let description = format!(
+                "Message could not be consumed after {} delivery attempts.",
+                self.props.max_delivery_count
+            );
+            self.dead_letter(seq, entry, REASON_MAX_DELIVERY, &description);
+            false
+        } else {
+            let available = entry.state == State::Available;
+            self.main.insert(seq, entry);
+            available
+        }
+    }
+
+    /// Move a (removed) main-queue entry to the dead-letter queue with reason and description recorded
+    /// as application properties.
+    fn dead_letter(&mut self, seq: i64, mut entry: Entry, reason: &str, description: &str) {
+        let props = [
+            (
+                keys::DEAD_LETTER_REASON.to_string(),
+                SimpleValue::String(reason.to_string()),
+            ),
+            (
+                keys::DEAD_LETTER_DESCRIPTION.to_string(),
+                SimpleValue::String(description.to_string()),
+            ),
+        ];
+        match entry.message.with_application_properties(props) {
+            Ok(m) => entry.message = m,
+            // Keep the message rather than lose it over its properties.
+            Err(e) => {
+                tracing::warn!(queue = %self.name, seq, error = %e, "dead-lettered without reason properties")
+            }
+        }
+        entry.state = State::Available;
+        entry.expires_at = None;
+        entry.deadletter_source = Some(self.name.clone());
+        tracing::debug!(queue = %self.name, seq, reason, "message dead-lettered");
+        self.dlq.insert(seq, entry);
+    }
+
+    /// Enqueue a message, scheduled if `scheduled_at` is in the future. Duplicates (by message-id, within
+    /// the window, when detection is on) are accepted and dropped, returning the original's number.
+    pub fn enqueue(
+        &mut self,
+        message: StoredMessage,
+        scheduled_at: Option<SystemTime>,
+        now: Instant,
+    ) -> Result<i64, BrokerError> {
+        if message.len() > MAX_MESSAGE_SIZE {
+            return Err(BrokerError::MessageTooLarge {
+                size: message.len(),
+                limit: MAX_MESSAGE_SIZE,
+            });
+        }
+        let id = message
+            .message_id()
+            .filter(|_| self.props.requires_duplicate_detection);
+        if let Some(id) = &id {
+            self.duplicates
+                .prune(now.checked_sub(self.props.duplicate_detection_history_time_window));
+            if let Some(&seq) = self.duplicates.seen.get(id) {
+                tracing::debug!(queue = %self.name, message_id = %id, "duplicate message dropped");
+                return Ok(seq);
+            }
+        }
+        let seq = self.next_sequence;
+        self.next_sequence += 1;
+        if let Some(id) = id {
+            self.duplicates.seen.insert(id.clone(), seq);
+            self.duplicates.order.push_back((now, id));
+        }
+        let at = scheduled_at
+            .map(|t| self.clock.instant(t))
+            .filter(|at| *at > now);
+        let entry = match at {
+            Some(at) => Entry {
+                enqueued_at: self.clock.wall(at),
+                expires_at: None,
+                delivery_count: 0,
+                state: State::Scheduled { at },
+                deadletter_source: None,
+                message,
+            },
+            None => Entry {
+                enqueued_at: self.clock.wall(now),
+                expires_at: Some(self.expiry(&message, now)),
+                delivery_count: 0,
+                state: State::Available,
+                deadletter_source: None,
+                message,
+            },
+        };
+        self.main.insert(seq, entry);
+        Ok(seq)
+    }
+
+    /// Hand out the next available message in sequence order.
+    pub fn receive(&mut self, sub: Sub, mode: ReceiveMode, now: Instant) -> Option<Delivery> {
+        let seq = *self.sub(sub).available.first()?;
+        self.take(sub, seq, mode, now)
+    }
+
+    /// Lock (peek-lock) or remove (receive-and-delete) one message that is available or deferred.
+    fn take(&mut self, sub: Sub, seq: i64, mode: ReceiveMode, now: Instant) -> Option<Delivery> {
+        let lock_duration = self.props.lock_duration;
+        let clock = self.clock;
+        let q = self.sub(sub);
+        let mut entry = q.remove(seq)?;
+        match mode {
+            ReceiveMode::ReceiveAndDelete => Some(Delivery {
+                lock_token: Uuid::nil(),
+                sequence_number: seq,
+                payload: entry.encode(seq, None),
+                delivery_count: entry.delivery_count,
+                locked_until: None,
+            }),
+            ReceiveMode::PeekLock => {
+                let token = Uuid::new_v4();
+                let until = after(now, lock_duration);
+                let locked_until = clock.wall(until);
+                entry.state = State::Locked {
+                    token,
+                    until,
+                    deferred: entry.state == State::Deferred,
+                };
+                let delivery = Delivery {
+                    lock_token: token,
+                    sequence_number: seq,
+                    payload: entry.encode(seq, Some(locked_until)),
+                    delivery_count: entry.delivery_count,
+                    locked_until: Some(locked_until),
+                };
+                q.insert(seq, entry);
+                Some(delivery)
+            }
+        }
+    }
+
+    /// Apply a receiver's outcome to a locked message. Returns whether a message became available.
+    pub fn settle(&mut self, sub: Sub, token: Uuid, outcome: Outcome) -> Result<bool, SettleError> {
+        let (seq, mut entry) = self.sub(sub).take_locked(token)?;
+        match outcome {
+            Outcome::Complete => Ok(false),
+            Outcome::Abandon {
+                count_attempt,
+                properties_to_modify,
+            } => {
+                entry.message.merge_annotations(properties_to_modify);
+                entry.state = entry.unlocked_state();
+                if count_attempt {
+                    entry.delivery_count += 1;
+                }
+                Ok(match sub {
+                    Sub::Main => self.return_or_dead_letter(seq, entry),
+                    Sub::DeadLetter => {
+                        let available = entry.state == State::Available;
+                        self.dlq.insert(seq, entry);
+                        available
+                    }
+                })
+            }
+            Outcome::Defer {
+                properties_to_modify,
+            } => {
+                entry.message.merge_annotations(properties_to_modify);
+                entry.state = State::Deferred;
+                self.sub(sub).insert(seq, entry);
+                Ok(false)
+            }
+            Outcome::DeadLetter {
+                reason,
+                description,
+            } => {
+                let reason = reason.unwrap_or_default();
+                let description = description.unwrap_or_default();
+                match sub {
+                    Sub::Main => self.dead_letter(seq, entry, &reason, &description),
+                    // A dead-lettered message cannot go further; record the new reason and unlock it.
+                    Sub::DeadLetter => {
+                        let props = [
+                            (
+                                keys::DEAD_LETTER_REASON.to_string(),
+                                SimpleValue::String(reason),
+                            ),
+                            (
+                                keys::DEAD_LETTER_DESCRIPTION.to_string(),
+                                SimpleValue::String(description),
+                            ),
+                        ];
+                        if let Ok(m) = entry.message.with_application_properties(props) {
+                            entry.message = m;
+                        }
+                        entry.state = entry.unlocked_state();
+                        self.dlq.insert(seq, entry);
+                    }
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    /// Extend locks by the lock duration from `now`. All tokens must be live, or nothing changes.
+    pub fn renew(
+        &mut self,
+        sub: Sub,
+        tokens: &[Uuid],
+        now: Instant,
+    ) -> Result<Vec<SystemTime>, SettleError> {
+        let until = after(now, self.props.lock_duration);
+        let clock = self.clock;
+        let q = self.sub(sub);
+        if !tokens.iter().all(|t| q.locks.contains_key(t)) {
+            return Err(SettleError::LockLost);
+        }
+        let mut times = Vec::with_capacity(tokens.len());
+        for token in tokens {
+            let (seq, mut entry) = q.take_locked(*token)?;
+            if let State::Locked { until: old, .. } = &mut entry.state {
+                *old = until;
+            }
+            q.insert(seq, entry);
+            times.push(clock.wall(until));
+        }
+        Ok(times)
+    }
+
+    /// Browse without locking, from `from` in sequence order, including scheduled and deferred messages.
+    pub fn peek(&self, sub: Sub, from: i64, count: usize) -> Vec<(i64, bytes::Bytes)> {
+        let q = match sub {
+            Sub::Main => &self.main,
+            Sub::DeadLetter => &self.dlq,
+        };
+        q.entries
+            .range(from..)
+            .take(count)
+            .map(|(seq, e)| {
+                let locked_until = match e.state {
+                    State::Locked { until, .. } => Some(self.clock.wall(until)),
+                    _ => None,
+                };
+                (*seq, e.encode(*seq, locked_until))
+            })
+            .collect()
+    }
+
+    /// Remove scheduled messages. All must be scheduled, or nothing changes.
+    pub fn cancel_scheduled(&mut self, seqs: &[i64]) -> Result<(), BrokerError> {
+        if let Some(missing) = seqs.iter().find(|s| {
+            !matches!(
+                self.main.entries.get(s).map(|e| e.state),
+                Some(State::Scheduled { .. })
+            )
+        }) {
+            return Err(BrokerError::SequenceNotFound(*missing));
+        }
+        for seq in seqs {
+            self.main.remove(*seq);
+        }
+        Ok(())
+    }
+
+    /// Take deferred messages by sequence number. All must be deferred, or nothing changes.
+    pub fn receive_deferred(
+        &mut self,
+        sub: Sub,
+        seqs: &[i64],
+        mode: ReceiveMode,
+        now: Instant,
+    ) -> Result<Vec<Delivery>, BrokerError> {
+        let q = self.sub(sub);
+        if let Some(missing) = seqs
+            .iter()
+            .find(|s| q.entries.get(s).map(|e| e.state) != Some(State::Deferred))
+        {
+            return Err(BrokerError::SequenceNotFound(*missing));
+        }
+        Ok(seqs
+            .iter()
+            .filter_map(|seq| self.take(sub, *seq, mode, now))
+            .collect())
+    }
+
+    pub fn counts(&self) -> QueueCounts {
+        QueueCounts {
+            active_message_count: (self.main.entries.len() - self.main.scheduled) as u64,
+            dead_letter_message_count: self.dlq.entries.len() as u64,
+            scheduled_message_count: self.main.scheduled as u64,
+            transfer_message_count: 0,
+            transfer_dead_letter_message_count: 0,
+        }
+    }
+}

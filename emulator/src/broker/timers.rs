@@ -1,0 +1,53 @@
+//! The timer task: sleeps until the earliest deadline of any queue (lock expiry, scheduled enqueue,
+//! TTL), applies it, and bumps `changes()` so waiting receivers retry.
+//!
+//! Every broker operation also applies due deadlines itself, so correctness does not depend on this task
+//! waking on time; the task exists so that receivers blocked on `changes()` hear about a lock expiry or a
+//! scheduled message without any other traffic. Under `tokio::time::pause` its `sleep_until` is what
+//! auto-advance and `advance` fire, which makes expiry deterministic in tests.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::{Inner, lock};
+
+pub(super) async fn run(broker: Weak<Inner>, wake: Arc<Notify>) {
+    loop {
+        let Some(inner) = broker.upgrade() else {
+            return;
+        };
+        // 0 while recomputing: any operation adding a deadline meanwhile leaves a wake-up permit.
+        inner.timer_target.store(0, Ordering::SeqCst);
+        let now = Instant::now();
+        let mut available = false;
+        let mut next: Option<Instant> = None;
+        for q in &inner.queues {
+            let mut q = lock(q);
+            available |= q.expire(now);
+            if let Some(d) = q.next_deadline() {
+                next = Some(next.map_or(d, |n| n.min(d)));
+            }
+        }
+        if available {
+            inner.changes.send_modify(|g| *g = g.wrapping_add(1));
+        }
+        inner.timer_target.store(
+            next.map_or(u64::MAX, |d| inner.clock.nanos(d)),
+            Ordering::SeqCst,
+        );
+        // Do not keep the broker alive while sleeping.
+        drop(inner);
+        match next {
+            Some(deadline) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => {}
+                    _ = wake.notified() => {}
+                }
+            }
+            None => wake.notified().await,
+        }
+    }
+}
