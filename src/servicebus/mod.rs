@@ -1,0 +1,77 @@
+//! Our Service Bus client over `fe2o3-amqp`: connection, CBS auth, peek-lock receiver, sender,
+//! `$management` requests, and message types. It knows nothing about the job.
+//!
+//! The public surface other crates (the xtask, tests) rely on, kept stable:
+//! [`ConnectionConfig::from_connection_string`] / [`ConnectionConfig::azure`] →
+//! [`ServiceBusClient::connect`] → [`ServiceBusClient::sender`] → [`Sender::send`] /
+//! [`Sender::send_all`] with [`ServiceBusMessage`], and [`ServiceBusClient::receiver`] →
+//! [`Receiver::receive`] / `complete` / `abandon` / `dead_letter` / `renew_lock`.
+
+mod cbs;
+mod client;
+pub mod connection_config;
+pub mod credential;
+pub mod message;
+mod receiver;
+mod requests;
+pub mod sas;
+mod sender;
+mod tls;
+
+pub use client::ServiceBusClient;
+pub use connection_config::{Auth, ConnectionConfig, ConnectionStringError};
+pub use credential::{CbsToken, Credential, CredentialError};
+pub use message::{MessageBody, PropertyValue, ReceivedMessage, ServiceBusMessage};
+pub use receiver::Receiver;
+pub use sas::SasSigner;
+pub use sender::Sender;
+
+/// What can go wrong talking to Service Bus. Messages name the endpoint or entity involved.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceBusError {
+    #[error("could not reach {endpoint}: {source}")]
+    Connect {
+        endpoint: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not open an AMQP connection to {endpoint}: {reason}")]
+    Open { endpoint: String, reason: String },
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
+    #[error("the broker refused the token for {audience}: {source}")]
+    Authorization {
+        audience: String,
+        #[source]
+        source: fe2o3_amqp_management::error::Error,
+    },
+    #[error(
+        "could not attach to `{address}` (does it exist, and may this identity use it?): {reason}"
+    )]
+    Attach { address: String, reason: String },
+    #[error("AMQP link or session failure: {0}")]
+    Link(String),
+    #[error("receiving failed: {0}")]
+    Receive(String),
+    #[error("settling a message failed: {0}")]
+    Settle(String),
+    #[error("sending failed: {0}")]
+    Send(String),
+    #[error("the broker did not accept the message: {0}")]
+    NotAccepted(String),
+    #[error("management request failed: {0}")]
+    Management(#[source] fe2o3_amqp_management::error::Error),
+    #[error("the message did not come from a receiver, so it cannot be settled")]
+    Detached,
+    #[error("the message has no lock token, so its lock cannot be renewed")]
+    NoLockToken,
+}
+
+impl ServiceBusError {
+    pub(crate) fn attach(address: &str, error: impl std::fmt::Display) -> ServiceBusError {
+        ServiceBusError::Attach {
+            address: address.to_string(),
+            reason: error.to_string(),
+        }
+    }
+}
