@@ -11,6 +11,8 @@
 //! - [`nodes`]: the `$cbs` and `<entity>/$management` request/response handlers.
 //! - [`server`]: the TCP listener gluing engine and broker, and the [`Emulator`] handle tests start.
 //! - [`http`]: `GET /health` and `GET /queues/{name}`.
+//! - `testcontainers` (feature `testcontainers`): `Image`s for this emulator's container image and for
+//!   Microsoft's official emulator with its SQL sidecar.
 
 pub mod amqp;
 pub mod auth;
@@ -20,6 +22,8 @@ pub mod http;
 pub mod message;
 pub mod nodes;
 pub mod server;
+#[cfg(feature = "testcontainers")]
+pub mod testcontainers;
 
 pub use server::{Emulator, EmulatorBuilder};
 

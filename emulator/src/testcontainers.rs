@@ -1,0 +1,448 @@
+//! Testcontainers modules for a Service Bus emulator in a container (feature `testcontainers`).
+//!
+//! Rust has no Service Bus module (Java, .NET and Go do), so here are two, written like the
+//! testcontainers-rs community modules: pinned tags, `Default` that runs, consuming `with_*` builders,
+//! documented ports, and a connection string helper for the mapped port.
+//!
+//! - [`ServiceBusEmulator`]: this crate's emulator as the image `aca-job-lab/servicebus-emulator:dev`,
+//!   which `cargo xtask images` builds locally (nothing is pulled). Starts in milliseconds.
+//! - [`OfficialServiceBusEmulator`]: Microsoft's `mcr.microsoft.com/azure-messaging/servicebus-emulator`,
+//!   which needs a SQL Server sidecar ([`MssqlSidecar`]) on a shared network.
+//!   [`OfficialServiceBusEmulator::start_with_sidecar`] starts both and returns an [`OfficialStack`].
+//!
+//! Both print [`READY_LINE`](crate::READY_LINE) when ready, listen for AMQP on [`AMQP_PORT`] and serve
+//! health on [`HEALTH_PORT`], and read their queues from a `Config.json` at [`CONFIG_PATH`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), testcontainers::TestcontainersError> {
+//! use servicebus_emulator::testcontainers::{AMQP_PORT, ServiceBusEmulator, connection_string};
+//! use testcontainers::runners::AsyncRunner;
+//!
+//! let emulator = ServiceBusEmulator::default().start().await?;
+//! let port = emulator.get_host_port_ipv4(AMQP_PORT).await?;
+//! let cs = connection_string("127.0.0.1", port);
+//! # let _ = cs; Ok(()) }
+//! ```
+//!
+//! Set `TESTCONTAINERS_COMMAND=keep` to keep the containers after a test for debugging.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use testcontainers::core::{AccessMode, ContainerPort, Mount, WaitFor};
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{
+    ContainerAsync, ContainerRequest, CopyDataSource, CopyTargetOptions, CopyToContainer, Image,
+    ImageExt, TestcontainersError,
+};
+
+/// AMQP 1.0 (plain, as both emulators serve it).
+pub const AMQP_PORT: ContainerPort = ContainerPort::Tcp(5672);
+/// HTTP health (`GET /health`).
+pub const HEALTH_PORT: ContainerPort = ContainerPort::Tcp(5300);
+/// Where both emulators read their `Config.json`.
+pub const CONFIG_PATH: &str = "/ServiceBus_Emulator/ConfigFiles/Config.json";
+/// The official emulator's fixed shared access rule, which ours accepts too.
+pub const SAS_KEY_NAME: &str = "RootManageSharedAccessKey";
+/// The official emulator's fixed shared access key (a well-known development value, not a secret).
+pub const SAS_KEY_VALUE: &str = "SAS_KEY_VALUE";
+
+/// The connection string for an emulator reachable at `host:port`, in the official emulator's format.
+///
+/// Use the mapped port from the host (`get_host_port_ipv4(AMQP_PORT)`), or the container name and 5672
+/// from another container on the same network.
+pub fn connection_string(host: impl std::fmt::Display, port: u16) -> String {
+    format!(
+        "Endpoint=sb://{host}:{port};SharedAccessKeyName={SAS_KEY_NAME};SharedAccessKey={SAS_KEY_VALUE};UseDevelopmentEmulator=true;"
+    )
+}
+
+/// A name unique to this process and call, for containers and networks of tests that run in parallel.
+fn unique_name(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Our emulator's image, `aca-job-lab/servicebus-emulator:dev`, built by `cargo xtask images`.
+///
+/// Ready when it prints [`READY_LINE`](crate::READY_LINE). Without [`with_config`](Self::with_config)
+/// it serves the lab's queue `queue-messages` (the Config.json baked into the image).
+#[derive(Debug, Clone, Default)]
+pub struct ServiceBusEmulator {
+    config: Vec<CopyToContainer>,
+}
+
+impl ServiceBusEmulator {
+    /// The image name; the tag is [`Self::TAG`].
+    pub const NAME: &str = "aca-job-lab/servicebus-emulator";
+    /// `dev` is what `cargo xtask images` builds; there is no registry to hold release tags.
+    pub const TAG: &str = "dev";
+
+    /// Serve the queues of this `Config.json` (a path on the host, or its bytes).
+    ///
+    /// The file is copied into the container rather than bind-mounted: the image runs as a non-root
+    /// user, which could not read a private temp file through a bind mount, and copying also works
+    /// against a remote Docker engine.
+    pub fn with_config(mut self, config: impl Into<CopyDataSource>) -> Self {
+        let target = CopyTargetOptions::new(CONFIG_PATH).with_mode(0o644);
+        self.config = vec![CopyToContainer::new(config, target)];
+        self
+    }
+}
+
+impl Image for ServiceBusEmulator {
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+
+    fn tag(&self) -> &str {
+        Self::TAG
+    }
+
+    fn ready_conditions(&self) -> Vec<WaitFor> {
+        vec![WaitFor::message_on_either_std(crate::READY_LINE)]
+    }
+
+    fn copy_to_sources(&self) -> impl IntoIterator<Item = &CopyToContainer> {
+        &self.config
+    }
+
+    fn expose_ports(&self) -> &[ContainerPort] {
+        &[AMQP_PORT, HEALTH_PORT]
+    }
+}
+
+/// Microsoft's Service Bus emulator, `mcr.microsoft.com/azure-messaging/servicebus-emulator`.
+///
+/// It stores its state in SQL Server, so it needs a [`MssqlSidecar`] reachable under the name in
+/// `SQL_SERVER` with the same `MSSQL_SA_PASSWORD`. [`start_with_sidecar`](Self::start_with_sidecar) does
+/// that wiring; [`requests`](Self::requests) returns the two wired requests without starting anything.
+/// Its licence must be accepted explicitly with [`with_accept_eula`](Self::with_accept_eula), as the
+/// image refuses to start otherwise. x86-64 only.
+#[derive(Debug, Clone)]
+pub struct OfficialServiceBusEmulator {
+    env_vars: BTreeMap<String, String>,
+    mounts: Vec<Mount>,
+}
+
+impl OfficialServiceBusEmulator {
+    /// The image name; the tag is [`Self::TAG`].
+    pub const NAME: &str = "mcr.microsoft.com/azure-messaging/servicebus-emulator";
+    /// The version the other languages' modules are verified with.
+    pub const TAG: &str = "1.1.2";
+    /// The sidecar's name on the network unless [`with_sql_server`](Self::with_sql_server) says otherwise.
+    pub const DEFAULT_SQL_SERVER: &str = "sqledge";
+    /// A password that meets SQL Server's complexity rules; the sidecar is private to the test network.
+    pub const DEFAULT_SA_PASSWORD: &str = "AcaJobLab#Emulator1";
+
+    /// Accept the emulator's licence (`ACCEPT_EULA=Y`); also accepts the sidecar's in [`requests`](Self::requests).
+    pub fn with_accept_eula(mut self) -> Self {
+        self.env_vars.insert("ACCEPT_EULA".into(), "Y".into());
+        self
+    }
+
+    /// Serve the queues of this `Config.json`, bind-mounted read-only at [`CONFIG_PATH`] as the official
+    /// docs and compose file do. The path must be absolute and readable by the Docker engine.
+    pub fn with_config(mut self, host_path: impl AsRef<Path>) -> Self {
+        let source = host_path.as_ref().to_string_lossy().into_owned();
+        self.mounts =
+            vec![Mount::bind_mount(source, CONFIG_PATH).with_access_mode(AccessMode::ReadOnly)];
+        self
+    }
+
+    /// The host name of the SQL Server sidecar on the shared network (`SQL_SERVER`).
+    pub fn with_sql_server(mut self, host: impl Into<String>) -> Self {
+        self.env_vars.insert("SQL_SERVER".into(), host.into());
+        self
+    }
+
+    /// The sidecar's `sa` password (`MSSQL_SA_PASSWORD`); [`requests`](Self::requests) gives the sidecar the same.
+    pub fn with_sa_password(mut self, password: impl Into<String>) -> Self {
+        self.env_vars
+            .insert("MSSQL_SA_PASSWORD".into(), password.into());
+        self
+    }
+
+    fn env(&self, name: &str) -> Option<&str> {
+        self.env_vars.get(name).map(String::as_str)
+    }
+
+    /// The sidecar and the emulator, wired on `network`: the sidecar is named after `SQL_SERVER`, shares
+    /// the password and the licence acceptance. Nothing is started; start the sidecar first.
+    pub fn requests(
+        self,
+        network: &str,
+    ) -> (
+        ContainerRequest<MssqlSidecar>,
+        ContainerRequest<OfficialServiceBusEmulator>,
+    ) {
+        let sql_server = self
+            .env("SQL_SERVER")
+            .unwrap_or(Self::DEFAULT_SQL_SERVER)
+            .to_string();
+        let password = self
+            .env("MSSQL_SA_PASSWORD")
+            .unwrap_or(Self::DEFAULT_SA_PASSWORD)
+            .to_string();
+        let mut sidecar = MssqlSidecar::default().with_sa_password(&password);
+        if self.env("ACCEPT_EULA") == Some("Y") {
+            sidecar = sidecar.with_accept_eula();
+        }
+        let sidecar = sidecar
+            .with_network(network)
+            .with_container_name(&sql_server);
+        let emulator = self
+            .with_sql_server(sql_server)
+            .with_sa_password(password)
+            .with_network(network)
+            .with_container_name(unique_name("servicebus-emulator"));
+        (sidecar, emulator)
+    }
+
+    /// Start the SQL sidecar and then the emulator on a fresh network, each with a unique name so tests
+    /// can run in parallel. The returned stack owns both containers; dropping it removes them.
+    pub async fn start_with_sidecar(self) -> Result<OfficialStack, TestcontainersError> {
+        let network = unique_name("servicebus-official");
+        let this = if self.env("SQL_SERVER").is_some() {
+            self
+        } else {
+            self.with_sql_server(unique_name("sqledge"))
+        };
+        let (sidecar, emulator) = this.requests(&network);
+        let sql = sidecar.start().await?;
+        let emulator = emulator.start().await?;
+        Ok(OfficialStack {
+            emulator,
+            sql,
+            network,
+        })
+    }
+}
+
+impl Default for OfficialServiceBusEmulator {
+    fn default() -> Self {
+        let mut env_vars = BTreeMap::new();
+        env_vars.insert("MSSQL_SA_PASSWORD".into(), Self::DEFAULT_SA_PASSWORD.into());
+        // The emulator waits this many seconds for SQL before connecting; the sidecar's own ready
+        // condition has already waited for it, so no extra fixed delay is needed.
+        env_vars.insert("SQL_WAIT_INTERVAL".into(), "0".into());
+        Self {
+            env_vars,
+            mounts: Vec::new(),
+        }
+    }
+}
+
+impl Image for OfficialServiceBusEmulator {
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+
+    fn tag(&self) -> &str {
+        Self::TAG
+    }
+
+    fn ready_conditions(&self) -> Vec<WaitFor> {
+        vec![WaitFor::message_on_either_std(crate::READY_LINE)]
+    }
+
+    fn env_vars(
+        &self,
+    ) -> impl IntoIterator<Item = (impl Into<Cow<'_, str>>, impl Into<Cow<'_, str>>)> {
+        &self.env_vars
+    }
+
+    fn mounts(&self) -> impl IntoIterator<Item = &Mount> {
+        &self.mounts
+    }
+
+    fn expose_ports(&self) -> &[ContainerPort] {
+        &[AMQP_PORT, HEALTH_PORT]
+    }
+}
+
+/// SQL Server as the official emulator's sidecar (`mcr.microsoft.com/mssql/server`).
+///
+/// Azure SQL Edge, which older emulator docs use, is retired; `with_name`/`with_tag` from [`ImageExt`]
+/// switch to it (`mcr.microsoft.com/azure-sql-edge`) where that image is what a machine has.
+#[derive(Debug, Clone)]
+pub struct MssqlSidecar {
+    env_vars: BTreeMap<String, String>,
+}
+
+impl MssqlSidecar {
+    /// The image name; the tag is [`Self::TAG`].
+    pub const NAME: &str = "mcr.microsoft.com/mssql/server";
+    /// The tag the other languages' Service Bus modules pin.
+    pub const TAG: &str = "2022-CU14-ubuntu-22.04";
+
+    /// Accept SQL Server's licence (`ACCEPT_EULA=Y`).
+    pub fn with_accept_eula(mut self) -> Self {
+        self.env_vars.insert("ACCEPT_EULA".into(), "Y".into());
+        self
+    }
+
+    /// The `sa` password (`MSSQL_SA_PASSWORD`).
+    pub fn with_sa_password(mut self, password: impl Into<String>) -> Self {
+        self.env_vars
+            .insert("MSSQL_SA_PASSWORD".into(), password.into());
+        self
+    }
+}
+
+impl Default for MssqlSidecar {
+    fn default() -> Self {
+        Self {
+            env_vars: BTreeMap::new(),
+        }
+        .with_sa_password(OfficialServiceBusEmulator::DEFAULT_SA_PASSWORD)
+    }
+}
+
+impl Image for MssqlSidecar {
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+
+    fn tag(&self) -> &str {
+        Self::TAG
+    }
+
+    fn ready_conditions(&self) -> Vec<WaitFor> {
+        vec![WaitFor::message_on_stdout(
+            "SQL Server is now ready for client connections",
+        )]
+    }
+
+    fn env_vars(
+        &self,
+    ) -> impl IntoIterator<Item = (impl Into<Cow<'_, str>>, impl Into<Cow<'_, str>>)> {
+        &self.env_vars
+    }
+}
+
+/// The official emulator with its SQL sidecar, started by [`OfficialServiceBusEmulator::start_with_sidecar`].
+///
+/// Field order matters: the emulator is dropped (removed) before the sidecar it depends on.
+pub struct OfficialStack {
+    pub emulator: ContainerAsync<OfficialServiceBusEmulator>,
+    pub sql: ContainerAsync<MssqlSidecar>,
+    /// The network both are on; put a worker container on it to reach the emulator by its name.
+    pub network: String,
+}
+
+impl OfficialStack {
+    /// The connection string for a client on the host (mapped AMQP port).
+    pub async fn connection_string(&self) -> Result<String, TestcontainersError> {
+        let port = self.emulator.get_host_port_ipv4(AMQP_PORT).await?;
+        Ok(connection_string("127.0.0.1", port))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of<I: Image>(request: &ContainerRequest<I>) -> BTreeMap<String, String> {
+        request
+            .env_vars()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    }
+
+    /// The wiring the official emulator needs, checked without Docker: both containers on one network,
+    /// the emulator pointed at the sidecar by name with the same password, licences accepted, the
+    /// Config.json mounted where the emulator reads it, and the ready line and ports it documents.
+    #[test]
+    fn official_request_wires_the_sidecar_mounts_the_config_and_accepts_the_eula() {
+        let (sidecar, emulator) = OfficialServiceBusEmulator::default()
+            .with_accept_eula()
+            .with_config("/work/lab/servicebus/Config.json")
+            .with_sql_server("sql-1")
+            .with_sa_password("S3cret!pass")
+            .requests("net-1");
+
+        assert_eq!(
+            emulator.descriptor(),
+            "mcr.microsoft.com/azure-messaging/servicebus-emulator:1.1.2"
+        );
+        assert_eq!(
+            sidecar.descriptor(),
+            "mcr.microsoft.com/mssql/server:2022-CU14-ubuntu-22.04"
+        );
+        assert_eq!(emulator.network().as_deref(), Some("net-1"));
+        assert_eq!(sidecar.network().as_deref(), Some("net-1"));
+        assert_eq!(sidecar.container_name().as_deref(), Some("sql-1"));
+
+        let env = env_of(&emulator);
+        assert_eq!(env.get("ACCEPT_EULA").map(String::as_str), Some("Y"));
+        assert_eq!(env.get("SQL_SERVER").map(String::as_str), Some("sql-1"));
+        assert_eq!(
+            env.get("MSSQL_SA_PASSWORD").map(String::as_str),
+            Some("S3cret!pass")
+        );
+        let sidecar_env = env_of(&sidecar);
+        assert_eq!(
+            sidecar_env.get("ACCEPT_EULA").map(String::as_str),
+            Some("Y")
+        );
+        assert_eq!(
+            sidecar_env.get("MSSQL_SA_PASSWORD"),
+            env.get("MSSQL_SA_PASSWORD")
+        );
+
+        let mounts: Vec<_> = emulator.mounts().collect();
+        assert_eq!(mounts.len(), 1);
+        assert_eq!(mounts[0].source(), Some("/work/lab/servicebus/Config.json"));
+        assert_eq!(mounts[0].target(), Some(CONFIG_PATH));
+        assert_eq!(mounts[0].access_mode(), AccessMode::ReadOnly);
+
+        assert_eq!(emulator.expose_ports(), &[AMQP_PORT, HEALTH_PORT]);
+        let ready = format!("{:?}", emulator.ready_conditions());
+        assert!(
+            ready.contains("Emulator Service is Successfully Up!"),
+            "{ready}"
+        );
+    }
+
+    #[test]
+    fn official_emulator_refuses_to_assume_the_licence_is_accepted() {
+        let (sidecar, emulator) = OfficialServiceBusEmulator::default().requests("net");
+        assert!(!env_of(&emulator).contains_key("ACCEPT_EULA"));
+        assert!(!env_of(&sidecar).contains_key("ACCEPT_EULA"));
+        assert_eq!(
+            env_of(&emulator).get("SQL_SERVER").map(String::as_str),
+            Some("sqledge")
+        );
+    }
+
+    #[test]
+    fn our_image_is_pinned_copies_the_config_readably_and_waits_for_the_ready_line() {
+        let image = ServiceBusEmulator::default().with_config(b"{}".to_vec());
+        assert_eq!(
+            format!("{}:{}", image.name(), image.tag()),
+            "aca-job-lab/servicebus-emulator:dev"
+        );
+        let copies = format!(
+            "{:?}",
+            image.copy_to_sources().into_iter().collect::<Vec<_>>()
+        );
+        assert!(
+            copies.contains(CONFIG_PATH) && copies.contains("mode: Some(420)"),
+            "{copies}"
+        );
+        assert_eq!(image.expose_ports(), &[AMQP_PORT, HEALTH_PORT]);
+        assert!(
+            format!("{:?}", image.ready_conditions())
+                .contains("Emulator Service is Successfully Up!")
+        );
+    }
+
+    #[test]
+    fn connection_string_has_the_official_emulator_format_with_the_port() {
+        assert_eq!(
+            connection_string("127.0.0.1", 49153),
+            "Endpoint=sb://127.0.0.1:49153;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;"
+        );
+    }
+}
