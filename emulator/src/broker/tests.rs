@@ -1,1 +1,743 @@
 //! State-machine tests of the broker core, with tokio's clock paused so expiry is deterministic.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use fe2o3_amqp_types::messaging::annotations::OwnedKey;
+use fe2o3_amqp_types::messaging::message::__private::{Deserializable, Serializable};
+use fe2o3_amqp_types::messaging::{
+    AmqpValue, Body, Header, Message, MessageAnnotations, MessageId, Properties,
+};
+use fe2o3_amqp_types::primitives::{SimpleValue, Symbol, Value};
+use tokio::time::advance;
+
+use super::*;
+use crate::config::{NamespaceConfig, QueueConfig};
+use crate::message::{keys, system_time_to_timestamp};
+
+const Q: &str = "orders";
+
+fn props() -> QueueProperties {
+    QueueProperties {
+        lock_duration: Duration::from_secs(30),
+        max_delivery_count: 3,
+        ..QueueProperties::default()
+    }
+}
+
+fn broker_with(props: QueueProperties) -> Broker {
+    let mut config = Config::with_queues([Q, "other"]);
+    config.namespaces = vec![NamespaceConfig {
+        name: "ns".into(),
+        queues: vec![
+            QueueConfig {
+                name: Q.into(),
+                properties: props,
+            },
+            QueueConfig {
+                name: "other".into(),
+                properties: QueueProperties::default(),
+            },
+        ],
+    }];
+    Broker::new(&config)
+}
+
+fn broker() -> Broker {
+    broker_with(props())
+}
+
+struct Msg {
+    id: Option<&'static str>,
+    ttl: Option<u32>,
+    annotations: Vec<(&'static str, Value)>,
+    body: &'static str,
+}
+
+fn msg(body: &'static str) -> Msg {
+    Msg {
+        id: None,
+        ttl: None,
+        annotations: Vec::new(),
+        body,
+    }
+}
+
+impl Msg {
+    fn id(mut self, id: &'static str) -> Msg {
+        self.id = Some(id);
+        self
+    }
+    fn ttl(mut self, ms: u32) -> Msg {
+        self.ttl = Some(ms);
+        self
+    }
+    fn annotate(mut self, k: &'static str, v: Value) -> Msg {
+        self.annotations.push((k, v));
+        self
+    }
+    fn build(self) -> StoredMessage {
+        let mut ma = MessageAnnotations::builder();
+        for (k, v) in self.annotations {
+            ma = ma.insert(OwnedKey::Symbol(Symbol::from(k)), v);
+        }
+        let mut p = Properties::builder();
+        if let Some(id) = self.id {
+            p = p.message_id(MessageId::String(id.into()));
+        }
+        let m: Message<Body<Value>> = Message::builder()
+            .header(Header {
+                ttl: self.ttl,
+                ..Default::default()
+            })
+            .message_annotations(ma.build())
+            .properties(p.build())
+            .body(Body::Value(AmqpValue(Value::String(self.body.into()))))
+            .build();
+        StoredMessage::parse(Bytes::from(serde_amqp::to_vec(&Serializable(&m)).unwrap())).unwrap()
+    }
+}
+
+fn decode(payload: &Bytes) -> Message<Body<Value>> {
+    serde_amqp::from_slice::<Deserializable<Message<Body<Value>>>>(payload)
+        .unwrap()
+        .0
+}
+
+fn body_of(payload: &Bytes) -> String {
+    match decode(payload).body {
+        Body::Value(AmqpValue(Value::String(s))) => s,
+        other => panic!("unexpected body {other:?}"),
+    }
+}
+
+fn annotation(payload: &Bytes, key: &str) -> Option<Value> {
+    decode(payload)
+        .message_annotations?
+        .0
+        .get(&OwnedKey::Symbol(Symbol::from(key)))
+        .cloned()
+}
+
+fn app_property(payload: &Bytes, key: &str) -> Option<SimpleValue> {
+    decode(payload).application_properties?.0.get(key).cloned()
+}
+
+fn queue(b: &Broker) -> EntityPath {
+    b.resolve(Q).unwrap()
+}
+
+fn dlq(b: &Broker) -> EntityPath {
+    b.resolve(&format!("{Q}/$DeadLetterQueue")).unwrap()
+}
+
+fn send(b: &Broker, body: &'static str) -> i64 {
+    b.send(&queue(b), msg(body).build()).unwrap()
+}
+
+fn lock(b: &Broker) -> Delivery {
+    b.receive(&queue(b), ReceiveMode::PeekLock)
+        .expect("a message is available")
+}
+
+fn abandon() -> Outcome {
+    Outcome::Abandon {
+        count_attempt: true,
+        properties_to_modify: Vec::new(),
+    }
+}
+
+fn counts(b: &Broker) -> QueueCounts {
+    b.counts(Q).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn resolve_normalises_addresses_case_insensitively() {
+    let b = broker();
+    assert_eq!(
+        b.resolve("amqps://localhost:5671/ORDERS").unwrap(),
+        EntityPath::Queue(Q.into())
+    );
+    assert_eq!(
+        b.resolve("sb://localhost/orders").unwrap(),
+        EntityPath::Queue(Q.into())
+    );
+    assert_eq!(b.resolve("/orders").unwrap(), EntityPath::Queue(Q.into()));
+    assert_eq!(
+        b.resolve("orders/$deadletterqueue").unwrap(),
+        EntityPath::DeadLetter(Q.into())
+    );
+    assert_eq!(
+        b.resolve("/orders/$DeadLetterQueue").unwrap().to_string(),
+        "orders/$DeadLetterQueue"
+    );
+    for bad in [
+        "nope",
+        "orders/$management",
+        "$cbs",
+        "amqps://localhost",
+        "orders/$Transfer/$DeadLetterQueue",
+    ] {
+        assert_eq!(
+            b.resolve(bad),
+            Err(BrokerError::NotFound(bad.into())),
+            "{bad}"
+        );
+    }
+    assert_eq!(b.queue_names(), [Q, "other"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn sequence_numbers_start_at_one_and_receive_in_order() {
+    let b = broker();
+    assert_eq!(send(&b, "a"), 1);
+    assert_eq!(send(&b, "b"), 2);
+    assert_eq!(
+        b.send(&b.resolve("other").unwrap(), msg("x").build())
+            .unwrap(),
+        1,
+        "per-queue numbering"
+    );
+    let first = lock(&b);
+    assert_eq!(first.sequence_number, 1);
+    assert_eq!(body_of(&first.payload), "a");
+    assert_eq!(first.delivery_count, 0);
+    assert_eq!(
+        annotation(&first.payload, keys::SEQUENCE_NUMBER),
+        Some(Value::Long(1))
+    );
+    let until = first.locked_until.unwrap();
+    assert_eq!(until, b.now() + Duration::from_secs(30));
+    assert_eq!(
+        annotation(&first.payload, keys::LOCKED_UNTIL),
+        Some(Value::Timestamp(system_time_to_timestamp(until)))
+    );
+    assert!(annotation(&first.payload, keys::ENQUEUED_TIME).is_some());
+    assert_eq!(decode(&first.payload).header.unwrap().delivery_count, 0);
+    assert_eq!(lock(&b).sequence_number, 2);
+    assert!(b.receive(&queue(&b), ReceiveMode::PeekLock).is_none());
+    assert_eq!(
+        counts(&b).active_message_count,
+        2,
+        "locked messages are still active"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn complete_removes_and_second_settle_is_lock_lost() {
+    let b = broker();
+    send(&b, "a");
+    let d = lock(&b);
+    b.settle(&queue(&b), d.lock_token, Outcome::Complete)
+        .unwrap();
+    assert_eq!(counts(&b), QueueCounts::default());
+    assert_eq!(
+        b.settle(&queue(&b), d.lock_token, Outcome::Complete),
+        Err(SettleError::LockLost)
+    );
+    assert_eq!(
+        b.settle(&queue(&b), Uuid::new_v4(), Outcome::Complete),
+        Err(SettleError::LockLost)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn abandon_counts_and_release_does_not() {
+    let b = broker();
+    send(&b, "a");
+    let d = lock(&b);
+    let modify = vec![("custom".to_string(), Value::Int(7))];
+    b.settle(
+        &queue(&b),
+        d.lock_token,
+        Outcome::Abandon {
+            count_attempt: true,
+            properties_to_modify: modify,
+        },
+    )
+    .unwrap();
+    let again = lock(&b);
+    assert_ne!(
+        again.lock_token, d.lock_token,
+        "a fresh token per delivery attempt"
+    );
+    assert_eq!(again.delivery_count, 1);
+    assert_eq!(decode(&again.payload).header.unwrap().delivery_count, 1);
+    assert!(!decode(&again.payload).header.unwrap().first_acquirer);
+    assert_eq!(annotation(&again.payload, "custom"), Some(Value::Int(7)));
+    b.settle(
+        &queue(&b),
+        again.lock_token,
+        Outcome::Abandon {
+            count_attempt: false,
+            properties_to_modify: vec![],
+        },
+    )
+    .unwrap();
+    assert_eq!(lock(&b).delivery_count, 1, "released does not count");
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_delivery_count_moves_to_dead_letter_queue() {
+    let b = broker();
+    send(&b, "poison");
+    for attempt in 0..3 {
+        let d = lock(&b);
+        assert_eq!(d.delivery_count, attempt);
+        b.settle(&queue(&b), d.lock_token, abandon()).unwrap();
+    }
+    assert!(b.receive(&queue(&b), ReceiveMode::PeekLock).is_none());
+    assert_eq!(counts(&b).active_message_count, 0);
+    assert_eq!(counts(&b).dead_letter_message_count, 1);
+    let dead = b.receive(&dlq(&b), ReceiveMode::PeekLock).unwrap();
+    assert_eq!(body_of(&dead.payload), "poison");
+    assert_eq!(dead.sequence_number, 1);
+    assert_eq!(
+        app_property(&dead.payload, keys::DEAD_LETTER_REASON),
+        Some(SimpleValue::String(REASON_MAX_DELIVERY.into()))
+    );
+    assert_eq!(
+        app_property(&dead.payload, keys::DEAD_LETTER_DESCRIPTION),
+        Some(SimpleValue::String(
+            "Message could not be consumed after 3 delivery attempts.".into()
+        ))
+    );
+    assert_eq!(
+        annotation(&dead.payload, keys::DEADLETTER_SOURCE),
+        Some(Value::String(Q.into()))
+    );
+    // The dead-letter queue has its own locks: completing there removes it for good.
+    assert_eq!(
+        b.settle(&queue(&b), dead.lock_token, Outcome::Complete),
+        Err(SettleError::LockLost)
+    );
+    b.settle(&dlq(&b), dead.lock_token, Outcome::Complete)
+        .unwrap();
+    assert_eq!(counts(&b), QueueCounts::default());
+}
+
+#[tokio::test(start_paused = true)]
+async fn dead_letter_keeps_reason_and_description() {
+    let b = broker();
+    send(&b, "bad");
+    let d = lock(&b);
+    let outcome = Outcome::DeadLetter {
+        reason: Some("Invalid".into()),
+        description: Some("no customer id".into()),
+    };
+    b.settle(&queue(&b), d.lock_token, outcome).unwrap();
+    let peeked = b.peek(&dlq(&b), 1, 10);
+    assert_eq!(peeked.len(), 1);
+    assert_eq!(
+        app_property(&peeked[0].1, keys::DEAD_LETTER_REASON),
+        Some(SimpleValue::String("Invalid".into()))
+    );
+    assert_eq!(
+        app_property(&peeked[0].1, keys::DEAD_LETTER_DESCRIPTION),
+        Some(SimpleValue::String("no customer id".into()))
+    );
+    assert_eq!(counts(&b).dead_letter_message_count, 1);
+    assert!(
+        b.send(&dlq(&b), msg("x").build()).is_err(),
+        "cannot send to a dead-letter queue"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn lock_expiry_redelivers_and_late_settle_is_lock_lost() {
+    let b = broker();
+    send(&b, "a");
+    let mut changes = b.changes();
+    changes.borrow_and_update();
+    let d = lock(&b);
+    advance(Duration::from_secs(29)).await;
+    assert!(
+        b.receive(&queue(&b), ReceiveMode::PeekLock).is_none(),
+        "still locked before the lock duration"
+    );
+    // The timer task announces the expiry without any other call.
+    tokio::time::timeout(Duration::from_secs(5), changes.changed())
+        .await
+        .expect("expiry bumps changes()")
+        .unwrap();
+    assert_eq!(
+        b.settle(&queue(&b), d.lock_token, Outcome::Complete),
+        Err(SettleError::LockLost)
+    );
+    assert_eq!(
+        b.renew_locks(&queue(&b), &[d.lock_token]),
+        Err(SettleError::LockLost)
+    );
+    let again = lock(&b);
+    assert_eq!(
+        again.delivery_count, 1,
+        "lock expiry counts as a failed attempt"
+    );
+    assert_eq!(counts(&b).active_message_count, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn lock_expiry_three_times_dead_letters() {
+    let b = broker();
+    send(&b, "slow");
+    for _ in 0..3 {
+        lock(&b);
+        advance(Duration::from_secs(31)).await;
+    }
+    assert_eq!(counts(&b).active_message_count, 0);
+    assert_eq!(counts(&b).dead_letter_message_count, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn renew_extends_the_lock() {
+    let b = broker();
+    send(&b, "a");
+    send(&b, "b");
+    let d1 = lock(&b);
+    let d2 = lock(&b);
+    advance(Duration::from_secs(20)).await;
+    let times = b
+        .renew_locks(&queue(&b), &[d1.lock_token, d2.lock_token])
+        .unwrap();
+    assert_eq!(times, [b.now() + Duration::from_secs(30); 2]);
+    advance(Duration::from_secs(20)).await;
+    // 40 s after the receive, past the original lock, still held thanks to the renewal.
+    b.settle(&queue(&b), d1.lock_token, Outcome::Complete)
+        .unwrap();
+    assert_eq!(
+        b.renew_locks(&queue(&b), &[d2.lock_token, d1.lock_token]),
+        Err(SettleError::LockLost)
+    );
+    advance(Duration::from_secs(11)).await;
+    assert_eq!(
+        b.settle(&queue(&b), d2.lock_token, Outcome::Complete),
+        Err(SettleError::LockLost)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn defer_then_receive_deferred() {
+    let b = broker();
+    let seq = send(&b, "later");
+    send(&b, "now");
+    let d = lock(&b);
+    b.settle(
+        &queue(&b),
+        d.lock_token,
+        Outcome::Defer {
+            properties_to_modify: vec![("why".into(), Value::Bool(true))],
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        lock(&b).sequence_number,
+        2,
+        "deferred messages are skipped by receive"
+    );
+    assert!(b.receive(&queue(&b), ReceiveMode::PeekLock).is_none());
+    assert_eq!(
+        counts(&b).active_message_count,
+        2,
+        "deferred messages count as active"
+    );
+    assert_eq!(
+        b.receive_deferred(&queue(&b), &[seq, 99], ReceiveMode::PeekLock)
+            .unwrap_err(),
+        BrokerError::SequenceNotFound(99)
+    );
+    let got = b
+        .receive_deferred(&queue(&b), &[seq], ReceiveMode::PeekLock)
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(body_of(&got[0].payload), "later");
+    assert_eq!(annotation(&got[0].payload, "why"), Some(Value::Bool(true)));
+    // Abandoning a deferred message keeps it deferred.
+    b.settle(
+        &queue(&b),
+        got[0].lock_token,
+        Outcome::Abandon {
+            count_attempt: false,
+            properties_to_modify: vec![],
+        },
+    )
+    .unwrap();
+    assert!(b.receive(&queue(&b), ReceiveMode::PeekLock).is_none());
+    let got = b
+        .receive_deferred(&queue(&b), &[seq], ReceiveMode::PeekLock)
+        .unwrap();
+    b.settle(&queue(&b), got[0].lock_token, Outcome::Complete)
+        .unwrap();
+    assert_eq!(
+        b.receive_deferred(&queue(&b), &[seq], ReceiveMode::PeekLock)
+            .unwrap_err(),
+        BrokerError::SequenceNotFound(seq)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn receive_and_delete_removes_at_once() {
+    let b = broker();
+    send(&b, "a");
+    let d = b
+        .receive(&queue(&b), ReceiveMode::ReceiveAndDelete)
+        .unwrap();
+    assert_eq!(d.lock_token, Uuid::nil());
+    assert_eq!(d.locked_until, None);
+    assert_eq!(annotation(&d.payload, keys::LOCKED_UNTIL), None);
+    assert_eq!(counts(&b), QueueCounts::default());
+    assert_eq!(
+        b.settle(&queue(&b), d.lock_token, Outcome::Complete),
+        Err(SettleError::LockLost)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn ttl_expiry_drops_or_dead_letters() {
+    let b = broker();
+    b.send(&queue(&b), msg("short").ttl(10_000).build())
+        .unwrap();
+    send(&b, "long");
+    advance(Duration::from_secs(11)).await;
+    assert_eq!(counts(&b).active_message_count, 1);
+    assert_eq!(
+        counts(&b).dead_letter_message_count,
+        0,
+        "dropped without DeadLetteringOnMessageExpiration"
+    );
+    assert_eq!(body_of(&lock(&b).payload), "long");
+
+    let b = broker_with(QueueProperties {
+        dead_lettering_on_message_expiration: true,
+        default_message_time_to_live: Duration::from_secs(60),
+        ..props()
+    });
+    send(&b, "default-ttl");
+    advance(Duration::from_secs(61)).await;
+    assert_eq!(counts(&b).active_message_count, 0);
+    let dead = b.receive(&dlq(&b), ReceiveMode::ReceiveAndDelete).unwrap();
+    assert_eq!(
+        app_property(&dead.payload, keys::DEAD_LETTER_REASON),
+        Some(SimpleValue::String(REASON_TTL.into()))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn locked_messages_do_not_expire_until_unlocked() {
+    let b = broker_with(QueueProperties {
+        dead_lettering_on_message_expiration: true,
+        ..props()
+    });
+    b.send(&queue(&b), msg("a").ttl(5_000).build()).unwrap();
+    let d = lock(&b);
+    advance(Duration::from_secs(10)).await;
+    b.renew_locks(&queue(&b), &[d.lock_token]).unwrap();
+    b.settle(
+        &queue(&b),
+        d.lock_token,
+        Outcome::Abandon {
+            count_attempt: false,
+            properties_to_modify: vec![],
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        counts(&b).active_message_count,
+        0,
+        "expired as soon as it was unlocked"
+    );
+    assert_eq!(counts(&b).dead_letter_message_count, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn scheduled_messages_activate_at_their_time_and_can_be_cancelled() {
+    let b = broker();
+    let at = b.now() + Duration::from_secs(60);
+    let seqs = b
+        .schedule(
+            &queue(&b),
+            vec![msg("s1").build(), msg("s2").build()],
+            Some(at),
+        )
+        .unwrap();
+    assert_eq!(seqs, [1, 2]);
+    let own_time = b.now() + Duration::from_secs(5);
+    let seq3 = b
+        .send(
+            &queue(&b),
+            msg("self")
+                .annotate(
+                    keys::SCHEDULED_ENQUEUE_TIME,
+                    Value::Timestamp(system_time_to_timestamp(own_time)),
+                )
+                .build(),
+        )
+        .unwrap();
+    assert_eq!(counts(&b).scheduled_message_count, 3);
+    assert_eq!(counts(&b).active_message_count, 0);
+    assert!(b.receive(&queue(&b), ReceiveMode::PeekLock).is_none());
+    assert_eq!(
+        b.peek(&queue(&b), 1, 10).len(),
+        3,
+        "peek shows scheduled messages"
+    );
+
+    let mut changes = b.changes();
+    changes.borrow_and_update();
+    tokio::time::timeout(Duration::from_secs(6), changes.changed())
+        .await
+        .expect("scheduled enqueue bumps changes()")
+        .unwrap();
+    let d = lock(&b);
+    assert_eq!(
+        (d.sequence_number, body_of(&d.payload)),
+        (seq3, "self".to_string())
+    );
+    b.settle(&queue(&b), d.lock_token, Outcome::Complete)
+        .unwrap();
+    assert_eq!(
+        annotation(&d.payload, keys::ENQUEUED_TIME),
+        Some(Value::Timestamp(system_time_to_timestamp(own_time)))
+    );
+
+    assert_eq!(
+        b.cancel_scheduled(&queue(&b), &[1, 3]),
+        Err(BrokerError::SequenceNotFound(3))
+    );
+    b.cancel_scheduled(&queue(&b), &[1]).unwrap();
+    assert_eq!(counts(&b).scheduled_message_count, 1);
+    advance(Duration::from_secs(60)).await;
+    assert_eq!(counts(&b).scheduled_message_count, 0);
+    let d = lock(&b);
+    assert_eq!(d.sequence_number, 2);
+    b.settle(&queue(&b), d.lock_token, Outcome::Complete)
+        .unwrap();
+
+    // A time in the past enqueues at once.
+    let past = b
+        .schedule(
+            &queue(&b),
+            vec![msg("p").build()],
+            Some(b.now() - Duration::from_secs(1)),
+        )
+        .unwrap();
+    assert_eq!(lock(&b).sequence_number, past[0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn peek_from_sequence_in_order_without_locking() {
+    let b = broker();
+    for body in ["a", "b", "c", "d"] {
+        send(&b, body);
+    }
+    let d = lock(&b);
+    b.settle(&queue(&b), d.lock_token, Outcome::Complete)
+        .unwrap();
+    let page = b.peek(&queue(&b), 0, 2);
+    assert_eq!(page.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [2, 3]);
+    assert_eq!(body_of(&page[0].1), "b");
+    let rest = b.peek(&queue(&b), 4, 10);
+    assert_eq!(rest.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [4]);
+    assert!(b.peek(&queue(&b), 5, 10).is_empty());
+    assert_eq!(lock(&b).sequence_number, 2, "peek does not lock");
+}
+
+#[tokio::test(start_paused = true)]
+async fn duplicate_detection_within_the_window() {
+    let b = broker_with(QueueProperties {
+        requires_duplicate_detection: true,
+        duplicate_detection_history_time_window: Duration::from_secs(20),
+        ..props()
+    });
+    let first = b.send(&queue(&b), msg("1").id("m").build()).unwrap();
+    assert_eq!(
+        b.send(&queue(&b), msg("2").id("m").build()).unwrap(),
+        first,
+        "duplicate dropped"
+    );
+    assert_eq!(b.send(&queue(&b), msg("3").id("n").build()).unwrap(), 2);
+    assert_eq!(counts(&b).active_message_count, 2);
+    advance(Duration::from_secs(21)).await;
+    assert_eq!(
+        b.send(&queue(&b), msg("4").id("m").build()).unwrap(),
+        3,
+        "outside the window it is new"
+    );
+
+    // Without detection, the same id is just another message.
+    let b = broker();
+    b.send(&queue(&b), msg("1").id("m").build()).unwrap();
+    b.send(&queue(&b), msg("2").id("m").build()).unwrap();
+    assert_eq!(counts(&b).active_message_count, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn size_limit_and_unknown_entities() {
+    let b = broker();
+    static BIG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let big = BIG.get_or_init(|| "x".repeat(MAX_MESSAGE_SIZE));
+    let m: Message<Body<Value>> = Message::builder()
+        .body(Body::Value(AmqpValue(Value::String(big.clone()))))
+        .build();
+    let m =
+        StoredMessage::parse(Bytes::from(serde_amqp::to_vec(&Serializable(&m)).unwrap())).unwrap();
+    assert!(matches!(
+        b.send(&queue(&b), m),
+        Err(BrokerError::MessageTooLarge {
+            limit: MAX_MESSAGE_SIZE,
+            ..
+        })
+    ));
+    let ghost = EntityPath::Queue("ghost".into());
+    assert_eq!(
+        b.send(&ghost, msg("x").build()),
+        Err(BrokerError::NotFound("ghost".into()))
+    );
+    assert!(b.receive(&ghost, ReceiveMode::PeekLock).is_none());
+    assert_eq!(b.counts("ghost"), None);
+    assert_eq!(b.counts("ORDERS"), Some(QueueCounts::default()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn send_bumps_changes() {
+    let b = broker();
+    let mut changes = b.changes();
+    let before = *changes.borrow_and_update();
+    send(&b, "a");
+    assert!(changes.has_changed().unwrap());
+    assert_ne!(*changes.borrow_and_update(), before);
+    lock(&b);
+    assert!(
+        !changes.has_changed().unwrap(),
+        "taking a message makes nothing newly available"
+    );
+}
+
+/// Throughput of the bare core (send, receive peek-lock, complete). Prints, asserts nothing:
+/// `cargo test -p servicebus-emulator --release --lib broker::tests::throughput -- --ignored --nocapture`
+#[tokio::test]
+#[ignore]
+async fn throughput() {
+    let b = broker_with(QueueProperties {
+        lock_duration: Duration::from_secs(300),
+        ..props()
+    });
+    let q = queue(&b);
+    let template = msg("payload of a typical job message").id("id").build();
+    let n = 200_000;
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        b.send(&q, template.clone()).unwrap();
+    }
+    let sent = start.elapsed();
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        let d = b.receive(&q, ReceiveMode::PeekLock).unwrap();
+        b.settle(&q, d.lock_token, Outcome::Complete).unwrap();
+    }
+    let received = start.elapsed();
+    println!(
+        "send: {:.0} msg/s; receive+complete: {:.0} msg/s ({n} messages)",
+        n as f64 / sent.as_secs_f64(),
+        n as f64 / received.as_secs_f64()
+    );
+}
