@@ -150,8 +150,8 @@ impl Config {
             }
             (None, None) => {
                 return Err(ConfigError {
-                    setting: format!("{} / {}", env::FQDN, env::CONNECTION_STRING),
-                    problem: "neither is set, so there is no Service Bus to connect to.".into(),
+                    setting: format!("{} and {}", env::FQDN, env::CONNECTION_STRING),
+                    problem: "are both unset, so there is no Service Bus to connect to.".into(),
                     fix: format!(
                         "in Azure set {}=<namespace>.servicebus.windows.net (and {}=<client id of the job's identity>); \
 against the emulator set {}=\"{EMULATOR_CONNECTION_STRING}\" (or pass --fqdn / --connection-string).",
