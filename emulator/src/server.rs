@@ -133,7 +133,7 @@ impl EmulatorBuilder {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             broker: broker.clone(),
-            validator: SasValidator::new(cbs::emulator_rules()),
+            validator: SasValidator::emulator_default(),
             engine: self.engine,
         });
         let mut tasks = JoinSet::new();
@@ -378,9 +378,10 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// PLAIN carries a rule name and key: check them by signing a token with the key and validating it.
 fn plain_is_valid(validator: &SasValidator, rule: &str, key: &str) -> bool {
-    let expiry = SystemTime::now() + Duration::from_secs(300);
-    let token = cbs::sign_token("sb://emulator/", rule, key, expiry);
-    validator.validate(&token, SystemTime::now()).is_ok()
+    let now = SystemTime::now();
+    let token =
+        crate::auth::make_token("sb://emulator/", rule, key, now + Duration::from_secs(300));
+    validator.validate(&token, now).is_ok()
 }
 
 /// What a link is for, decided at attach.
@@ -514,12 +515,12 @@ fn accepted() -> DeliveryState {
 
 impl Connection {
     fn authorized(&self, entity_path: &str) -> bool {
-        let now = SystemTime::now();
+        let now = self.shared.broker.now();
         self.plain
             || self
                 .claims
                 .iter()
-                .any(|c| c.expires > now && cbs::audience_covers(&c.audience, entity_path))
+                .any(|c| c.expires > now && c.covers(entity_path))
     }
 
     fn on_event(&mut self, engine: &mut Engine, event: Event) {
@@ -663,7 +664,7 @@ impl Connection {
                     Ok(r) => r,
                     Err(e) => return rejected(amqp_error("amqp:decode-error", e.to_string())),
                 };
-                let put = cbs::handle(&self.shared.validator, &request, SystemTime::now());
+                let put = cbs::handle(&self.shared.validator, &request, self.shared.broker.now());
                 if let Some(claims) = put.granted {
                     self.claims.push(claims);
                 }

@@ -119,7 +119,7 @@ fn peek(broker: &Broker, entity: &EntityPath, request: &Request) -> Result<Reply
             status_code: 204,
             status_description: "No Content".into(),
             properties: Vec::new(),
-            body: Value::Null,
+            body: Box::new(Value::Null),
         });
     }
     let list = messages

@@ -115,7 +115,7 @@ pub struct Reply {
     pub status_description: String,
     /// Extra application properties (e.g. `errorCondition`).
     pub properties: Vec<(String, SimpleValue)>,
-    pub body: Value,
+    pub body: Box<Value>,
 }
 
 impl Reply {
@@ -124,7 +124,7 @@ impl Reply {
             status_code: 200,
             status_description: "OK".into(),
             properties: Vec::new(),
-            body,
+            body: Box::new(body),
         }
     }
 
@@ -136,7 +136,7 @@ impl Reply {
                 "errorCondition".into(),
                 SimpleValue::Symbol(condition.into()),
             )],
-            body: Value::Null,
+            body: Box::new(Value::Null),
         }
     }
 
@@ -162,7 +162,7 @@ impl Reply {
                 ..Properties::default()
             })
             .application_properties(ApplicationProperties(props))
-            .value(self.body)
+            .value(*self.body)
             .build();
         // A message built from these types always encodes.
         Bytes::from(serde_amqp::to_vec(&Serializable(&message)).unwrap_or_default())

@@ -1,0 +1,329 @@
+"""Service Bus scenarios run with the official Python SDK against the emulator.
+
+Usage: python scenarios.py <scenario>
+Environment: SB_CONN (connection string), SB_QUEUE (queue name).
+
+Each scenario asserts what the SDK sees and prints one JSON object on the last line of stdout, which
+the Rust test (emulator/tests/python_sdk.rs) parses and asserts again. Any failure exits non-zero
+with the traceback on stderr.
+"""
+
+import datetime
+import json
+import os
+import sys
+import time
+import uuid
+
+from azure.servicebus import (
+    ServiceBusClient,
+    ServiceBusMessage,
+    ServiceBusReceiveMode,
+    ServiceBusSubQueue,
+)
+from azure.servicebus.exceptions import MessageLockLostError
+
+CONN = os.environ["SB_CONN"]
+QUEUE = os.environ["SB_QUEUE"]
+WAIT = 5  # seconds a receive waits for messages
+
+
+def client():
+    return ServiceBusClient.from_connection_string(CONN)
+
+
+def body(msg):
+    return b"".join(msg.body).decode()
+
+
+def receive_one(receiver):
+    got = receiver.receive_messages(max_message_count=1, max_wait_time=WAIT)
+    assert len(got) == 1, f"expected one message, got {len(got)}"
+    return got[0]
+
+
+def send_receive_complete():
+    with client() as sb:
+        with sb.get_queue_sender(QUEUE) as sender:
+            sender.send_messages(ServiceBusMessage("single"))
+            sender.send_messages([ServiceBusMessage(f"list-{i}") for i in range(2)])
+            batch = sender.create_message_batch()
+            for i in range(3):
+                batch.add_message(ServiceBusMessage(f"batch-{i}"))
+            sender.send_messages(batch)
+        bodies = []
+        with sb.get_queue_receiver(QUEUE) as receiver:
+            while len(bodies) < 6:
+                got = receiver.receive_messages(max_message_count=10, max_wait_time=WAIT)
+                assert got, f"only {len(bodies)} of 6 messages arrived"
+                for m in got:
+                    assert m.delivery_count == 0, m.delivery_count
+                    assert m.lock_token is not None
+                    assert m.sequence_number is not None
+                    bodies.append(body(m))
+                    receiver.complete_message(m)
+            left = receiver.receive_messages(max_message_count=1, max_wait_time=1)
+        assert sorted(bodies) == sorted(
+            ["single", "list-0", "list-1", "batch-0", "batch-1", "batch-2"]
+        ), bodies
+        return {"bodies": bodies, "left_after_complete": len(left)}
+
+
+def abandon():
+    with client() as sb:
+        with sb.get_queue_sender(QUEUE) as sender:
+            sender.send_messages(ServiceBusMessage("again"))
+        with sb.get_queue_receiver(QUEUE) as receiver:
+            first = receive_one(receiver)
+            first_token = str(first.lock_token)
+            receiver.abandon_message(first)
+            second = receive_one(receiver)
+            assert body(second) == "again"
+            receiver.complete_message(second)
+        return {
+            "first_delivery_count": first.delivery_count,
+            "second_delivery_count": second.delivery_count,
+            "new_lock_token": str(second.lock_token) != first_token,
+        }
+
+
+def dead_letter():
+    with client() as sb:
+        with sb.get_queue_sender(QUEUE) as sender:
+            sender.send_messages(ServiceBusMessage("poison"))
+        with sb.get_queue_receiver(QUEUE) as receiver:
+            m = receive_one(receiver)
+            receiver.dead_letter_message(m, reason="BadInput", error_description="field x is missing")
+            left = receiver.receive_messages(max_message_count=1, max_wait_time=1)
+        with sb.get_queue_receiver(QUEUE, sub_queue=ServiceBusSubQueue.DEAD_LETTER) as dlq:
+            d = receive_one(dlq)
+            dlq.complete_message(d)
+        return {
+            "body": body(d),
+            "reason": d.dead_letter_reason,
+            "description": d.dead_letter_error_description,
+            "left_in_queue": len(left),
+        }
+
+
+def defer():
+    with client() as sb:
+        with sb.get_queue_sender(QUEUE) as sender:
+            sender.send_messages(ServiceBusMessage("later"))
+        with sb.get_queue_receiver(QUEUE) as receiver:
+            m = receive_one(receiver)
+            seq = m.sequence_number
+            receiver.defer_message(m)
+            normal = receiver.receive_messages(max_message_count=1, max_wait_time=1)
+            deferred = receiver.receive_deferred_messages([seq])
+            assert len(deferred) == 1
+            receiver.complete_message(deferred[0])
+        return {
+            "sequence_number": seq,
+            "deferred_body": body(deferred[0]),
+            "deferred_sequence_number": deferred[0].sequence_number,
+            "visible_to_normal_receive": len(normal),
+        }
+
+
+def peek():
+    with client() as sb:
+        with sb.get_queue_sender(QUEUE) as sender:
+            sender.send_messages([ServiceBusMessage(f"p{i}") for i in range(3)])
+        with sb.get_queue_receiver(QUEUE) as receiver:
+            peeked = receiver.peek_messages(max_message_count=5)
+            received = []
+            while len(received) < 3:
+                got = receiver.receive_messages(max_message_count=3, max_wait_time=WAIT)
+                assert got
+                for m in got:
+                    received.append(body(m))
+                    receiver.complete_message(m)
+        return {
+            "peeked": [body(m) for m in peeked],
+            "peeked_sequence_numbers": [m.sequence_number for m in peeked],
+            "received_after_peek": sorted(received),
+        }
+
+
+def renew_lock():
+    with client() as sb:
+        with sb.get_queue_sender(QUEUE) as sender:
+            sender.send_messages(ServiceBusMessage("slow"))
+        with sb.get_queue_receiver(QUEUE) as receiver:
+            m = receive_one(receiver)
+            before = m.locked_until_utc
+            time.sleep(1.1)
+            after = receiver.renew_message_lock(m)
+            receiver.complete_message(m)
+        return {
+            "before": before.isoformat(),
+            "after": after.isoformat(),
+            "extended": after > before,
+        }
+
+
+def schedule():
+    with client() as sb:
+        future = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)
+        with sb.get_queue_sender(QUEUE) as sender:
+            seqs = sender.schedule_messages(
+                [ServiceBusMessage("s-keep"), ServiceBusMessage("s-cancel")], future
+            )
+            assert len(seqs) == 2, seqs
+            sender.cancel_scheduled_messages(seqs[1])
+            soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=2)
+            soon_seq = sender.schedule_messages(ServiceBusMessage("s-soon"), soon)
+        with sb.get_queue_receiver(QUEUE) as receiver:
+            peeked = receiver.peek_messages(max_message_count=10)
+            immediate = receiver.receive_messages(max_message_count=1, max_wait_time=0.5)
+            got = receive_one(receiver)
+            receiver.complete_message(got)
+        return {
+            "sequence_numbers": seqs,
+            "peeked": sorted(body(m) for m in peeked),
+            "received_before_due": len(immediate),
+            "received_when_due": body(got),
+            "soon_sequence_number": soon_seq[0],
+        }
+
+
+def receive_and_delete():
+    with client() as sb:
+        with sb.get_queue_sender(QUEUE) as sender:
+            sender.send_messages([ServiceBusMessage("rd-0"), ServiceBusMessage("rd-1")])
+        with sb.get_queue_receiver(
+            QUEUE, receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE
+        ) as receiver:
+            got = []
+            while len(got) < 2:
+                batch = receiver.receive_messages(max_message_count=2, max_wait_time=WAIT)
+                assert batch
+                got.extend(body(m) for m in batch)
+        with sb.get_queue_receiver(QUEUE) as receiver:
+            left = receiver.receive_messages(max_message_count=1, max_wait_time=1)
+        return {"bodies": sorted(got), "left": len(left)}
+
+
+def lock_lost():
+    """Needs a queue with a short LockDuration (the Rust test configures PT2S)."""
+    with client() as sb:
+        with sb.get_queue_sender(QUEUE) as sender:
+            sender.send_messages(ServiceBusMessage("too-slow"))
+        with sb.get_queue_receiver(QUEUE) as receiver:
+            m = receive_one(receiver)
+            time.sleep(3)
+            error = None
+            try:
+                receiver.complete_message(m)
+            except MessageLockLostError as e:
+                error = type(e).__name__
+            again = receive_one(receiver)
+            receiver.complete_message(again)
+        return {
+            "error": error,
+            "redelivered_body": body(again),
+            "redelivered_delivery_count": again.delivery_count,
+        }
+
+
+def max_delivery():
+    """Needs a queue with MaxDeliveryCount 2."""
+    with client() as sb:
+        with sb.get_queue_sender(QUEUE) as sender:
+            sender.send_messages(ServiceBusMessage("flaky"))
+        with sb.get_queue_receiver(QUEUE) as receiver:
+            for _ in range(2):
+                receiver.abandon_message(receive_one(receiver))
+            left = receiver.receive_messages(max_message_count=1, max_wait_time=1)
+        with sb.get_queue_receiver(QUEUE, sub_queue=ServiceBusSubQueue.DEAD_LETTER) as dlq:
+            d = receive_one(dlq)
+            dlq.complete_message(d)
+        return {"left_in_queue": len(left), "dlq_body": body(d), "reason": d.dead_letter_reason}
+
+
+def wrong_key():
+    bad = CONN.replace("SharedAccessKey=SAS_KEY_VALUE", "SharedAccessKey=not-the-key")
+    assert bad != CONN
+    error = None
+    with ServiceBusClient.from_connection_string(bad, retry_total=0) as sb:
+        try:
+            with sb.get_queue_sender(QUEUE) as sender:
+                sender.send_messages(ServiceBusMessage("intruder"))
+        except Exception as e:  # the SDK raises ServiceBusAuthenticationError (or a subclass)
+            error = type(e).__name__
+    return {"error": error}
+
+
+def properties():
+    message_id = str(uuid.uuid4())
+    sent = ServiceBusMessage(
+        "with-props",
+        application_properties={
+            "str": "text",
+            "int": 42,
+            "neg": -7,
+            "float": 1.5,
+            "bool": True,
+        },
+        message_id=message_id,
+        correlation_id="corr-1",
+        subject="the-subject",
+        content_type="application/json",
+        reply_to="reply-queue",
+        to="somewhere",
+        time_to_live=datetime.timedelta(minutes=5),
+    )
+    with client() as sb:
+        with sb.get_queue_sender(QUEUE) as sender:
+            sender.send_messages(sent)
+        with sb.get_queue_receiver(QUEUE) as receiver:
+            m = receive_one(receiver)
+            receiver.complete_message(m)
+    props = {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in (m.application_properties or {}).items()
+    }
+    assert m.message_id == message_id, (m.message_id, message_id)
+    return {
+        "application_properties": props,
+        "message_id_matches": m.message_id == message_id,
+        "correlation_id": m.correlation_id,
+        "subject": m.subject,
+        "content_type": m.content_type,
+        "reply_to": m.reply_to,
+        "to": m.to,
+        "time_to_live_seconds": m.time_to_live.total_seconds() if m.time_to_live else None,
+        "enqueued_time_set": m.enqueued_time_utc is not None,
+        "body": body(m),
+    }
+
+
+SCENARIOS = {
+    f.__name__: f
+    for f in [
+        send_receive_complete,
+        abandon,
+        dead_letter,
+        defer,
+        peek,
+        renew_lock,
+        schedule,
+        receive_and_delete,
+        lock_lost,
+        max_delivery,
+        wrong_key,
+        properties,
+    ]
+}
+
+
+def main():
+    if len(sys.argv) != 2 or sys.argv[1] not in SCENARIOS:
+        sys.exit(f"usage: scenarios.py <{'|'.join(SCENARIOS)}>")
+    result = SCENARIOS[sys.argv[1]]()
+    print(json.dumps(result, default=str))
+
+
+if __name__ == "__main__":
+    main()

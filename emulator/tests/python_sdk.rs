@@ -1,0 +1,257 @@
+//! The official Python `azure-servicebus` SDK as the peer: each test starts the emulator in-process on
+//! an ephemeral port, runs one scenario of `tests/python/scenarios.py` with the official emulator
+//! connection string, and asserts the JSON the scenario prints (the script asserts too).
+//!
+//! The interpreter comes from `ACA_LAB_PYTHON`, else `<workspace>/.venv/bin/python`; `cargo xtask test`
+//! creates that venv. Without it these tests fail (they never pass silently).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use serde_json::Value;
+use servicebus_emulator::Emulator;
+use servicebus_emulator::config::Config;
+
+const QUEUE: &str = "queue-messages";
+
+fn python() -> PathBuf {
+    let path = std::env::var_os("ACA_LAB_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join(".venv")
+                .join("bin")
+                .join("python")
+        });
+    assert!(
+        path.exists(),
+        "no Python interpreter at {}: run `cargo xtask test` (it creates the venv with azure-servicebus) \
+         or set ACA_LAB_PYTHON to a python that has azure-servicebus installed",
+        path.display()
+    );
+    path
+}
+
+/// A config with one queue `queue-messages` and the given queue properties (JSON object text).
+fn config_with(properties: &str) -> Config {
+    let text = format!(
+        r#"{{"UserConfig":{{"Namespaces":[{{"Name":"sbemulatorns","Queues":[{{"Name":"{QUEUE}","Properties":{properties}}}],"Topics":[]}}],"Logging":{{"Type":"File"}}}}}}"#
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("Config.json");
+    std::fs::write(&file, text).unwrap();
+    Config::load(&file).unwrap()
+}
+
+async fn start(config: Config) -> Emulator {
+    Emulator::builder()
+        .config(config)
+        .listen("127.0.0.1:0".parse().unwrap())
+        .health_listen("127.0.0.1:0".parse().unwrap())
+        .start()
+        .await
+        .unwrap()
+}
+
+/// Run a scenario against `emu`; returns its JSON result. Panics with the script's output on failure.
+async fn scenario(emu: &Emulator, name: &str) -> Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/scenarios.py");
+    let child = tokio::process::Command::new(python())
+        .arg(&script)
+        .arg(name)
+        .env("SB_CONN", emu.connection_string())
+        .env("SB_QUEUE", QUEUE)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        child.wait_with_output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("scenario {name} did not finish within 120 s"))
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "scenario {name} failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("scenario {name} printed no JSON ({e}):\n{stdout}\n{stderr}"))
+}
+
+async fn run(name: &str) -> (Emulator, Value) {
+    let emu = start(Config::lab_default()).await;
+    let result = scenario(&emu, name).await;
+    (emu, result)
+}
+
+fn counts(emu: &Emulator) -> servicebus_emulator::broker::QueueCounts {
+    emu.broker().counts(QUEUE).unwrap()
+}
+
+#[tokio::test]
+async fn send_single_list_and_batch_then_receive_and_complete() {
+    let (emu, r) = run("send_receive_complete").await;
+    let mut bodies: Vec<&str> = r["bodies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_str().unwrap())
+        .collect();
+    bodies.sort();
+    assert_eq!(
+        bodies,
+        [
+            "batch-0", "batch-1", "batch-2", "list-0", "list-1", "single"
+        ]
+    );
+    assert_eq!(r["left_after_complete"], 0);
+    assert_eq!(counts(&emu).active_message_count, 0);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn abandon_redelivers_with_delivery_count_plus_one() {
+    let (emu, r) = run("abandon").await;
+    assert_eq!(r["first_delivery_count"], 0);
+    assert_eq!(r["second_delivery_count"], 1);
+    assert_eq!(r["new_lock_token"], true);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn dead_letter_keeps_reason_and_description() {
+    let (emu, r) = run("dead_letter").await;
+    assert_eq!(r["body"], "poison");
+    assert_eq!(r["reason"], "BadInput");
+    assert_eq!(r["description"], "field x is missing");
+    assert_eq!(r["left_in_queue"], 0);
+    assert_eq!(
+        counts(&emu).dead_letter_message_count,
+        0,
+        "the DLQ copy was completed"
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn defer_then_receive_deferred_by_sequence_number() {
+    let (emu, r) = run("defer").await;
+    assert_eq!(r["deferred_body"], "later");
+    assert_eq!(r["deferred_sequence_number"], r["sequence_number"]);
+    assert_eq!(r["visible_to_normal_receive"], 0);
+    assert_eq!(counts(&emu).active_message_count, 0);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn peek_does_not_lock_or_remove() {
+    let (emu, r) = run("peek").await;
+    assert_eq!(r["peeked"], serde_json::json!(["p0", "p1", "p2"]));
+    let seqs: Vec<i64> = r["peeked_sequence_numbers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_i64().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert_eq!(
+        r["received_after_peek"],
+        serde_json::json!(["p0", "p1", "p2"])
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn renew_lock_extends_locked_until() {
+    let (emu, r) = run("renew_lock").await;
+    assert_eq!(r["extended"], true, "{r}");
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn schedule_and_cancel() {
+    let (emu, r) = run("schedule").await;
+    assert_eq!(r["sequence_numbers"].as_array().unwrap().len(), 2);
+    // The cancelled one is gone; the hour-away one and the soon one show in peek.
+    assert_eq!(r["peeked"], serde_json::json!(["s-keep", "s-soon"]));
+    assert_eq!(r["received_before_due"], 0);
+    assert_eq!(r["received_when_due"], "s-soon");
+    assert_eq!(
+        counts(&emu).scheduled_message_count,
+        1,
+        "s-keep stays scheduled"
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn receive_and_delete_removes_on_delivery() {
+    let (emu, r) = run("receive_and_delete").await;
+    assert_eq!(r["bodies"], serde_json::json!(["rd-0", "rd-1"]));
+    assert_eq!(r["left"], 0);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn lock_is_lost_after_lock_duration() {
+    let emu = start(config_with(
+        r#"{"LockDuration":"PT2S","MaxDeliveryCount":10}"#,
+    ))
+    .await;
+    let r = scenario(&emu, "lock_lost").await;
+    assert_eq!(r["error"], "MessageLockLostError");
+    assert_eq!(r["redelivered_body"], "too-slow");
+    assert_eq!(r["redelivered_delivery_count"], 1);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn max_delivery_count_moves_to_dead_letter_queue() {
+    let emu = start(config_with(r#"{"MaxDeliveryCount":2}"#)).await;
+    let r = scenario(&emu, "max_delivery").await;
+    assert_eq!(r["left_in_queue"], 0);
+    assert_eq!(r["dlq_body"], "flaky");
+    assert_eq!(r["reason"], "MaxDeliveryCountExceeded");
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn wrong_sas_key_is_refused() {
+    let (emu, r) = run("wrong_key").await;
+    let error = r["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("sending with a wrong key succeeded: {r}"));
+    assert!(
+        error.contains("Authentication") || error.contains("Unauthorized"),
+        "{error}"
+    );
+    assert_eq!(counts(&emu).active_message_count, 0, "nothing was enqueued");
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn application_and_message_properties_round_trip() {
+    let (emu, r) = run("properties").await;
+    assert_eq!(
+        r["application_properties"],
+        serde_json::json!({"str": "text", "int": 42, "neg": -7, "float": 1.5, "bool": true})
+    );
+    assert_eq!(r["message_id_matches"], true);
+    assert_eq!(r["correlation_id"], "corr-1");
+    assert_eq!(r["subject"], "the-subject");
+    assert_eq!(r["content_type"], "application/json");
+    assert_eq!(r["reply_to"], "reply-queue");
+    assert_eq!(r["to"], "somewhere");
+    assert_eq!(r["time_to_live_seconds"], 300.0);
+    assert_eq!(r["enqueued_time_set"], true);
+    assert_eq!(r["body"], "with-props");
+    emu.shutdown().await;
+}
