@@ -1,1 +1,165 @@
-fn main() {}
+//! `servicebus-emulator`: the thin binary over the library. Reads the config, starts the emulator,
+//! prints config warnings (stderr) and then the official ready line (stdout), and serves until SIGINT or
+//! SIGTERM.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, ValueEnum};
+use servicebus_emulator::config::Config;
+use servicebus_emulator::{Emulator, READY_LINE};
+
+/// A Service Bus compatible AMQP 1.0 broker for offline tests and the local lab.
+///
+/// Reads the official Service Bus emulator's Config.json, accepts its connection string
+/// (Endpoint=sb://localhost;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;)
+/// and prints "Emulator Service is Successfully Up!" on stdout when ready.
+#[derive(Debug, Parser)]
+#[command(name = "servicebus-emulator", version)]
+struct Cli {
+    /// The official emulator's Config.json; without it, the built-in lab default (queue `queue-messages`).
+    #[arg(long, env = "SERVICEBUS_EMULATOR_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
+
+    /// AMQP listen address (use port 0 for a free port).
+    #[arg(
+        long,
+        env = "SERVICEBUS_EMULATOR_LISTEN",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:5672"
+    )]
+    listen: SocketAddr,
+
+    /// HTTP address for GET /health and GET /queues/{name}.
+    #[arg(
+        long,
+        env = "SERVICEBUS_EMULATOR_HEALTH_LISTEN",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:5300"
+    )]
+    health_listen: SocketAddr,
+
+    /// Log format on stderr (filter with RUST_LOG, default `info`).
+    #[arg(long, env = "SERVICEBUS_EMULATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", describe(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes, skipping causes the message already quotes (the library's errors name
+/// their source in their own text).
+fn describe(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text = format!("{text}: {cause}");
+        }
+    }
+    text
+}
+
+fn init_logging(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // Colours only for a person at a terminal; container logs and test captures get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = match &cli.config {
+        Some(path) => Config::load(path)?,
+        None => Config::lab_default(),
+    };
+    for warning in &config.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let emulator = Emulator::builder()
+        .config(config)
+        .listen(cli.listen)
+        .health_listen(cli.health_listen)
+        .start()
+        .await?;
+    tracing::info!(
+        amqp = %emulator.amqp_addr(),
+        health = %emulator.health_addr(),
+        connection_string = %emulator.connection_string(),
+        "ready"
+    );
+    // Wait strategies read stdout line by line; flush so the line is not stuck in a pipe buffer.
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{READY_LINE}")
+        .and_then(|()| stdout.flush())
+        .context("cannot write to stdout")?;
+    drop(stdout);
+    emulator.run_until(shutdown_signal()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM (container stop, test harness).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; stop with Ctrl-C");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_definition_is_valid() {
+        use clap::CommandFactory as _;
+        super::Cli::command().debug_assert();
+    }
+}

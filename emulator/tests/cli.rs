@@ -1,0 +1,183 @@
+//! The `servicebus-emulator` binary as a user runs it: real process, real ports, real signals.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use assert_cmd::cargo::cargo_bin;
+
+/// A command for the binary with the emulator's environment overrides cleared, so the host's
+/// environment cannot change what a test sees.
+fn emulator() -> Command {
+    let mut cmd = Command::new(cargo_bin("servicebus-emulator"));
+    for var in [
+        "SERVICEBUS_EMULATOR_CONFIG",
+        "SERVICEBUS_EMULATOR_LISTEN",
+        "SERVICEBUS_EMULATOR_HEALTH_LISTEN",
+        "SERVICEBUS_EMULATOR_LOG_FORMAT",
+        "RUST_LOG",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+fn ephemeral() -> [&'static str; 4] {
+    ["--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0"]
+}
+
+/// Log lines carry timestamps; keep only the `error:`/`warning:` lines a user reads.
+fn user_lines(stderr: &[u8]) -> String {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .filter(|l| l.starts_with("error:") || l.starts_with("warning:"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn help_describes_the_options() {
+    let out = emulator().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    insta::assert_snapshot!(String::from_utf8(out.stdout).unwrap());
+}
+
+/// A malformed Config.json is refused before anything listens, naming the file, the JSON path and
+/// the fix.
+#[test]
+fn malformed_config_names_path_and_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("Config.json");
+    std::fs::write(
+        &file,
+        r#"{"UserConfig": {"Namespaces": [{"Name": "sbemulatorns", "Queues": [
+            {"Name": "a", "Properties": {"LockDuration": "PT1M"}},
+            {"Name": "b", "Properties": {"LockDuration": "1 minute"}}]}]}}"#,
+    )
+    .unwrap();
+    let out = emulator()
+        .arg("--config")
+        .arg(&file)
+        .args(ephemeral())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "no ready line for a refused config");
+    let stderr = user_lines(&out.stderr).replace(&file.display().to_string(), "[CONFIG]");
+    insta::assert_snapshot!(stderr);
+}
+
+/// Unsupported-but-set properties are warned about at start, and the emulator still starts.
+#[test]
+fn unsupported_properties_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("Config.json");
+    std::fs::write(
+        &file,
+        r#"{"UserConfig": {"Namespaces": [{"Name": "sbemulatorns", "Queues": [
+            {"Name": "q", "Properties": {"RequiresSession": true, "ForwardTo": "elsewhere"}}], "Topics": []}]}}"#,
+    )
+    .unwrap();
+    let mut running = Running::start(emulator().arg("--config").arg(&file).args(ephemeral()));
+    running.wait_ready();
+    let out = running.stop();
+    assert!(out.status.success());
+    insta::assert_snapshot!(user_lines(&out.stderr));
+}
+
+#[test]
+fn port_in_use_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = emulator()
+        .args(["--listen", &addr, "--health-listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = user_lines(&out.stderr).replace(&addr, "127.0.0.1:[PORT]");
+    insta::assert_snapshot!(stderr);
+}
+
+/// The ready line is printed on stdout once both ports accept, and SIGTERM stops the process cleanly.
+#[test]
+fn prints_ready_line_and_stops_on_sigterm() {
+    let mut running = Running::start(emulator().args(ephemeral()));
+    let first_line = running.wait_ready();
+    assert_eq!(first_line, servicebus_emulator::READY_LINE);
+    let out = running.stop();
+    assert!(
+        out.status.success(),
+        "exit status {:?}, stderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("stopped"), "{stderr}");
+}
+
+/// A spawned emulator whose stdout is read line by line on a thread.
+struct Running {
+    child: std::process::Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn start(cmd: &mut Command) -> Running {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running { child, lines }
+    }
+
+    /// The first stdout line; the generous bound only keeps a broken build from hanging the suite.
+    fn wait_ready(&mut self) -> String {
+        match self.lines.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => line,
+            Err(e) => {
+                let _ = self.child.kill();
+                let mut stderr = String::new();
+                let _ = self
+                    .child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut stderr);
+                panic!("no ready line ({e}); stderr: {stderr}");
+            }
+        }
+    }
+
+    /// Send SIGTERM (as a container runtime does) and collect the exit status and stderr.
+    fn stop(mut self) -> std::process::Output {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let mut stderr = Vec::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_end(&mut stderr)
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        std::process::Output {
+            status,
+            stdout: Vec::new(),
+            stderr,
+        }
+    }
+}
