@@ -602,3 +602,373 @@ async fn heartbeats_and_idle_timeout() {
     };
     assert_eq!(condition_str(e), "amqp:connection:forced");
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Raw bytes over a real connection task: `tokio::io::duplex` for one connection, loopback TCP where the
+// point is that the process keeps serving others.
+
+mod wire {
+    use super::*;
+    use fe2o3_amqp_types::messaging::Target;
+    use fe2o3_amqp_types::primitives::Symbol;
+    use fe2o3_amqp_types::sasl::{SaslCode, SaslInit, SaslMechanisms, SaslOutcome};
+    use servicebus_emulator::amqp::codec::{AMQP_HEADER, SASL_HEADER, TYPE_SASL, write_frame};
+    use servicebus_emulator::auth::SasValidator;
+    use servicebus_emulator::broker::Broker;
+    use servicebus_emulator::config::Config;
+    use servicebus_emulator::server::{Shared, serve_connection};
+    use std::sync::Arc;
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+    /// The client side of a raw connection: writes bytes, reads headers and frames.
+    struct Raw<S> {
+        io: S,
+        buf: BytesMut,
+        codec: FrameCodec,
+    }
+
+    impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
+        fn new(io: S) -> Self {
+            let mut codec = FrameCodec::new();
+            codec.set_max_frame_size(u32::MAX);
+            Raw {
+                io,
+                buf: BytesMut::new(),
+                codec,
+            }
+        }
+
+        async fn send(&mut self, bytes: &[u8]) {
+            self.io.write_all(bytes).await.unwrap();
+        }
+
+        async fn item(&mut self, phase: Phase) -> Option<Item> {
+            self.codec.set_phase(phase);
+            loop {
+                if let Some(item) = self.codec.decode(&mut self.buf).unwrap() {
+                    return Some(item);
+                }
+                let read =
+                    tokio::time::timeout(Duration::from_secs(10), self.io.read_buf(&mut self.buf))
+                        .await
+                        .expect("the server answers within 10 s");
+                if read.unwrap_or(0) == 0 {
+                    return None;
+                }
+            }
+        }
+
+        async fn header(&mut self) -> [u8; 8] {
+            match self.item(Phase::Header).await {
+                Some(Item::Header(h)) => h,
+                other => panic!("expected a header, got {other:?}"),
+            }
+        }
+
+        async fn body(&mut self) -> servicebus_emulator::amqp::codec::Frame {
+            match self.item(Phase::Frames).await {
+                Some(Item::Frame(f)) => f,
+                other => panic!("expected a frame, got {other:?}"),
+            }
+        }
+
+        async fn performative(&mut self) -> Performative {
+            let f = self.body().await;
+            serde_amqp::from_slice(&f.body).unwrap()
+        }
+
+        /// True when the server closed the socket (after draining what it sent).
+        async fn eof(&mut self) -> bool {
+            let mut scratch = [0u8; 1024];
+            loop {
+                match tokio::time::timeout(Duration::from_secs(10), self.io.read(&mut scratch))
+                    .await
+                {
+                    Ok(Ok(0)) | Ok(Err(_)) => return true,
+                    Ok(Ok(_)) => continue,
+                    Err(_) => return false,
+                }
+            }
+        }
+    }
+
+    fn bytes_of(channel: u16, p: Performative) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        write_performative(&mut b, TYPE_AMQP, channel, &p, &[]).unwrap();
+        b.to_vec()
+    }
+
+    fn sasl_init(mechanism: &str, response: Option<&[u8]>) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        let init = SaslInit {
+            mechanism: Symbol::from(mechanism),
+            initial_response: response.map(|r| Binary::from(r.to_vec())),
+            hostname: Some("localhost".into()),
+        };
+        write_performative(&mut b, TYPE_SASL, 0, &init, &[]).unwrap();
+        b.to_vec()
+    }
+
+    fn shared() -> Arc<Shared> {
+        Shared::new(
+            Broker::new(&Config::lab_default()),
+            SasValidator::emulator_default(),
+            EngineConfig::default(),
+        )
+    }
+
+    /// A connection task on one end of a duplex pipe; the other end is returned.
+    fn connect() -> Raw<tokio::io::DuplexStream> {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+        let shared = shared();
+        tokio::spawn(async move {
+            let _keep = _stop_tx;
+            let _ = serve_connection(server, shared, stop).await;
+        });
+        Raw::new(client)
+    }
+
+    async fn expect_sasl_ok<S: AsyncRead + AsyncWrite + Unpin>(raw: &mut Raw<S>) {
+        assert_eq!(raw.header().await, SASL_HEADER);
+        let mechanisms = raw.body().await;
+        assert_eq!(mechanisms.frame_type, TYPE_SASL);
+        let m: SaslMechanisms = serde_amqp::from_slice(&mechanisms.body).unwrap();
+        let names: Vec<_> = m
+            .sasl_server_mechanisms
+            .0
+            .iter()
+            .map(|s| s.0.as_str())
+            .collect();
+        assert_eq!(names, ["MSSBCBS", "ANONYMOUS", "PLAIN"]);
+        let outcome: SaslOutcome = serde_amqp::from_slice(&raw.body().await.body).unwrap();
+        assert!(matches!(outcome.code, SaslCode::Ok));
+        assert_eq!(raw.header().await, AMQP_HEADER);
+    }
+
+    fn condition_of(p: &Performative) -> Option<String> {
+        let e = match p {
+            Performative::Close(c) => c.error.as_ref(),
+            Performative::Detach(d) => d.error.as_ref(),
+            _ => None,
+        }?;
+        Some(condition_str(e))
+    }
+
+    #[tokio::test]
+    async fn sasl_then_amqp_with_everything_pipelined_in_one_write() {
+        let mut raw = connect();
+        let mut burst = SASL_HEADER.to_vec();
+        burst.extend(sasl_init("MSSBCBS", Some(b"")));
+        burst.extend(AMQP_HEADER);
+        burst.extend(bytes_of(0, open(1_048_576, None)));
+        burst.extend(bytes_of(1, begin(65536)));
+        burst.extend(bytes_of(1, attach("cbs", 0, Role::Receiver, "$cbs")));
+        raw.send(&burst).await;
+        expect_sasl_ok(&mut raw).await;
+        assert!(matches!(raw.performative().await, Performative::Open(_)));
+        assert!(
+            matches!(raw.performative().await, Performative::Begin(b) if b.remote_channel == Some(1))
+        );
+        let Performative::Attach(a) = raw.performative().await else {
+            panic!("attach reply")
+        };
+        assert_eq!(a.name, "cbs");
+        assert_eq!(a.source.unwrap().address.as_deref(), Some("$cbs"));
+    }
+
+    #[tokio::test]
+    async fn unsupported_protocol_header_is_answered_with_ours_and_closed() {
+        let mut raw = connect();
+        raw.send(b"GET / HTTP/1.1\r\n\r\n").await;
+        assert_eq!(raw.header().await, SASL_HEADER);
+        assert!(raw.eof().await);
+    }
+
+    #[tokio::test]
+    async fn plain_with_a_wrong_key_fails_sasl_and_the_right_key_skips_cbs() {
+        let mut raw = connect();
+        let mut burst = SASL_HEADER.to_vec();
+        burst.extend(sasl_init(
+            "PLAIN",
+            Some(b"\0RootManageSharedAccessKey\0wrong"),
+        ));
+        raw.send(&burst).await;
+        assert_eq!(raw.header().await, SASL_HEADER);
+        let _mechanisms = raw.body().await;
+        let outcome: SaslOutcome = serde_amqp::from_slice(&raw.body().await.body).unwrap();
+        assert!(matches!(outcome.code, SaslCode::Auth));
+        assert!(raw.eof().await);
+
+        let mut raw = connect();
+        let mut burst = SASL_HEADER.to_vec();
+        burst.extend(sasl_init(
+            "PLAIN",
+            Some(b"\0RootManageSharedAccessKey\0SAS_KEY_VALUE"),
+        ));
+        burst.extend(AMQP_HEADER);
+        burst.extend(bytes_of(0, open(65536, None)));
+        burst.extend(bytes_of(1, begin(65536)));
+        burst.extend(bytes_of(
+            1,
+            attach(
+                "s",
+                0,
+                Role::Sender,
+                "amqps://localhost:5672/queue-messages",
+            ),
+        ));
+        raw.send(&burst).await;
+        expect_sasl_ok(&mut raw).await;
+        let _open = raw.performative().await;
+        let _begin = raw.performative().await;
+        let Performative::Attach(a) = raw.performative().await else {
+            panic!()
+        };
+        let Some(target) = a.target.as_deref() else {
+            panic!("accepted attach has a target")
+        };
+        let TargetArchetype::Target(Target { address, .. }) = target else {
+            panic!()
+        };
+        assert_eq!(
+            address.as_deref(),
+            Some("amqps://localhost:5672/queue-messages"),
+            "echoed verbatim"
+        );
+        assert!(
+            matches!(raw.performative().await, Performative::Flow(f) if f.link_credit == Some(1000))
+        );
+    }
+
+    #[tokio::test]
+    async fn links_without_a_token_or_to_unknown_entities_are_refused() {
+        let mut raw = connect();
+        let mut burst = SASL_HEADER.to_vec();
+        burst.extend(sasl_init("ANONYMOUS", None));
+        burst.extend(AMQP_HEADER);
+        burst.extend(bytes_of(0, open(65536, None)));
+        burst.extend(bytes_of(1, begin(65536)));
+        burst.extend(bytes_of(
+            1,
+            attach("r", 0, Role::Receiver, "queue-messages"),
+        ));
+        burst.extend(bytes_of(1, attach("s", 1, Role::Sender, "no-such-queue")));
+        raw.send(&burst).await;
+        expect_sasl_ok(&mut raw).await;
+        let _open = raw.performative().await;
+        let _begin = raw.performative().await;
+        let Performative::Attach(a) = raw.performative().await else {
+            panic!()
+        };
+        assert!(a.source.is_none() && a.target.is_none());
+        assert_eq!(
+            condition_of(&raw.performative().await).as_deref(),
+            Some("amqp:unauthorized-access")
+        );
+        let Performative::Attach(a) = raw.performative().await else {
+            panic!()
+        };
+        assert!(a.source.is_none() && a.target.is_none());
+        assert_eq!(
+            condition_of(&raw.performative().await).as_deref(),
+            Some("amqp:not-found")
+        );
+    }
+
+    async fn open_plain<S: AsyncRead + AsyncWrite + Unpin>(raw: &mut Raw<S>) {
+        let mut burst = SASL_HEADER.to_vec();
+        burst.extend(sasl_init("ANONYMOUS", None));
+        burst.extend(AMQP_HEADER);
+        burst.extend(bytes_of(0, open(65536, None)));
+        raw.send(&burst).await;
+        expect_sasl_ok(raw).await;
+        assert!(matches!(raw.performative().await, Performative::Open(_)));
+    }
+
+    #[tokio::test]
+    async fn malformed_frames_close_the_connection_and_the_server_keeps_serving() {
+        let emu = servicebus_emulator::Emulator::builder()
+            .listen("127.0.0.1:0".parse().unwrap())
+            .health_listen("127.0.0.1:0".parse().unwrap())
+            .start()
+            .await
+            .unwrap();
+        // An undecodable performative: decode-error.
+        let mut bad = Raw::new(
+            tokio::net::TcpStream::connect(emu.amqp_addr())
+                .await
+                .unwrap(),
+        );
+        open_plain(&mut bad).await;
+        let mut garbage = BytesMut::new();
+        write_frame(
+            &mut garbage,
+            TYPE_AMQP,
+            0,
+            &[0x00, 0x53, 0x11, 0xc0, 0x02, 0x01, 0xff],
+            &[],
+        );
+        bad.send(&garbage).await;
+        let close = bad.performative().await;
+        assert_eq!(
+            condition_of(&close).as_deref(),
+            Some("amqp:decode-error"),
+            "{close:?}"
+        );
+        assert!(bad.eof().await);
+
+        // A frame size below 8: framing-error.
+        let mut tiny = Raw::new(
+            tokio::net::TcpStream::connect(emu.amqp_addr())
+                .await
+                .unwrap(),
+        );
+        open_plain(&mut tiny).await;
+        tiny.send(&[0, 0, 0, 4, 2, 0, 0, 0]).await;
+        let close = tiny.performative().await;
+        assert_eq!(
+            condition_of(&close).as_deref(),
+            Some("amqp:connection:framing-error")
+        );
+        assert!(tiny.eof().await);
+
+        // Others are still served.
+        let mut good = Raw::new(
+            tokio::net::TcpStream::connect(emu.amqp_addr())
+                .await
+                .unwrap(),
+        );
+        open_plain(&mut good).await;
+        good.send(&bytes_of(0, Performative::Close(Close { error: None })))
+            .await;
+        assert!(matches!(
+            good.performative().await,
+            Performative::Close(Close { error: None })
+        ));
+        emu.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn shutdown_closes_open_connections_with_forced() {
+        let emu = servicebus_emulator::Emulator::builder()
+            .listen("127.0.0.1:0".parse().unwrap())
+            .health_listen("127.0.0.1:0".parse().unwrap())
+            .start()
+            .await
+            .unwrap();
+        let addr = emu.amqp_addr();
+        let mut raw = Raw::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+        open_plain(&mut raw).await;
+        emu.shutdown().await;
+        let close = raw.performative().await;
+        assert_eq!(
+            condition_of(&close).as_deref(),
+            Some("amqp:connection:forced")
+        );
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "the listener is closed"
+        );
+    }
+}
