@@ -13,8 +13,8 @@ static STOPPED_BY: AtomicU8 = AtomicU8::new(0);
 
 fn main() -> ExitCode {
     // One TLS/crypto provider for the process (rustls for AMQP, reqwest for managed identity):
-    // ring, chosen in Cargo.toml. An error means one is already installed, which is fine.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    // ring, chosen in Cargo.toml.
+    aca_job_lab::servicebus::install_crypto_provider();
 
     let flags = Flags::parse();
     let config = match Config::from_sources(flags, |name| std::env::var(name).ok()) {

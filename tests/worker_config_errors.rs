@@ -12,8 +12,16 @@ fn job() -> Command {
 
 fn run(cmd: &mut Command) -> String {
     let output = cmd.output().unwrap();
-    assert!(output.stdout.is_empty(), "nothing on stdout: {}", String::from_utf8_lossy(&output.stdout));
-    format!("exit code: {:?}\n{}", output.status.code(), String::from_utf8_lossy(&output.stderr))
+    assert!(
+        output.stdout.is_empty(),
+        "nothing on stdout: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    format!(
+        "exit code: {:?}\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
 #[test]
@@ -30,7 +38,10 @@ fn malformed_connection_string() {
     let out = run(job()
         .env("SERVICEBUS_CONNECTION_STRING", "Endpoint=localhost:5672;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=TOPSECRETKEY")
         .env("SERVICEBUS_QUEUE_NAME", "queue-messages"));
-    assert!(!out.contains("TOPSECRETKEY"), "the key must not be printed: {out}");
+    assert!(
+        !out.contains("TOPSECRETKEY"),
+        "the key must not be printed: {out}"
+    );
     insta::assert_snapshot!(out);
 }
 

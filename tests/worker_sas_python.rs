@@ -17,19 +17,43 @@ print(generate_sas_token(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     let output = Command::new(python())
         .args(["-c", script, audience, rule, key, &expiry.to_string()])
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {} ({e}); create the venv with `cargo xtask test`", python().display()));
-    assert!(output.status.success(), "python failed: {}", String::from_utf8_lossy(&output.stderr));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} ({e}); create the venv with `cargo xtask test`",
+                python().display()
+            )
+        });
+    assert!(
+        output.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8(output.stdout).unwrap()
 }
 
 #[test]
 fn sas_tokens_match_the_python_sdk() {
     let cases = [
-        ("sb://localhost/queue-messages", "RootManageSharedAccessKey", "SAS_KEY_VALUE", 1_700_000_000),
-        ("sb://127.0.0.1:40123/queue-messages", "RootManageSharedAccessKey", "SAS_KEY_VALUE", 1_800_000_123),
+        (
+            "sb://localhost/queue-messages",
+            "RootManageSharedAccessKey",
+            "SAS_KEY_VALUE",
+            1_700_000_000,
+        ),
+        (
+            "sb://127.0.0.1:40123/queue-messages",
+            "RootManageSharedAccessKey",
+            "SAS_KEY_VALUE",
+            1_800_000_123,
+        ),
         // A real-looking base64 key: '+', '/' and '=' must be used as raw bytes, and the
         // signature's own '+', '/' and '=' must be percent-encoded.
-        ("sb://mylab.servicebus.windows.net/orders", "Listen_Only-1.x", "q7Z+Yk/2mP0vX9w3bR4t8sL1nC6dE5fA0gH2iJ3kL4M=", 1_764_000_000),
+        (
+            "sb://mylab.servicebus.windows.net/orders",
+            "Listen_Only-1.x",
+            "q7Z+Yk/2mP0vX9w3bR4t8sL1nC6dE5fA0gH2iJ3kL4M=",
+            1_764_000_000,
+        ),
         ("sb://mylab.servicebus.windows.net/", "send", "k", 1),
     ];
     for (audience, rule, key, expiry) in cases {

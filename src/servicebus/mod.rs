@@ -25,6 +25,7 @@ pub use message::{MessageBody, PropertyValue, ReceivedMessage, ServiceBusMessage
 pub use receiver::Receiver;
 pub use sas::SasSigner;
 pub use sender::Sender;
+pub use tls::install_crypto_provider;
 
 /// What can go wrong talking to Service Bus. Messages name the endpoint or entity involved.
 #[derive(Debug, thiserror::Error)]

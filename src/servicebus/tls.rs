@@ -23,3 +23,11 @@ pub(crate) async fn connect(host: &str, tcp: TcpStream) -> std::io::Result<TlsSt
         .connect(name, tcp)
         .await
 }
+
+/// Installs ring as the process-wide rustls provider. reqwest (used by `azure_identity` for the
+/// managed-identity endpoint) is built without a provider of its own and panics without one.
+/// Call once at start; later calls are no-ops.
+pub fn install_crypto_provider() {
+    // An error means a provider is already installed, which is all we need.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

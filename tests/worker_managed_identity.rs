@@ -1,0 +1,220 @@
+//! The managed-identity path end to end on loopback: a fake Container Apps identity endpoint
+//! (`IDENTITY_ENDPOINT` / `IDENTITY_HEADER`) hands out a token, and a small AMQP peer (fe2o3's
+//! acceptor) plays the `$cbs` node and records the put-token the client sends with it.
+//!
+//! One test in this binary: it sets process environment variables, which the credential reads.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aca_job_lab::servicebus::{Auth, ConnectionConfig, ServiceBusClient};
+use fe2o3_amqp::acceptor::{
+    ConnectionAcceptor, LinkAcceptor, LinkEndpoint, SaslAnonymousMechanism, SessionAcceptor,
+};
+use fe2o3_amqp::types::messaging::{ApplicationProperties, Body, Message, Properties};
+use fe2o3_amqp::types::primitives::{SimpleValue, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+const CLIENT_ID: &str = "6d3f1c2e-0000-4000-8000-00000000c1d0";
+const IDENTITY_HEADER: &str = "identity-header-from-the-platform";
+const ACCESS_TOKEN: &str =
+    "eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJodHRwczovL3NlcnZpY2VidXMuYXp1cmUubmV0In0.c2lnbmF0dXJl";
+
+/// What the identity endpoint saw.
+#[derive(Debug)]
+struct IdentityRequest {
+    request_line: String,
+    headers: HashMap<String, String>,
+}
+
+/// Answers one token request the way the Container Apps identity endpoint does.
+async fn identity_endpoint(
+    listener: TcpListener,
+    expires_on: u64,
+    seen: oneshot::Sender<IdentityRequest>,
+) {
+    let (mut socket, _) = listener.accept().await.unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = socket.read(&mut buf).await.unwrap();
+        assert!(n > 0, "connection closed before the request head ended");
+        head.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let mut lines = head.split("\r\n");
+    let request_line = lines.next().unwrap().to_string();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    seen.send(IdentityRequest {
+        request_line,
+        headers,
+    })
+    .unwrap();
+    let body = format!(
+        r#"{{"access_token":"{ACCESS_TOKEN}","expires_on":"{expires_on}","resource":"https://servicebus.azure.net","token_type":"Bearer","client_id":"{CLIENT_ID}"}}"#
+    );
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    socket.write_all(response.as_bytes()).await.unwrap();
+    socket.shutdown().await.unwrap();
+}
+
+/// Plays just enough of a broker: accepts the connection, the `$cbs` link pair and the queue
+/// link, answers one put-token with 202, and hands the request over.
+async fn amqp_peer(listener: TcpListener, seen: oneshot::Sender<Message<Body<Value>>>) {
+    let (tcp, _) = listener.accept().await.unwrap();
+    let acceptor = ConnectionAcceptor::builder()
+        .container_id("fake-servicebus")
+        .sasl_acceptor(SaslAnonymousMechanism::new())
+        .build();
+    let mut connection = acceptor.accept(tcp).await.unwrap();
+    let mut session = SessionAcceptor::new()
+        .accept(&mut connection)
+        .await
+        .unwrap();
+    let links = LinkAcceptor::new();
+    let (mut cbs_in, mut cbs_out) = (None, None);
+    while cbs_in.is_none() || cbs_out.is_none() {
+        match links.accept(&mut session).await.unwrap() {
+            LinkEndpoint::Receiver(r) => cbs_in = Some(r),
+            LinkEndpoint::Sender(s) => cbs_out = Some(s),
+        }
+    }
+    let (mut cbs_in, mut cbs_out) = (cbs_in.unwrap(), cbs_out.unwrap());
+    let delivery = cbs_in.recv::<Body<Value>>().await.unwrap();
+    cbs_in.accept(&delivery).await.unwrap();
+    let request = delivery.into_message();
+    let reply = Message::builder()
+        .properties(
+            Properties::builder()
+                .correlation_id(
+                    request
+                        .properties
+                        .as_ref()
+                        .unwrap()
+                        .message_id
+                        .clone()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .application_properties(
+            ApplicationProperties::builder()
+                .insert("status-code", 202i32)
+                .insert("status-description", "Accepted")
+                .build(),
+        )
+        .body(Body::<Value>::Value(
+            fe2o3_amqp::types::messaging::AmqpValue(Value::Null),
+        ))
+        .build();
+    seen.send(request).unwrap();
+    cbs_out.send(reply).await.unwrap();
+    // The queue link the client attaches once authorised.
+    let _queue_link = links.accept(&mut session).await.unwrap();
+    // Keep the connection up until the test is done with it.
+    std::future::pending::<()>().await;
+}
+
+#[tokio::test]
+async fn managed_identity_token_goes_out_in_cbs_put_token_as_jwt() {
+    aca_job_lab::servicebus::install_crypto_provider();
+    let identity = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let broker = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let expires_on = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    // SAFETY: this binary has one test and sets the variables before any thread reads them.
+    unsafe {
+        std::env::set_var(
+            "IDENTITY_ENDPOINT",
+            format!("http://{}/msi/token", identity.local_addr().unwrap()),
+        );
+        std::env::set_var("IDENTITY_HEADER", IDENTITY_HEADER);
+    }
+    let (identity_seen, identity_request) = oneshot::channel();
+    let (put_token_seen, put_token) = oneshot::channel();
+    tokio::spawn(identity_endpoint(identity, expires_on, identity_seen));
+    let peer_port = broker.local_addr().unwrap().port();
+    let peer = tokio::spawn(amqp_peer(broker, put_token_seen));
+
+    let config = ConnectionConfig {
+        namespace: "mylab.servicebus.windows.net".into(),
+        host: "127.0.0.1".into(),
+        port: peer_port,
+        tls: false,
+        auth: Auth::ManagedIdentity {
+            client_id: CLIENT_ID.into(),
+        },
+    };
+    // A dead identity endpoint retries for ~80 s; a working one answers at once.
+    let flow = async {
+        let mut client = ServiceBusClient::connect(&config).await.unwrap();
+        let sender = client.sender("queue-messages").await.unwrap();
+        drop(sender);
+    };
+    tokio::time::timeout(Duration::from_secs(30), flow)
+        .await
+        .expect("connect + authorise timed out");
+
+    let request = identity_request.await.unwrap();
+    let (path, query) = request
+        .request_line
+        .strip_prefix("GET ")
+        .unwrap()
+        .split_once('?')
+        .unwrap();
+    assert_eq!(path, "/msi/token");
+    let query: HashMap<&str, &str> = query
+        .split(' ')
+        .next()
+        .unwrap()
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .collect();
+    assert_eq!(query.get("api-version"), Some(&"2019-08-01"));
+    assert_eq!(
+        query.get("resource"),
+        Some(&"https%3A%2F%2Fservicebus.azure.net")
+    );
+    assert_eq!(query.get("client_id"), Some(&CLIENT_ID));
+    assert_eq!(
+        request.headers.get("x-identity-header").map(String::as_str),
+        Some(IDENTITY_HEADER)
+    );
+
+    let put_token = put_token.await.unwrap();
+    let props = put_token.application_properties.unwrap();
+    assert_eq!(
+        props.get("operation"),
+        Some(&SimpleValue::String("put-token".into()))
+    );
+    assert_eq!(props.get("type"), Some(&SimpleValue::String("jwt".into())));
+    assert_eq!(
+        props.get("name"),
+        Some(&SimpleValue::String(
+            "sb://mylab.servicebus.windows.net/queue-messages".into()
+        ))
+    );
+    let Some(SimpleValue::Timestamp(expiration)) = props.get("expiration") else {
+        panic!("expiration: {props:?}")
+    };
+    assert_eq!(
+        expiration.milliseconds(),
+        i64::try_from(expires_on * 1000).unwrap()
+    );
+    match put_token.body {
+        Body::Value(v) => assert_eq!(v.0, Value::String(ACCESS_TOKEN.into())),
+        other => panic!("body: {other:?}"),
+    }
+    peer.abort();
+}
