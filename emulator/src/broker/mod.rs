@@ -272,6 +272,46 @@ impl Broker {
         .unwrap_or_else(|| Err(BrokerError::NotFound(entity.to_string())))
     }
 
+    /// Enqueue a batch (message-format 0x80013700) all or nothing: sizes are checked first, then every
+    /// message is enqueued under one lock. Returns the sequence numbers in order.
+    pub fn send_batch(
+        &self,
+        entity: &EntityPath,
+        messages: Vec<StoredMessage>,
+    ) -> Result<Vec<i64>, BrokerError> {
+        self.enqueue_all(entity, messages, None)
+    }
+
+    /// Enqueue messages all or nothing; each message's own `x-opt-scheduled-enqueue-time` wins over
+    /// `default_at`.
+    fn enqueue_all(
+        &self,
+        entity: &EntityPath,
+        messages: Vec<StoredMessage>,
+        default_at: Option<SystemTime>,
+    ) -> Result<Vec<i64>, BrokerError> {
+        if let EntityPath::DeadLetter(_) = entity {
+            return Err(BrokerError::NotFound(entity.to_string()));
+        }
+        if let Some(big) = messages.iter().find(|m| m.len() > MAX_MESSAGE_SIZE) {
+            return Err(BrokerError::MessageTooLarge {
+                size: big.len(),
+                limit: MAX_MESSAGE_SIZE,
+            });
+        }
+        self.with_queue(entity.queue(), |q, now| {
+            let r: Result<Vec<i64>, BrokerError> = messages
+                .into_iter()
+                .map(|m| {
+                    let at = m.scheduled_enqueue_time().or(default_at);
+                    q.enqueue(m, at, now)
+                })
+                .collect();
+            (r, true)
+        })
+        .unwrap_or_else(|| Err(BrokerError::NotFound(entity.to_string())))
+    }
+
     /// Take the next available message, locked (peek-lock) or removed (receive-and-delete). `None` when
     /// nothing is available now; wait on [`Broker::changes`] and try again.
     pub fn receive(&self, entity: &EntityPath, mode: ReceiveMode) -> Option<Delivery> {
@@ -326,26 +366,7 @@ impl Broker {
         messages: Vec<StoredMessage>,
         enqueue_at: Option<SystemTime>,
     ) -> Result<Vec<i64>, BrokerError> {
-        if let EntityPath::DeadLetter(_) = entity {
-            return Err(BrokerError::NotFound(entity.to_string()));
-        }
-        if let Some(big) = messages.iter().find(|m| m.len() > MAX_MESSAGE_SIZE) {
-            return Err(BrokerError::MessageTooLarge {
-                size: big.len(),
-                limit: MAX_MESSAGE_SIZE,
-            });
-        }
-        self.with_queue(entity.queue(), |q, now| {
-            let r: Result<Vec<i64>, BrokerError> = messages
-                .into_iter()
-                .map(|m| {
-                    let at = m.scheduled_enqueue_time().or(enqueue_at);
-                    q.enqueue(m, at, now)
-                })
-                .collect();
-            (r, true)
-        })
-        .unwrap_or_else(|| Err(BrokerError::NotFound(entity.to_string())))
+        self.enqueue_all(entity, messages, enqueue_at)
     }
 
     /// Cancel scheduled messages by sequence number.
@@ -402,6 +423,16 @@ impl Broker {
     /// lock expiry, scheduled enqueue). Connection tasks wait on it to retry `receive` for links with credit.
     pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.changes.subscribe()
+    }
+}
+
+#[cfg(test)]
+impl Broker {
+    /// Check every queue's internal indexes against its messages.
+    fn check_indexes(&self) {
+        for q in &self.inner.queues {
+            lock(q).check_indexes();
+        }
     }
 }
 

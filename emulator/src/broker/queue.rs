@@ -591,3 +591,59 @@ impl Queue {
         }
     }
 }
+
+#[cfg(test)]
+impl SubQueue {
+    /// Every index agrees with the entries (used by the randomised state-machine test).
+    fn check_indexes(&self) {
+        let available: BTreeSet<i64> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.state == State::Available)
+            .map(|(s, _)| *s)
+            .collect();
+        assert_eq!(available, self.available, "available index");
+        let locks: HashMap<Uuid, i64> = self
+            .entries
+            .iter()
+            .filter_map(|(s, e)| match e.state {
+                State::Locked { token, .. } => Some((token, *s)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(locks, self.locks, "lock index");
+        let deadlines: BTreeSet<(Instant, i64)> = self
+            .entries
+            .iter()
+            .filter_map(|(s, e)| e.deadline().map(|d| (d, *s)))
+            .collect();
+        assert_eq!(deadlines, self.deadlines, "deadline index");
+        let scheduled = self
+            .entries
+            .values()
+            .filter(|e| matches!(e.state, State::Scheduled { .. }))
+            .count();
+        assert_eq!(scheduled, self.scheduled, "scheduled count");
+    }
+}
+
+#[cfg(test)]
+impl Queue {
+    pub(crate) fn check_indexes(&self) {
+        self.main.check_indexes();
+        self.dlq.check_indexes();
+        assert!(
+            self.dlq
+                .entries
+                .values()
+                .all(|e| e.expires_at.is_none() && e.deadletter_source.is_some())
+        );
+        assert!(
+            self.main
+                .entries
+                .keys()
+                .all(|s| !self.dlq.entries.contains_key(s)),
+            "a message in two places"
+        );
+    }
+}

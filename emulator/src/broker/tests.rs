@@ -698,6 +698,36 @@ async fn size_limit_and_unknown_entities() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn batches_enqueue_all_or_nothing() {
+    let b = broker();
+    assert_eq!(
+        b.send_batch(&queue(&b), vec![msg("a").build(), msg("b").build()])
+            .unwrap(),
+        [1, 2]
+    );
+    let big: Message<Body<Value>> = Message::builder()
+        .body(Body::Value(AmqpValue(Value::String(
+            "x".repeat(MAX_MESSAGE_SIZE),
+        ))))
+        .build();
+    let big = StoredMessage::parse(Bytes::from(
+        serde_amqp::to_vec(&Serializable(&big)).unwrap(),
+    ))
+    .unwrap();
+    let r = b.send_batch(&queue(&b), vec![msg("c").build(), big]);
+    assert!(
+        matches!(r, Err(BrokerError::MessageTooLarge { .. })),
+        "{r:?}"
+    );
+    assert_eq!(
+        counts(&b).active_message_count,
+        2,
+        "nothing of the refused batch was enqueued"
+    );
+    assert!(b.send_batch(&dlq(&b), vec![msg("d").build()]).is_err());
+}
+
+#[tokio::test(start_paused = true)]
 async fn send_bumps_changes() {
     let b = broker();
     let mut changes = b.changes();
@@ -710,6 +740,111 @@ async fn send_bumps_changes() {
         !changes.has_changed().unwrap(),
         "taking a message makes nothing newly available"
     );
+}
+
+/// A small deterministic generator, so a failing run replays from its seed.
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// Random interleavings of every operation: the indexes stay consistent with the messages, and every
+/// message sent is accounted for (completed, deleted, cancelled, or still counted somewhere).
+#[tokio::test(start_paused = true)]
+async fn random_operations_keep_every_message_accounted_for() {
+    for seed in 0..25 {
+        let b = broker_with(QueueProperties {
+            default_message_time_to_live: Duration::from_secs(86_400 * 10),
+            ..props()
+        });
+        let (main, dead) = (queue(&b), dlq(&b));
+        let mut rng = Lcg(seed);
+        let (mut sent, mut gone) = (0u64, 0u64);
+        let mut held: Vec<(EntityPath, Delivery)> = Vec::new();
+        let mut deferred: Vec<i64> = Vec::new();
+        let mut scheduled: Vec<i64> = Vec::new();
+        for step in 0..400 {
+            match rng.below(10) {
+                0 | 1 => {
+                    b.send(&main, msg("m").build()).unwrap();
+                    sent += 1;
+                }
+                2 => {
+                    let at = b.now() + Duration::from_secs(1 + rng.below(120));
+                    scheduled.extend(b.schedule(&main, vec![msg("s").build()], Some(at)).unwrap());
+                    sent += 1;
+                }
+                3 | 4 => {
+                    let entity = if rng.below(4) == 0 { &dead } else { &main };
+                    if let Some(d) = b.receive(entity, ReceiveMode::PeekLock) {
+                        if entity == &main {
+                            assert!(d.delivery_count < 3, "seed {seed} step {step}: {d:?}");
+                        }
+                        held.push((entity.clone(), d));
+                    }
+                }
+                5 => {
+                    if b.receive(&main, ReceiveMode::ReceiveAndDelete).is_some() {
+                        gone += 1;
+                    }
+                }
+                6 | 7 if !held.is_empty() => {
+                    let (entity, d) = held.swap_remove(rng.below(held.len() as u64) as usize);
+                    let outcome = match rng.below(5) {
+                        0 => Outcome::Complete,
+                        1 => abandon(),
+                        2 => Outcome::Abandon {
+                            count_attempt: false,
+                            properties_to_modify: vec![],
+                        },
+                        3 => Outcome::Defer {
+                            properties_to_modify: vec![],
+                        },
+                        _ => Outcome::DeadLetter {
+                            reason: Some("r".into()),
+                            description: None,
+                        },
+                    };
+                    let complete = outcome == Outcome::Complete;
+                    let defer = matches!(outcome, Outcome::Defer { .. });
+                    match b.settle(&entity, d.lock_token, outcome) {
+                        Ok(()) if complete => gone += 1,
+                        Ok(()) if defer && entity == main => deferred.push(d.sequence_number),
+                        Ok(()) | Err(SettleError::LockLost) => {}
+                        Err(e) => panic!("seed {seed} step {step}: {e}"),
+                    }
+                }
+                8 => advance(Duration::from_secs(rng.below(40))).await,
+                _ => {
+                    if let Some(seq) = deferred.pop() {
+                        if let Ok(mut got) =
+                            b.receive_deferred(&main, &[seq], ReceiveMode::PeekLock)
+                        {
+                            held.push((main.clone(), got.remove(0)));
+                        }
+                    } else if let Some(seq) = scheduled.pop() {
+                        match b.cancel_scheduled(&main, &[seq]) {
+                            Ok(()) => gone += 1,
+                            Err(BrokerError::SequenceNotFound(_)) => {} // already active
+                            Err(e) => panic!("seed {seed} step {step}: {e}"),
+                        }
+                    }
+                }
+            }
+            b.check_indexes();
+            let c = counts(&b);
+            let present =
+                c.active_message_count + c.scheduled_message_count + c.dead_letter_message_count;
+            assert_eq!(sent, gone + present, "seed {seed} step {step}: {c:?}");
+        }
+    }
 }
 
 /// Throughput of the bare core (send, receive peek-lock, complete). Prints, asserts nothing:
