@@ -138,7 +138,7 @@ fn respond(head: &str, broker: &Broker) -> Response {
     }
     let path = target.split(['?', '#']).next().unwrap_or_default();
     let route_known = path == "/health" || path.starts_with("/queues/");
-    if method != "GET" && method != "HEAD" {
+    if method != "GET" {
         let mut r = Response::json(
             405,
             error_body(format!("method {method} is not allowed; use GET")),

@@ -86,6 +86,35 @@ fn unsupported_properties_are_warned_about() {
     insta::assert_snapshot!(user_lines(&out.stderr));
 }
 
+/// The environment overrides the defaults, as in a container (`SERVICEBUS_EMULATOR_CONFIG` etc.).
+#[test]
+fn environment_overrides_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("Config.json");
+    std::fs::write(&file, r#"{"UserConfig": {"Namespaces": []}}"#).unwrap();
+    let out = emulator()
+        .env("SERVICEBUS_EMULATOR_CONFIG", &file)
+        .env("SERVICEBUS_EMULATOR_LISTEN", "127.0.0.1:0")
+        .env("SERVICEBUS_EMULATOR_HEALTH_LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = user_lines(&out.stderr).replace(&file.display().to_string(), "[CONFIG]");
+    assert_eq!(
+        stderr,
+        "error: [CONFIG]: UserConfig.Namespaces: is empty; add one namespace with at least one queue"
+    );
+    let out = emulator()
+        .args(["--listen", "not-an-address"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("invalid value 'not-an-address' for '--listen <ADDR>'")
+    );
+}
+
 #[test]
 fn port_in_use_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
