@@ -105,6 +105,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(path) => Config::load(path)?,
         None => Config::lab_default(),
     };
+    let stop = shutdown_signal().context("cannot install the SIGINT/SIGTERM handlers")?;
     for warning in &config.warnings {
         eprintln!("warning: {warning}");
     }
@@ -126,33 +127,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .and_then(|()| stdout.flush())
         .context("cannot write to stdout")?;
     drop(stdout);
-    emulator.run_until(shutdown_signal()).await;
+    emulator.run_until(stop).await;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// SIGINT (Ctrl-C) or SIGTERM (container stop, test harness).
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; stop with Ctrl-C");
-                let _ = tokio::signal::ctrl_c().await;
-            }
+/// SIGINT (Ctrl-C) or SIGTERM (container stop, test harness). The handlers are installed here, before
+/// the ready line is printed: a signal sent right after the line must stop the process cleanly, not
+/// kill it with the default action.
+#[cfg(unix)]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
         let _ = tokio::signal::ctrl_c().await;
-    }
+    })
 }
 
 #[cfg(test)]
