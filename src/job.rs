@@ -2,7 +2,8 @@
 //! shutdown future injected by the caller (the binary passes SIGTERM/SIGINT; tests pass their own).
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::Config;
@@ -46,6 +47,9 @@ pub struct Summary {
     /// Settlements the broker link refused (e.g. the lock was lost).
     pub settle_failures: u32,
     pub lock_renewals: u32,
+    /// Messages whose lock ran out (or could not be renewed) before they were settled: the broker
+    /// delivers them again whatever we sent, so they do not count as completed.
+    pub lock_lost: u32,
     /// The shutdown future fired before the job finished.
     pub interrupted: bool,
 }
@@ -54,7 +58,7 @@ impl Summary {
     /// [`exit_code::PROCESSING_FAILED`] if any message did not complete, else success.
     /// (Interruption is reported by the caller, which knows the signal.)
     pub fn exit_code(&self) -> u8 {
-        if self.abandoned + self.dead_lettered + self.settle_failures > 0 {
+        if self.abandoned + self.dead_lettered + self.settle_failures + self.lock_lost > 0 {
             exit_code::PROCESSING_FAILED
         } else {
             exit_code::SUCCESS
@@ -92,6 +96,7 @@ pub async fn execute<P: Processor>(
         dead_lettered = summary.dead_lettered,
         settle_failures = summary.settle_failures,
         lock_renewals = summary.lock_renewals,
+        lock_lost = summary.lock_lost,
         interrupted = summary.interrupted,
         elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
         messages_per_second = rate(summary.received, elapsed),
@@ -144,7 +149,7 @@ pub async fn run<P: Processor>(
             break;
         };
         summary.received += 1;
-        let renewals = AtomicU32::new(0);
+        let lock = LockWatch::new(message.locked_until);
         let result = tokio::select! {
             biased;
             () = &mut shutdown => {
@@ -156,13 +161,23 @@ pub async fn run<P: Processor>(
                 }
                 break;
             }
-            result = process_with_renewal(receiver, processor, &message, &renewals) => result,
+            result = process_with_renewal(receiver, processor, &message, &lock) => result,
         };
-        summary.lock_renewals += renewals.load(Ordering::Relaxed);
+        summary.lock_renewals += lock.renewals.load(Ordering::Relaxed);
+        // Settling still goes out (it is harmless), but a message whose lock is gone will be
+        // delivered again, so it must not be reported as done.
+        let lock_lost = lock.lost(SystemTime::now());
+        if lock_lost {
+            summary.lock_lost += 1;
+            tracing::warn!(
+                message_id = message.message_id,
+                "the lock ran out before the message was settled; the broker will deliver it again"
+            );
+        }
         match result {
             Ok(()) => {
                 let done = receiver.complete(&message).await;
-                if settled(&message, done, &mut summary) {
+                if settled(&message, done, &mut summary) && !lock_lost {
                     summary.completed += 1;
                 }
             }
@@ -177,7 +192,7 @@ pub async fn run<P: Processor>(
                     "dead-lettering a message that cannot be processed"
                 );
                 let done = receiver.dead_letter(&message, &reason, &description).await;
-                if settled(&message, done, &mut summary) {
+                if settled(&message, done, &mut summary) && !lock_lost {
                     summary.dead_lettered += 1;
                 }
             }
@@ -189,7 +204,7 @@ pub async fn run<P: Processor>(
                     "processing failed; abandoning the message for redelivery"
                 );
                 let done = receiver.abandon(&message).await;
-                if settled(&message, done, &mut summary) {
+                if settled(&message, done, &mut summary) && !lock_lost {
                     summary.abandoned += 1;
                 }
             }
@@ -215,19 +230,50 @@ fn settled(
     }
 }
 
+/// What lock renewal learned while a message was processed.
+struct LockWatch {
+    renewals: AtomicU32,
+    locked_until: Mutex<Option<SystemTime>>,
+    renewal_failed: AtomicBool,
+}
+
+impl LockWatch {
+    fn new(locked_until: Option<SystemTime>) -> Self {
+        LockWatch {
+            renewals: AtomicU32::new(0),
+            locked_until: Mutex::new(locked_until),
+            renewal_failed: AtomicBool::new(false),
+        }
+    }
+
+    fn locked_until(&self) -> Option<SystemTime> {
+        *self
+            .locked_until
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A renewal was refused, or the last known lock expiry has passed.
+    fn lost(&self, now: SystemTime) -> bool {
+        self.renewal_failed.load(Ordering::Relaxed)
+            || self.locked_until().is_some_and(|until| until <= now)
+    }
+}
+
 /// Runs the processor and, beside it, renews the message's lock before it runs out.
 async fn process_with_renewal<P: Processor>(
     receiver: &Receiver,
     processor: &P,
     message: &ReceivedMessage,
-    renewals: &AtomicU32,
+    lock: &LockWatch,
 ) -> Result<(), ProcessError> {
     let processing = processor.process(message);
     let mut processing = std::pin::pin!(processing);
     tokio::select! {
         result = &mut processing => result,
-        error = keep_lock(receiver, message, renewals) => {
-            tracing::warn!(message_id = message.message_id, %error, "lock renewal failed; settling may fail too");
+        error = keep_lock(receiver, message, lock) => {
+            lock.renewal_failed.store(true, Ordering::Relaxed);
+            tracing::warn!(message_id = message.message_id, %error, "lock renewal failed; the message will probably be delivered again");
             processing.await
         }
     }
@@ -237,16 +283,18 @@ async fn process_with_renewal<P: Processor>(
 async fn keep_lock(
     receiver: &Receiver,
     message: &ReceivedMessage,
-    renewals: &AtomicU32,
+    lock: &LockWatch,
 ) -> ServiceBusError {
-    let mut locked_until = message.locked_until;
     loop {
-        tokio::time::sleep(renewal_delay(locked_until, SystemTime::now())).await;
+        tokio::time::sleep(renewal_delay(lock.locked_until(), SystemTime::now())).await;
         match receiver.renew_lock(message).await {
             Ok(until) => {
-                renewals.fetch_add(1, Ordering::Relaxed);
+                lock.renewals.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(message_id = message.message_id, "lock renewed");
-                locked_until = Some(until);
+                *lock
+                    .locked_until
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(until);
             }
             Err(error) => return error,
         }
@@ -287,6 +335,21 @@ mod tests {
             MIN_RENEWAL_DELAY
         );
         assert_eq!(renewal_delay(None, now), UNKNOWN_LOCK_RENEWAL);
+    }
+
+    #[test]
+    fn lock_counts_as_lost_after_expiry_or_a_failed_renewal() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let watch = LockWatch::new(Some(now + Duration::from_secs(1)));
+        assert!(!watch.lost(now));
+        assert!(watch.lost(now + Duration::from_secs(1)));
+        assert!(
+            !LockWatch::new(None).lost(now),
+            "unknown expiry is not evidence of loss"
+        );
+        let failed = LockWatch::new(None);
+        failed.renewal_failed.store(true, Ordering::Relaxed);
+        assert!(failed.lost(now));
     }
 
     #[test]

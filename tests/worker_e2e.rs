@@ -67,10 +67,15 @@ fn job(emu: &Emulator) -> std::process::Command {
 async fn run(cmd: std::process::Command) -> (i32, serde_json::Value, String) {
     let mut cmd = assert_cmd::Command::from_std(cmd);
     cmd.timeout(Duration::from_secs(120));
-    let output = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+    let output = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout).to_string();
     let summary = summary_of(&stdout).unwrap_or_else(|| {
-        panic!("no summary line; stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&output.stderr))
+        panic!(
+            "no summary line; stdout:\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
     });
     (output.status.code().unwrap_or(-1), summary, stdout)
 }
@@ -113,21 +118,45 @@ async fn drains_the_queue_and_exits_0(#[case] n: usize, #[case] args: &[&str]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_message_is_dead_lettered_with_our_reason() {
     let emu = emulator("PT1M", 10).await;
-    send(&emu, vec![ServiceBusMessage::new("{not json").with_message_id("poison-1").with_content_type("application/json")]).await;
+    send(
+        &emu,
+        vec![
+            ServiceBusMessage::new("{not json")
+                .with_message_id("poison-1")
+                .with_content_type("application/json"),
+        ],
+    )
+    .await;
 
     let (code, summary, _) = run(job(&emu)).await;
 
-    assert_eq!(code, 3, "a dead-lettered message is a processing failure: {summary}");
+    assert_eq!(
+        code, 3,
+        "a dead-lettered message is a processing failure: {summary}"
+    );
     assert_eq!(summary["dead_lettered"], 1);
     assert_eq!(counts(&emu), (0, 1));
     let mut client = client(&emu).await;
-    let mut dlq = client.receiver(&format!("{QUEUE}/$DeadLetterQueue")).await.unwrap();
-    let dead = dlq.receive(Duration::from_secs(5), 1).await.unwrap().expect("the dead-lettered message");
+    let mut dlq = client
+        .receiver(&format!("{QUEUE}/$DeadLetterQueue"))
+        .await
+        .unwrap();
+    let dead = dlq
+        .receive(Duration::from_secs(5), 1)
+        .await
+        .unwrap()
+        .expect("the dead-lettered message");
     assert_eq!(dead.message_id.as_deref(), Some("poison-1"));
     let reason = dead.application_properties.get("DeadLetterReason");
-    assert_eq!(reason, Some(&aca_job_lab::servicebus::PropertyValue::String("InvalidJson".into())));
-    let Some(aca_job_lab::servicebus::PropertyValue::String(description)) =
-        dead.application_properties.get("DeadLetterErrorDescription")
+    assert_eq!(
+        reason,
+        Some(&aca_job_lab::servicebus::PropertyValue::String(
+            "InvalidJson".into()
+        ))
+    );
+    let Some(aca_job_lab::servicebus::PropertyValue::String(description)) = dead
+        .application_properties
+        .get("DeadLetterErrorDescription")
     else {
         panic!("no description: {:?}", dead.application_properties)
     };
@@ -141,7 +170,15 @@ async fn poison_message_is_dead_lettered_with_our_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_failure_is_redelivered_with_delivery_count_plus_one() {
     let emu = emulator("PT1M", 10).await;
-    send(&emu, vec![ServiceBusMessage::new("hello").with_message_id("flaky-1").with_subject("fail-me")]).await;
+    send(
+        &emu,
+        vec![
+            ServiceBusMessage::new("hello")
+                .with_message_id("flaky-1")
+                .with_subject("fail-me"),
+        ],
+    )
+    .await;
 
     let mut cmd = job(&emu);
     cmd.args(["--fail-on-subject", "fail-me"]);
@@ -172,7 +209,11 @@ fn delivery_count_logged(stdout: &str) -> u64 {
 async fn long_processing_keeps_its_lock_through_renew_lock() {
     // A 2 s lock and 5 s of work: without renewal the lock is lost and the message comes back.
     let emu = emulator("PT2S", 10).await;
-    send(&emu, vec![ServiceBusMessage::new("slow").with_message_id("slow-1")]).await;
+    send(
+        &emu,
+        vec![ServiceBusMessage::new("slow").with_message_id("slow-1")],
+    )
+    .await;
 
     let mut cmd = job(&emu);
     cmd.args(["--simulate-work", "5s"]);
@@ -181,6 +222,7 @@ async fn long_processing_keeps_its_lock_through_renew_lock() {
     assert_eq!(code, 0, "{summary}");
     assert!(summary["lock_renewals"].as_u64().unwrap() >= 2, "{summary}");
     assert_eq!(summary["completed"], 1);
+    assert_eq!(summary["lock_lost"], 0);
     // Completed, not redelivered: nothing left, even after the old lock would have expired.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(counts(&emu), (0, 0));
@@ -190,10 +232,16 @@ async fn long_processing_keeps_its_lock_through_renew_lock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_message_leaves_it_available_again() {
     let emu = emulator("PT1M", 10).await;
-    send(&emu, vec![ServiceBusMessage::new("in progress").with_message_id("interrupted-1")]).await;
+    send(
+        &emu,
+        vec![ServiceBusMessage::new("in progress").with_message_id("interrupted-1")],
+    )
+    .await;
 
     let mut cmd = tokio::process::Command::from(job(&emu));
-    cmd.args(["--simulate-work", "10m"]).stdout(Stdio::piped()).kill_on_drop(true);
+    cmd.args(["--simulate-work", "10m"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true);
     let mut child = cmd.spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut seen = String::new();
@@ -211,14 +259,20 @@ async fn sigterm_mid_message_leaves_it_available_again() {
 
     // A real signal from outside, as Container Apps sends it at replica timeout.
     let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
     assert!(killed.success());
     let mut rest = String::new();
     while let Some(line) = lines.next_line().await.unwrap() {
         rest.push_str(&line);
         rest.push('\n');
     }
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("exit after SIGTERM").unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("exit after SIGTERM")
+        .unwrap();
     assert_eq!(status.code(), Some(143), "128 + SIGTERM:\n{rest}");
     let summary = summary_of(&rest).unwrap_or_else(|| panic!("no summary:\n{rest}"));
     assert_eq!(summary["interrupted"], true);
@@ -228,7 +282,11 @@ async fn sigterm_mid_message_leaves_it_available_again() {
     assert_eq!(counts(&emu), (1, 0));
     let mut client = client(&emu).await;
     let mut receiver = client.receiver(QUEUE).await.unwrap();
-    let again = receiver.receive(Duration::from_secs(5), 1).await.unwrap().expect("the interrupted message");
+    let again = receiver
+        .receive(Duration::from_secs(5), 1)
+        .await
+        .unwrap()
+        .expect("the interrupted message");
     assert_eq!(again.message_id.as_deref(), Some("interrupted-1"));
     assert_eq!(again.body.as_bytes(), Some(&b"in progress"[..]));
     receiver.complete(&again).await.unwrap();
