@@ -6,7 +6,10 @@
 
 // Shared API: each runner uses a different part of it, so not every item is used by every build.
 #[allow(dead_code)]
+pub mod controller;
+#[allow(dead_code)]
 pub mod executions;
+mod local;
 #[allow(dead_code)]
 pub mod settings;
 #[allow(dead_code)]
@@ -30,6 +33,8 @@ pub struct LabArgs {
     /// Leave everything running at the end (no teardown).
     #[arg(long, global = true)]
     pub keep: bool,
+    #[command(flatten)]
+    pub local: local::LocalArgs,
     #[command(subcommand)]
     pub step: Option<Step>,
 }
@@ -46,15 +51,32 @@ pub enum Step {
     /// Provision: start (local) or apply (Azure) the lab and leave it running.
     Up,
     /// Send messages to the lab's queue.
-    Send,
+    Send {
+        /// How many messages.
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        /// The body of every message (default: a small JSON document numbering the message).
+        #[arg(long)]
+        body: Option<String>,
+    },
     /// Watch executions until one that started after the last send succeeds.
     Watch,
     /// List the job's executions.
-    Executions,
+    Executions {
+        /// `table` (name, status, start, duration) or `json` (as `az containerapp job execution list`).
+        #[arg(short = 'o', long = "format", value_enum)]
+        format: Option<local::ListFormat>,
+    },
     /// Tear the lab down.
     Down,
+    /// The background local lab that `up` starts (not for direct use).
+    #[command(hide = true)]
+    Serve,
 }
 
 pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
+    if !args.azure {
+        return local::run(args);
+    }
     anyhow::bail!("`cargo xtask lab` is not implemented yet ({args:?})")
 }

@@ -1,0 +1,574 @@
+//! `cargo xtask lab` on this machine: the embedded Service Bus emulator and the local jobs controller
+//! (`controller`) running the worker binary, with no cloud account.
+//!
+//! Two ways to run it: the whole walkthrough in one command (`cargo xtask lab`: start, send, wait for the
+//! execution to succeed, show the evidence, stop), or step by step for a workshop (`up` starts the same lab
+//! as a background process, `send`, `watch` and `executions` talk to it through the state directory,
+//! `down` stops it).
+
+mod daemon;
+mod display;
+mod runtime;
+mod send;
+mod state;
+
+use std::cell::Cell;
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::rc::Rc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use time::OffsetDateTime;
+
+use super::controller::{ExecutionRecord, History};
+use super::executions::{self, Execution, ExecutionSource, WatchOutcome, WatchPlan};
+use super::settings::{JobSettings, SETTINGS_FILE};
+use super::ui::{StepProgress, Ui, human_duration};
+use super::{LabArgs, OutputFormat, Step};
+use crate::util::{project_root, run_checked};
+
+/// Options of the local lab (ignored with `--azure`).
+#[derive(Args, Debug, Clone)]
+pub struct LocalArgs {
+    /// The worker binary replicas run; by default it is built with cargo (`servicebus-job`).
+    #[arg(long, global = true, env = "LAB_WORKER_BIN", value_name = "PATH")]
+    pub worker_bin: Option<PathBuf>,
+    /// Seconds between two looks at the queue (the settings file's 30 s is Azure's; locally 1 s).
+    #[arg(long, global = true, default_value_t = 1, value_name = "SECONDS")]
+    pub polling_interval: u64,
+    /// The job settings file shared with Terraform.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub settings: Option<PathBuf>,
+    /// Where `lab up` keeps pids, addresses and executions for the other steps.
+    #[arg(long, global = true, env = "LAB_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// AMQP port of the emulator (`cargo xtask lab`: a free one; `lab up`: 5672, the emulator's usual).
+    #[arg(long, global = true, env = "LAB_AMQP_PORT")]
+    pub port: Option<u16>,
+    /// HTTP port for /health and /queues/{name} (`lab up`: 5300; 0 picks a free one).
+    #[arg(long, global = true, env = "LAB_HEALTH_PORT")]
+    pub health_port: Option<u16>,
+    /// Give up waiting for a succeeded execution after this many seconds.
+    #[arg(long, global = true, default_value_t = 60, value_name = "SECONDS")]
+    pub timeout: u64,
+}
+
+/// `lab executions -o …`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ListFormat {
+    /// `NAME STATUS STARTED DURATION`.
+    Table,
+    /// What `az containerapp job execution list -o json` prints.
+    Json,
+}
+
+pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
+    let local = args.local.clone();
+    let ui = Ui::new(args.output);
+    let runtime = tokio::runtime::Runtime::new().context("could not start the async runtime")?;
+    let result = match args.step {
+        None => runtime.block_on(walkthrough(&local, &ui, args.dry_run)),
+        Some(Step::Up) => daemon::up(&local, &ui, args.dry_run),
+        Some(Step::Serve) => runtime.block_on(daemon::serve(&local)),
+        Some(Step::Send { count, ref body }) => {
+            runtime.block_on(send_step(&local, &ui, count, body.as_deref()))
+        }
+        Some(Step::Watch) => runtime.block_on(watch_step(&local, &ui)),
+        Some(Step::Executions { format }) => list_step(&local, args.output, format),
+        Some(Step::Down) => daemon::down(&local, &ui),
+    };
+    // The background readers of replica pipes must not keep the process alive.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+impl LocalArgs {
+    fn settings_path(&self) -> PathBuf {
+        self.settings
+            .clone()
+            .unwrap_or_else(JobSettings::default_path)
+    }
+
+    fn settings(&self) -> anyhow::Result<JobSettings> {
+        JobSettings::load(&self.settings_path())
+    }
+
+    fn state(&self) -> state::StateDir {
+        state::StateDir::new(
+            self.state_dir
+                .clone()
+                .unwrap_or_else(|| project_root().join(".lab")),
+        )
+    }
+
+    fn polling_interval(&self) -> anyhow::Result<Duration> {
+        if self.polling_interval == 0 {
+            bail!(
+                "--polling-interval must be at least 1 second (Container Apps' minimum); the local default is 1"
+            );
+        }
+        Ok(Duration::from_secs(self.polling_interval))
+    }
+
+    fn plan(
+        &self,
+        worker: PathBuf,
+        default_port: u16,
+        default_health_port: u16,
+    ) -> anyhow::Result<runtime::LabPlan> {
+        let loopback = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        Ok(runtime::LabPlan {
+            settings: self.settings()?,
+            worker,
+            polling_interval: self.polling_interval()?,
+            amqp: loopback(self.port.unwrap_or(default_port)),
+            health: loopback(self.health_port.unwrap_or(default_health_port)),
+        })
+    }
+
+    /// The worker binary: `--worker-bin`, or built now next to this xtask binary.
+    fn worker(&self, dry_run: bool) -> anyhow::Result<PathBuf> {
+        if let Some(path) = &self.worker_bin {
+            if !path.is_file() {
+                bail!(
+                    "the worker binary {} does not exist; build it with `cargo build -p aca-job-lab --bin servicebus-job` \
+                     or leave out --worker-bin / LAB_WORKER_BIN to have the lab build it",
+                    path.display()
+                );
+            }
+            return Ok(path.clone());
+        }
+        let mut build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        build
+            .args([
+                "build",
+                "--quiet",
+                "--package",
+                "aca-job-lab",
+                "--bin",
+                "servicebus-job",
+            ])
+            .current_dir(project_root());
+        run_checked(&mut build, dry_run)?;
+        let xtask = std::env::current_exe().context("could not locate the running xtask binary")?;
+        let worker =
+            xtask.with_file_name(format!("servicebus-job{}", std::env::consts::EXE_SUFFIX));
+        if !dry_run && !worker.is_file() {
+            bail!(
+                "built the worker but found no {}; pass its path with --worker-bin (or LAB_WORKER_BIN)",
+                worker.display()
+            );
+        }
+        Ok(worker)
+    }
+}
+
+/// Run one step as a ✔/✘ line around an async body returning (value, message).
+async fn step<T>(
+    ui: &Ui,
+    id: &'static str,
+    title: &str,
+    body: impl Future<Output = anyhow::Result<(T, String)>>,
+) -> anyhow::Result<T> {
+    let progress = ui.step(id, title);
+    match body.await {
+        Ok((value, message)) => {
+            progress.ok(message);
+            Ok(value)
+        }
+        Err(error) => {
+            progress.fail(&error);
+            Err(error)
+        }
+    }
+}
+
+fn header(ui: &Ui, settings: &JobSettings) {
+    ui.header(&format!(
+        "Lab: local · queue {} · {}",
+        settings.queue_name,
+        settings.summary()
+    ));
+}
+
+/// The whole walkthrough in one process.
+async fn walkthrough(args: &LocalArgs, ui: &Ui, dry_run: bool) -> anyhow::Result<ExitCode> {
+    let worker = args.worker(dry_run)?;
+    let plan = args.plan(worker, 0, 0)?;
+    if dry_run {
+        ui.planned_command(
+            "emulator",
+            &format!("start the embedded Service Bus emulator on {}", plan.amqp),
+        );
+        ui.planned_command(
+            "controller",
+            &format!(
+                "start the jobs controller running {}",
+                plan.worker.display()
+            ),
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    header(ui, &plan.settings);
+    let emulator = step(ui, "emulator", "Starting the Service Bus emulator", async {
+        let started = std::time::Instant::now();
+        let emulator = runtime::start_emulator(&plan).await?;
+        let message = format!(
+            "Service Bus emulator listening on {} (ready in {} ms)",
+            emulator.amqp_addr(),
+            started.elapsed().as_millis()
+        );
+        Ok((emulator, message))
+    })
+    .await?;
+    let controller = runtime::RunningController::start(&plan, &emulator);
+    ui.step("controller", "Starting the jobs controller")
+        .ok(format!(
+            "Jobs controller polling every {} s (settings: {})",
+            plan.polling_interval.as_secs(),
+            display_settings_path(&args.settings_path())
+        ));
+
+    let outcome = tokio::select! {
+        outcome = send_and_watch(args, ui, &plan, &emulator, &controller.history) => outcome,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted (Ctrl-C); stopping the lab")),
+    };
+
+    let queue = plan.settings.queue_name.clone();
+    let teardown = ui.step("down", "Stopping the controller and the emulator");
+    controller.stop().await;
+    let left = emulator
+        .broker()
+        .counts(&queue)
+        .map(|c| c.active_message_count)
+        .unwrap_or(0);
+    emulator.shutdown().await;
+    teardown.ok(if left == 0 {
+        "Stopped controller and emulator; queue drained".to_owned()
+    } else {
+        format!("Stopped controller and emulator; {left} message(s) were still in the queue")
+    });
+
+    match outcome {
+        Ok(()) => {
+            ui.finish(true, "Done");
+            if ui.format() == OutputFormat::Human {
+                println!(
+                    "Next: `cargo xtask lab up` keeps the lab running for the workshop steps (see lab/README.md)."
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            ui.finish(false, "Failed");
+            Err(error)
+        }
+    }
+}
+
+fn display_settings_path(path: &Path) -> String {
+    path.strip_prefix(project_root())
+        .map_or_else(|_| path.display().to_string(), |p| p.display().to_string())
+}
+
+async fn send_and_watch(
+    args: &LocalArgs,
+    ui: &Ui,
+    plan: &runtime::LabPlan,
+    emulator: &servicebus_emulator::Emulator,
+    history: &History,
+) -> anyhow::Result<()> {
+    let existing: HashSet<String> = history.executions().into_iter().map(|e| e.name).collect();
+    let since = OffsetDateTime::now_utc();
+    let connection_string = emulator.connection_string();
+    step(ui, "send", "Sending 1 message", async {
+        let sent = send::send(&connection_string, &plan.settings.queue_name, 1, None).await?;
+        Ok((
+            (),
+            format!(
+                "Sent 1 message (message id {}, {} bytes)",
+                sent.first_message_id, sent.bytes
+            ),
+        ))
+    })
+    .await?;
+    let queue = plan.settings.queue_name.clone();
+    let broker = emulator.broker().clone();
+    let active = move || broker.counts(&queue).map(|c| c.active_message_count);
+    let mut source = HistorySource {
+        history: history.clone(),
+        active: Box::new(active),
+        last_active: Rc::default(),
+    };
+    let watch = WatchPlan {
+        since,
+        clock_skew: Duration::from_secs(1),
+        ignore: existing,
+        poll_interval: Duration::from_millis(100),
+        deadline: Duration::from_secs(args.timeout),
+    };
+    let execution = wait(ui, &mut source, &watch).await?;
+    let record = history.get(&execution.name);
+    show_evidence(ui, &history.executions(), record.as_ref());
+    Ok(())
+}
+
+/// Wait with a live line; ✔ with the execution, or ✘ with its reason and log.
+async fn wait<S: ExecutionSource + ActiveCount>(
+    ui: &Ui,
+    source: &mut S,
+    plan: &WatchPlan,
+) -> anyhow::Result<Execution> {
+    let progress = ui.step("watch", "Waiting for an execution");
+    let last_active = source.last_active();
+    let outcome = executions::wait_for_success(source, plan, |report| {
+        update(&progress, last_active.get(), report.ours)
+    })
+    .await;
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            progress.fail(&error);
+            return Err(error);
+        }
+    };
+    match outcome {
+        WatchOutcome::Succeeded { execution, .. } => {
+            let ran = execution
+                .run_time()
+                .map(human_duration)
+                .unwrap_or_else(|| "-".to_owned());
+            progress.ok(format!(
+                "Execution {} Running → Succeeded in {ran}",
+                execution.name
+            ));
+            Ok(execution)
+        }
+        WatchOutcome::Failed { execution, .. } => {
+            let reason = execution
+                .properties
+                .reason
+                .clone()
+                .unwrap_or_else(|| "no reason given".to_owned());
+            let error = anyhow::anyhow!(
+                "execution {} ended {}: {reason}; its replica log is below (`cargo xtask lab executions` lists all)",
+                execution.name,
+                execution.status()
+            );
+            progress.fail(&error);
+            Err(error)
+        }
+        WatchOutcome::DeadlineReached { waited, ours } => {
+            let error = anyhow::anyhow!(
+                "no execution succeeded within {} ({} started); raise --timeout, or check the queue name in {SETTINGS_FILE}",
+                human_duration(waited),
+                ours.len()
+            );
+            progress.fail(&error);
+            Err(error)
+        }
+    }
+}
+
+fn update(progress: &StepProgress, active: Option<u64>, ours: &[Execution]) {
+    let queue = active.map_or_else(|| "queue: ?".to_owned(), |n| format!("queue: {n} active"));
+    let executions = if ours.is_empty() {
+        "executions: none yet".to_owned()
+    } else {
+        let list: Vec<String> = ours
+            .iter()
+            .map(|e| format!("{} {}", e.name, e.status()))
+            .collect();
+        format!("executions: {}", list.join(", "))
+    };
+    progress.update(format!("{queue} · {executions}"));
+}
+
+/// The table and the replica's log lines.
+fn show_evidence(ui: &Ui, executions: &[Execution], record: Option<&ExecutionRecord>) {
+    if ui.format() == OutputFormat::Json {
+        if let Some(record) = record {
+            println!(
+                "{}",
+                serde_json::json!({ "event": "evidence", "executions": executions, "log": display::log_lines(record) })
+            );
+        }
+        return;
+    }
+    println!();
+    for row in display::table(executions) {
+        println!("  {row}");
+    }
+    if let Some(record) = record {
+        println!("\n  replica log ({}):", record.name());
+        for line in display::log_lines(record) {
+            println!("    {line}");
+        }
+    }
+    println!();
+}
+
+/// Lets the waiting line show the queue's count beside the executions.
+trait ActiveCount {
+    fn last_active(&self) -> Rc<Cell<Option<u64>>>;
+}
+
+/// The controller's history in this process.
+struct HistorySource {
+    history: History,
+    active: Box<dyn Fn() -> Option<u64>>,
+    last_active: Rc<Cell<Option<u64>>>,
+}
+
+impl ExecutionSource for HistorySource {
+    async fn list(&mut self) -> anyhow::Result<Vec<Execution>> {
+        self.last_active.set((self.active)());
+        Ok(self.history.executions())
+    }
+}
+
+impl ActiveCount for HistorySource {
+    fn last_active(&self) -> Rc<Cell<Option<u64>>> {
+        self.last_active.clone()
+    }
+}
+
+/// A lab started with `lab up`: its executions file and its health endpoint.
+struct StateFileSource {
+    state: state::StateDir,
+    metrics: super::controller::HealthEndpointMetrics,
+    last_active: Rc<Cell<Option<u64>>>,
+}
+
+impl ExecutionSource for StateFileSource {
+    async fn list(&mut self) -> anyhow::Result<Vec<Execution>> {
+        use super::controller::QueueMetrics;
+        self.last_active
+            .set(self.metrics.active_message_count().await.ok());
+        read_executions(&self.state)
+    }
+}
+
+impl ActiveCount for StateFileSource {
+    fn last_active(&self) -> Rc<Cell<Option<u64>>> {
+        self.last_active.clone()
+    }
+}
+
+fn read_executions(state: &state::StateDir) -> anyhow::Result<Vec<Execution>> {
+    let path = state.executions_file();
+    match std::fs::read_to_string(&path) {
+        Ok(text) => executions::parse_execution_list(&text)
+            .with_context(|| format!("reading {}", path.display())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(error) => Err(error).with_context(|| format!("could not read {}", path.display())),
+    }
+}
+
+/// `lab send`: put messages on the running lab's queue and remember when, for `watch`.
+async fn send_step(
+    args: &LocalArgs,
+    ui: &Ui,
+    count: u32,
+    body: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    if count == 0 {
+        bail!("--count must be at least 1");
+    }
+    let state = args.state();
+    let lab = state.lab()?;
+    let existing = read_executions(&state)?
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    let time = OffsetDateTime::now_utc();
+    let title = format!("Sending {count} message(s) to {}", lab.queue_name);
+    step(ui, "send", &title, async {
+        let sent = send::send(&lab.connection_string, &lab.queue_name, count, body).await?;
+        let message = if sent.count == 1 {
+            format!(
+                "Sent 1 message to {} (message id {}, {} bytes)",
+                lab.queue_name, sent.first_message_id, sent.bytes
+            )
+        } else {
+            format!(
+                "Sent {} messages to {} ({} bytes)",
+                sent.count, lab.queue_name, sent.bytes
+            )
+        };
+        Ok(((), message))
+    })
+    .await?;
+    state.write_last_send(&state::LastSend {
+        time,
+        count,
+        existing,
+    })?;
+    if ui.format() == OutputFormat::Human {
+        println!("Next: `cargo xtask lab watch` waits for the execution it starts.");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `lab watch`: wait for an execution that started after the last `send` to succeed.
+async fn watch_step(args: &LocalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
+    let state = args.state();
+    let lab = state.lab()?;
+    let Some(last) = state.last_send() else {
+        bail!("nothing was sent to this lab yet; run `cargo xtask lab send` first");
+    };
+    let mut source = StateFileSource {
+        state: state.clone(),
+        metrics: super::controller::HealthEndpointMetrics::new(lab.health_addr, &lab.queue_name),
+        last_active: Rc::default(),
+    };
+    let plan = WatchPlan {
+        since: last.time,
+        clock_skew: Duration::from_secs(1),
+        ignore: last.existing.into_iter().collect(),
+        poll_interval: Duration::from_millis(250),
+        deadline: Duration::from_secs(args.timeout),
+    };
+    let result = wait(ui, &mut source, &plan).await;
+    let name = match &result {
+        Ok(execution) => Some(execution.name.clone()),
+        Err(_) => read_executions(&state)?
+            .into_iter()
+            .filter(|e| plan.is_ours(e))
+            .map(|e| e.name)
+            .next_back(),
+    };
+    let record = name.and_then(|name| state.records().into_iter().find(|r| r.name() == name));
+    show_evidence(ui, &read_executions(&state)?, record.as_ref());
+    result.map(|_| ExitCode::SUCCESS)
+}
+
+/// `lab executions`: the running lab's executions, as a table or as az's JSON.
+fn list_step(
+    args: &LocalArgs,
+    output: OutputFormat,
+    format: Option<ListFormat>,
+) -> anyhow::Result<ExitCode> {
+    let state = args.state();
+    state.lab()?;
+    let executions = read_executions(&state)?;
+    let json = match format {
+        Some(ListFormat::Json) => true,
+        Some(ListFormat::Table) => false,
+        None => output == OutputFormat::Json,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&executions)?);
+    } else if executions.is_empty() {
+        println!("No executions yet; `cargo xtask lab send` puts a message on the queue.");
+    } else {
+        for row in display::table(&executions) {
+            println!("{row}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,254 @@
+//! `lab up` / `lab serve` / `lab down`: the local lab as a background process for the workshop.
+//!
+//! `up` builds the worker, starts `cargo xtask lab serve` (this binary) detached in its own process
+//! group, records its pid at once, and returns when the lab has written `state.json`. `serve` runs the
+//! emulator and the controller until SIGTERM or SIGINT, keeping the executions files current. `down`
+//! sends SIGTERM, waits, then kills the whole process group, so replicas left behind by a crashed lab go
+//! too, and removes the state directory.
+
+use std::os::unix::process::CommandExt;
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use time::OffsetDateTime;
+
+use super::state::{LabState, StateDir};
+use super::{LocalArgs, header, runtime};
+use crate::lab::controller::History;
+use crate::lab::controller::process::signal;
+use crate::lab::ui::Ui;
+use crate::util::display_command;
+
+/// The emulator's usual ports, so tools and scripts written for it work against `lab up` unchanged.
+const DEFAULT_AMQP_PORT: u16 = 5672;
+const DEFAULT_HEALTH_PORT: u16 = 5300;
+/// How long `up` waits for the background lab to be ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `down` waits after SIGTERM before killing.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub fn up(args: &LocalArgs, ui: &Ui, dry_run: bool) -> anyhow::Result<ExitCode> {
+    let state = args.state();
+    let worker = args.worker(dry_run)?;
+    let plan = args.plan(worker.clone(), DEFAULT_AMQP_PORT, DEFAULT_HEALTH_PORT)?;
+    let mut command =
+        std::process::Command::new(std::env::current_exe().context("could not locate xtask")?);
+    command
+        .args([
+            "lab",
+            "serve",
+            "--polling-interval",
+            &args.polling_interval.to_string(),
+        ])
+        .arg("--worker-bin")
+        .arg(&worker)
+        .arg("--settings")
+        .arg(args.settings_path())
+        .arg("--state-dir")
+        .arg(state.path())
+        .args([
+            "--port",
+            &plan.amqp.port().to_string(),
+            "--health-port",
+            &plan.health.port().to_string(),
+        ]);
+    if dry_run {
+        println!("{}", display_command(&command));
+        return Ok(ExitCode::SUCCESS);
+    }
+    header(ui, &plan.settings);
+    if let Some(pid) = state.pid().filter(|pid| is_our_lab(*pid)) {
+        bail!(
+            "a local lab is already running (pid {pid}, state in {}); stop it with `cargo xtask lab down`",
+            state.path().display()
+        );
+    }
+    // Whatever is left from a lab that crashed is stale now.
+    state.remove()?;
+    state.create()?;
+    let log =
+        std::fs::File::create(state.log_file()).context("could not create the lab's log file")?;
+    let progress = ui.step("up", "Starting the lab in the background");
+    command
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        // Its own process group: Ctrl-C in this terminal does not reach it, and `down` can end the
+        // group (the lab and every replica) in one signal.
+        .process_group(0);
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("could not start `{}`", display_command(&command)))?;
+    std::fs::write(state.pid_file(), child.id().to_string())
+        .context("could not record the lab's pid")?;
+    let started = Instant::now();
+    let lab = loop {
+        if let Ok(lab) = state.lab() {
+            break lab;
+        }
+        if let Some(status) = child.try_wait()? {
+            let error = anyhow::anyhow!(
+                "the background lab exited ({status}) before it was ready; its log says:\n{}",
+                tail(&state, 20)
+            );
+            progress.fail(&error);
+            let _ = state.remove();
+            return Err(error);
+        }
+        if started.elapsed() > READY_TIMEOUT {
+            let error = anyhow::anyhow!(
+                "the background lab was not ready after {} s; see {} and stop it with `cargo xtask lab down`",
+                READY_TIMEOUT.as_secs(),
+                state.log_file().display()
+            );
+            progress.fail(&error);
+            return Err(error);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    progress.ok(format!(
+        "Lab running in the background (pid {}) · emulator on {} · controller polling every {} s",
+        lab.pid, lab.amqp_addr, lab.polling_interval_secs
+    ));
+    ui.detail(format!("connection string: {}", lab.connection_string));
+    ui.detail(format!("state and logs: {}", state.path().display()));
+    if ui.format() == crate::lab::OutputFormat::Human {
+        println!(
+            "Next: `cargo xtask lab send`, then `cargo xtask lab watch`; `cargo xtask lab down` when done."
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The background lab (hidden subcommand; `up` starts it).
+pub async fn serve(args: &LocalArgs) -> anyhow::Result<ExitCode> {
+    let state = args.state();
+    let worker = args
+        .worker_bin
+        .clone()
+        .context("`lab serve` needs --worker-bin; start the lab with `cargo xtask lab up`")?;
+    let plan = args.plan(worker, DEFAULT_AMQP_PORT, DEFAULT_HEALTH_PORT)?;
+    state.create()?;
+    let emulator = runtime::start_emulator(&plan).await?;
+    let controller = runtime::RunningController::start(&plan, &emulator);
+    let writer = tokio::spawn(keep_files_current(
+        controller.history.clone(),
+        state.clone(),
+    ));
+    state.write_lab(&LabState {
+        pid: std::process::id(),
+        amqp_addr: emulator.amqp_addr(),
+        health_addr: emulator.health_addr(),
+        connection_string: emulator.connection_string(),
+        queue_name: plan.settings.queue_name.clone(),
+        job_name: plan.settings.job_name.clone(),
+        polling_interval_secs: plan.polling_interval.as_secs(),
+        started_at: OffsetDateTime::now_utc(),
+    })?;
+    eprintln!(
+        "lab ready: emulator on {}, health on {}",
+        emulator.amqp_addr(),
+        emulator.health_addr()
+    );
+
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("could not listen for SIGTERM")?;
+    tokio::select! {
+        _ = terminate.recv() => eprintln!("SIGTERM: stopping the lab"),
+        _ = tokio::signal::ctrl_c() => eprintln!("SIGINT: stopping the lab"),
+    }
+    let history = controller.history.clone();
+    controller.stop().await;
+    writer.abort();
+    write_files(&history, &state)?;
+    emulator.shutdown().await;
+    eprintln!("lab stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Rewrite the executions files whenever the history changes (at most ten times a second).
+async fn keep_files_current(history: History, state: StateDir) {
+    let mut changes = history.subscribe();
+    loop {
+        if let Err(error) = write_files(&history, &state) {
+            eprintln!("could not update the executions files: {error:#}");
+        }
+        if changes.changed().await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn write_files(history: &History, state: &StateDir) -> anyhow::Result<()> {
+    state.write_executions(&history.executions())?;
+    state.write_records(&history.records())
+}
+
+pub fn down(args: &LocalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
+    let state = args.state();
+    let progress = ui.step("down", "Stopping the local lab");
+    let Some(pid) = state.pid() else {
+        state.remove()?;
+        progress.ok("No local lab was running; nothing to stop");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let message = if is_our_lab(pid) {
+        let _ = signal(pid, "TERM");
+        let started = Instant::now();
+        while is_alive(pid) && started.elapsed() < STOP_TIMEOUT {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if is_alive(pid) {
+            format!(
+                "Killed the lab (pid {pid}) after it ignored SIGTERM for {} s",
+                STOP_TIMEOUT.as_secs()
+            )
+        } else {
+            format!("Stopped the lab (pid {pid}): controller, replicas and emulator")
+        }
+    } else {
+        format!("The lab (pid {pid}) had already exited; cleaned up what it left")
+    };
+    // The group outlives a crashed lab through its replicas; end them too. No group left is fine.
+    let _ = signal(format!("-{pid}"), "KILL");
+    state.remove()?;
+    progress.ok(message);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn is_alive(pid: u32) -> bool {
+    signal(pid, "0").is_ok() && !is_zombie(pid)
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// Is `pid` a lab this tool started (and not a recycled pid of something else)?
+fn is_our_lab(pid: u32) -> bool {
+    if !is_alive(pid) {
+        return false;
+    }
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(cmdline) => {
+            let words: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            words.windows(2).any(|w| w[0] == b"lab" && w[1] == b"serve")
+        }
+        // No /proc (not Linux): trust the pid file.
+        Err(_) => true,
+    }
+}
+
+fn tail(state: &StateDir, lines: usize) -> String {
+    let text = std::fs::read_to_string(state.log_file()).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
