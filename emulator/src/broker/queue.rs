@@ -575,8 +575,11 @@ impl Queue {
         {
             return Err(BrokerError::SequenceNotFound(*missing));
         }
+        // A number listed twice is delivered once (a second take would re-lock it under a new token).
+        let mut seen = std::collections::HashSet::new();
         Ok(seqs
             .iter()
+            .filter(|seq| seen.insert(**seq))
             .filter_map(|seq| self.take(sub, *seq, mode, now))
             .collect())
     }
