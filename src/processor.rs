@@ -142,6 +142,74 @@ fn property_json(value: &PropertyValue) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::servicebus::MessageBody;
+
+    fn message(content_type: Option<&str>, subject: Option<&str>, body: &[u8]) -> ReceivedMessage {
+        let mut m = ReceivedMessage::detached(MessageBody::Data(body.to_vec()));
+        m.content_type = content_type.map(str::to_string);
+        m.subject = subject.map(str::to_string);
+        m
+    }
+
+    #[tokio::test]
+    async fn invalid_json_with_a_json_content_type_is_poison() {
+        let p = DefaultProcessor::default();
+        let err = p
+            .process(&message(Some("application/json"), None, b"{oops"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ProcessError::Poison { ref reason, .. } if reason == INVALID_JSON_REASON),
+            "{err:?}"
+        );
+        assert_eq!(
+            p.process(&message(Some("application/json"), None, br#"{"ok":true}"#))
+                .await,
+            Ok(())
+        );
+        // Without a JSON content type the body is not judged.
+        assert_eq!(
+            p.process(&message(Some("text/plain"), None, b"{oops"))
+                .await,
+            Ok(())
+        );
+        assert_eq!(p.process(&message(None, None, b"")).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn fail_on_subject_is_a_transient_failure_for_that_subject_only() {
+        let p = DefaultProcessor {
+            fail_on_subject: Some("flaky".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            p.process(&message(None, Some("flaky"), b"x")).await,
+            Err(ProcessError::Transient(_))
+        ));
+        assert_eq!(
+            p.process(&message(None, Some("steady"), b"x")).await,
+            Ok(())
+        );
+        assert_eq!(p.process(&message(None, None, b"x")).await, Ok(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn simulated_work_takes_exactly_that_long_on_the_tokio_clock() {
+        let p = DefaultProcessor {
+            simulated_work: Duration::from_secs(30),
+            ..Default::default()
+        };
+        let m = message(None, None, b"x");
+        let started = tokio::time::Instant::now();
+        let mut work = std::pin::pin!(p.process(&m));
+        tokio::select! {
+            biased;
+            _ = &mut work => panic!("finished before the simulated work was done"),
+            () = tokio::time::sleep(Duration::from_secs(29)) => {}
+        }
+        assert_eq!(work.await, Ok(()));
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
+    }
 
     #[test]
     fn json_content_types_are_recognised() {
