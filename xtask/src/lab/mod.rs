@@ -4,6 +4,7 @@
 //! OWNERSHIP while the kit is being built: `settings.rs`, `executions.rs`, `azure.rs`, `ui.rs` belong to the
 //! Azure-walkthrough work; `local.rs` and `controller/` to the local-lab work.
 
+pub mod azure;
 // Shared API: each runner uses a different part of it, so not every item is used by every build.
 #[allow(dead_code)]
 pub mod controller;
@@ -35,6 +36,8 @@ pub struct LabArgs {
     pub keep: bool,
     #[command(flatten)]
     pub local: local::LocalArgs,
+    #[command(flatten)]
+    pub azure_args: Box<azure::AzureArgs>,
     #[command(subcommand)]
     pub step: Option<Step>,
 }
@@ -78,5 +81,5 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
     if !args.azure {
         return local::run(args);
     }
-    anyhow::bail!("`cargo xtask lab` is not implemented yet ({args:?})")
+    azure::run(&args)
 }

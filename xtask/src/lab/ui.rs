@@ -6,6 +6,7 @@
 
 use std::fmt::Display;
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -24,7 +25,11 @@ pub struct Ui {
 impl Ui {
     pub fn new(format: OutputFormat) -> Self {
         let spinners = format == OutputFormat::Human && std::io::stderr().is_terminal();
-        Self { format, spinners, started: Instant::now() }
+        Self {
+            format,
+            spinners,
+            started: Instant::now(),
+        }
     }
 
     pub fn format(&self) -> OutputFormat {
@@ -51,7 +56,14 @@ impl Ui {
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
         });
-        StepProgress { id, title, format: self.format, bar, started: Instant::now() }
+        StepProgress {
+            id,
+            title,
+            format: self.format,
+            bar,
+            started: Instant::now(),
+            finished: AtomicBool::new(false),
+        }
     }
 
     /// Run a step: ✔ with the message `f` returns, or ✘ with the error (which is returned too).
@@ -86,14 +98,18 @@ impl Ui {
     pub fn planned_command(&self, id: &'static str, command: &str) {
         match self.format {
             OutputFormat::Human => println!("{command}"),
-            OutputFormat::Json => emit(json!({ "step": id, "status": "planned", "command": command })),
+            OutputFormat::Json => {
+                emit(json!({ "step": id, "status": "planned", "command": command }))
+            }
         }
     }
 
     /// The closing line.
     pub fn finish(&self, succeeded: bool, text: impl Display) {
         match self.format {
-            OutputFormat::Human => println!("{text} in {}.", human_duration(self.started.elapsed())),
+            OutputFormat::Human => {
+                println!("{text} in {}.", human_duration(self.started.elapsed()))
+            }
             OutputFormat::Json => emit(json!({
                 "event": "end",
                 "status": if succeeded { "ok" } else { "failed" },
@@ -104,7 +120,8 @@ impl Ui {
     }
 }
 
-/// A running step. Dropping it without [`ok`](Self::ok) or [`fail`](Self::fail) clears the spinner.
+/// A running step. The first of [`ok`](Self::ok), [`fail`](Self::fail) or [`skipped`](Self::skipped)
+/// ends it (later calls print nothing); dropping it unended clears the spinner.
 #[derive(Debug)]
 pub struct StepProgress {
     id: &'static str,
@@ -112,6 +129,7 @@ pub struct StepProgress {
     format: OutputFormat,
     bar: Option<ProgressBar>,
     started: Instant,
+    finished: AtomicBool,
 }
 
 impl StepProgress {
@@ -126,13 +144,15 @@ impl StepProgress {
         self.started.elapsed()
     }
 
-    pub fn ok(self, message: impl Display) {
+    pub fn ok(&self, message: impl Display) {
         self.ok_with(message, Value::Null);
     }
 
     /// ✔, with machine-readable facts (`data`) for `--output json`.
-    pub fn ok_with(mut self, message: impl Display, data: Value) {
-        self.clear();
+    pub fn ok_with(&self, message: impl Display, data: Value) {
+        if !self.end() {
+            return;
+        }
         match self.format {
             OutputFormat::Human => println!(" ✔ {message}"),
             OutputFormat::Json => emit(self.record("ok", message.to_string(), data)),
@@ -140,8 +160,10 @@ impl StepProgress {
     }
 
     /// ✘, then every line of the error (an anyhow chain prints one cause per line).
-    pub fn fail(mut self, error: &anyhow::Error) {
-        self.clear();
+    pub fn fail(&self, error: &anyhow::Error) {
+        if !self.end() {
+            return;
+        }
         match self.format {
             OutputFormat::Human => {
                 println!(" ✘ {}", self.title);
@@ -159,8 +181,10 @@ impl StepProgress {
     }
 
     /// The step did not run (e.g. teardown with `--keep`).
-    pub fn skipped(mut self, reason: impl Display) {
-        self.clear();
+    pub fn skipped(&self, reason: impl Display) {
+        if !self.end() {
+            return;
+        }
         match self.format {
             OutputFormat::Human => println!(" – {} skipped: {reason}", self.title),
             OutputFormat::Json => emit(self.record("skipped", reason.to_string(), Value::Null)),
@@ -180,16 +204,21 @@ impl StepProgress {
         record
     }
 
-    fn clear(&mut self) {
-        if let Some(bar) = self.bar.take() {
+    /// Mark the step ended and clear its spinner; false if it had already ended.
+    fn end(&self) -> bool {
+        if self.finished.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+        true
     }
 }
 
 impl Drop for StepProgress {
     fn drop(&mut self) {
-        self.clear();
+        self.end();
     }
 }
 
@@ -228,7 +257,11 @@ mod tests {
     fn json_records_merge_the_step_facts() {
         let ui = Ui::new(OutputFormat::Json);
         let step = ui.step("watch", "Watching executions");
-        let record = step.record("ok", "done".into(), json!({ "execution": "job-rust-abc1234" }));
+        let record = step.record(
+            "ok",
+            "done".into(),
+            json!({ "execution": "job-rust-abc1234" }),
+        );
         assert_eq!(record["step"], "watch");
         assert_eq!(record["status"], "ok");
         assert_eq!(record["execution"], "job-rust-abc1234");

@@ -1,0 +1,704 @@
+//! `cargo xtask lab --azure`: the tutorial on a real subscription, in one command.
+//!
+//! preflight → `terraform init` → `plan -out tfplan` → `apply tfplan` → outputs → send one message →
+//! watch `az containerapp job execution list` until an execution that started after the send succeeds →
+//! `terraform destroy`. Teardown runs after success, after any failure from `apply` on, and after
+//! Ctrl-C, unless `--keep`: a forgotten lab keeps billing. Every external command runs without a shell;
+//! `--dry-run` prints them all and runs none.
+
+mod az;
+mod interrupt;
+mod process;
+mod send;
+mod terraform;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Args, ValueEnum};
+use serde_json::json;
+
+use self::az::{Account, AzExecutions};
+use self::interrupt::Interrupt;
+use self::process::{Invocation, Output, Runner, on_path, parse_duration};
+use self::send::{SendTarget, SentMessage};
+use self::terraform::{LabOutputs, Variables};
+use super::executions::{Execution, WatchOutcome, WatchPlan, wait_for_success};
+use super::settings::JobSettings;
+use super::ui::{StepProgress, Ui, human_duration};
+use super::{LabArgs, Step};
+
+/// A step failed; the lab was torn down (or there was nothing to tear down, or `--keep`).
+const EXIT_FAILED: u8 = 1;
+/// Teardown itself failed: resources may still be running and billing.
+const EXIT_TEARDOWN_FAILED: u8 = 3;
+/// Ctrl-C or SIGTERM; teardown ran.
+const EXIT_INTERRUPTED: u8 = 130;
+
+/// Options of the Azure path.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Azure (with --azure)")]
+pub struct AzureArgs {
+    /// Azure region for the lab (Terraform variable `location`; default westeurope).
+    #[arg(long, global = true)]
+    pub location: Option<String>,
+    /// How the KEDA scaler authenticates to Service Bus (Terraform variable `scaler_auth`).
+    #[arg(long, value_enum, global = true)]
+    pub scaler_auth: Option<ScalerAuth>,
+    /// Stop watching if no execution that started after the send has succeeded by then (e.g. 15m, 90s).
+    #[arg(long, default_value = "15m", value_parser = parse_duration, global = true)]
+    pub deadline: Duration,
+    /// Pause between two `az containerapp job execution list` calls.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, global = true)]
+    pub poll_interval: Duration,
+    /// How long the send keeps retrying while the new Data Sender role assignment propagates.
+    #[arg(long, default_value = "5m", value_parser = parse_duration, global = true)]
+    pub role_wait: Duration,
+    /// Send with this Service Bus connection string instead of your az login.
+    #[arg(
+        long,
+        env = "ACA_LAB_SERVICEBUS_CONNECTION_STRING",
+        hide_env_values = true,
+        global = true
+    )]
+    pub servicebus_connection_string: Option<String>,
+    /// Where the Azure runner remembers the last send between `send` and `watch` (default .lab/azure).
+    #[arg(
+        long,
+        env = "ACA_LAB_AZURE_STATE_DIR",
+        value_name = "DIR",
+        global = true
+    )]
+    pub azure_state_dir: Option<PathBuf>,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ScalerAuth {
+    /// A user-assigned identity with Service Bus Data Owner on the queue (default).
+    ManagedIdentity,
+    /// The namespace's RootManageSharedAccessKey connection string as a job secret (the tutorial's way).
+    ConnectionString,
+}
+
+impl ScalerAuth {
+    fn terraform_value(self) -> &'static str {
+        match self {
+            Self::ManagedIdentity => "managed_identity",
+            Self::ConnectionString => "connection_string",
+        }
+    }
+}
+
+pub fn run(lab: &LabArgs) -> anyhow::Result<ExitCode> {
+    let settings = JobSettings::load_default()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")?;
+    runtime.block_on(async {
+        let interrupt = if lab.dry_run {
+            Interrupt::never()
+        } else {
+            Interrupt::install()
+        };
+        let mut session = Session::new(lab, settings, interrupt);
+        if lab.dry_run {
+            session.print_plan(lab.step.as_ref());
+            return Ok(ExitCode::SUCCESS);
+        }
+        session.run(lab.step.as_ref()).await
+    })
+}
+
+/// One run of the Azure lab: what it knows so far and whether anything may exist that needs teardown.
+struct Session<'a> {
+    args: &'a AzureArgs,
+    keep: bool,
+    ui: Ui,
+    runner: Runner,
+    interrupt: Interrupt,
+    settings: JobSettings,
+    account: Option<Account>,
+    /// `terraform apply` has started, so resources may exist.
+    provisioned: bool,
+}
+
+impl<'a> Session<'a> {
+    fn new(lab: &'a LabArgs, settings: JobSettings, interrupt: Interrupt) -> Self {
+        Self {
+            args: &lab.azure_args,
+            keep: lab.keep,
+            ui: Ui::new(lab.output),
+            runner: Runner::new(interrupt.clone()),
+            interrupt,
+            settings,
+            account: None,
+            provisioned: false,
+        }
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.args
+            .azure_state_dir
+            .clone()
+            .unwrap_or_else(|| crate::util::project_root().join(".lab").join("azure"))
+    }
+
+    fn subscription(&self) -> String {
+        self.account
+            .as_ref()
+            .map(|a| a.id.clone())
+            .unwrap_or_default()
+    }
+
+    fn variables(&self) -> Variables {
+        Variables {
+            location: self.args.location.clone(),
+            scaler_auth: self
+                .args
+                .scaler_auth
+                .map(|s| s.terraform_value().to_owned()),
+        }
+    }
+
+    async fn run(&mut self, step: Option<&Step>) -> anyhow::Result<ExitCode> {
+        self.ui.header(&format!(
+            "Lab: Azure · queue {} · {}",
+            self.settings.queue_name,
+            self.settings.summary()
+        ));
+        // `matches!` rather than `match`: the local lab adds steps and step options of its own.
+        let outcome = if step.is_none() {
+            self.walkthrough().await
+        } else if matches!(step, Some(Step::Up)) {
+            self.up().await
+        } else if matches!(step, Some(Step::Send { .. })) {
+            self.send_step().await
+        } else if matches!(step, Some(Step::Watch)) {
+            self.watch_step().await
+        } else if matches!(step, Some(Step::Executions { .. })) {
+            self.executions_step().await
+        } else if matches!(step, Some(Step::Down)) {
+            return self.down_step().await;
+        } else {
+            bail!("this step belongs to the local lab; run it without --azure")
+        };
+        // The walkthrough always ends with a teardown; `up` only after a failure (otherwise the lab is
+        // meant to stay up); the other steps never create anything.
+        let failed = outcome.is_err();
+        let teardown_ok = match step {
+            None => self.teardown(failed).await,
+            Some(Step::Up) if failed => self.teardown(failed).await,
+            _ => true,
+        };
+        let code = match (&outcome, teardown_ok) {
+            (_, false) => EXIT_TEARDOWN_FAILED,
+            (Err(_), true) if self.interrupt.is_set() => EXIT_INTERRUPTED,
+            (Err(_), true) => EXIT_FAILED,
+            (Ok(()), true) => 0,
+        };
+        let closing = match (code, step) {
+            (0, None) => "Done".to_owned(),
+            (0, Some(Step::Up)) => {
+                "Lab is up (it bills until `cargo xtask lab --azure down`). Next: `cargo xtask lab --azure send`, then `watch`; done"
+                    .to_owned()
+            }
+            (0, Some(_)) => "Done".to_owned(),
+            (EXIT_TEARDOWN_FAILED, _) => "Teardown FAILED: resources may still be billing; see above. Ended".to_owned(),
+            (EXIT_INTERRUPTED, _) => "Interrupted; ended".to_owned(),
+            _ => "Failed; ended".to_owned(),
+        };
+        self.ui.finish(code == 0, closing);
+        Ok(ExitCode::from(code))
+    }
+
+    /// Decide and run the teardown; returns false only when `terraform destroy` failed.
+    async fn teardown(&mut self, after_failure: bool) -> bool {
+        let step = self.ui.step("destroy", "terraform destroy");
+        if self.keep {
+            step.skipped("--keep: the lab is still running and billing; tear it down with `cargo xtask lab --azure down`");
+            return true;
+        }
+        if !self.provisioned {
+            step.skipped("nothing was created (the failure came before terraform apply)");
+            return true;
+        }
+        if after_failure {
+            step.update("tearing down after the failure");
+        }
+        self.destroy_with(step).await
+    }
+
+    async fn destroy_with(&self, step: StepProgress) -> bool {
+        if self.interrupt.is_set() {
+            step.update("tearing down; Ctrl-C is ignored until terraform destroy ends");
+        }
+        let result = self
+            .runner
+            .run(&terraform::destroy(&self.subscription()), Some(&step))
+            .await;
+        match result {
+            Ok(output) => {
+                let counts =
+                    terraform::complete_summary(&output.stdout).unwrap_or_else(|| "done".into());
+                step.ok_with(
+                    format!(
+                        "terraform destroy ({counts}) · nothing left running, nothing left billing"
+                    ),
+                    json!({ "resources": counts }),
+                );
+                true
+            }
+            Err(error) => {
+                let error = error.context(
+                    "TEARDOWN FAILED: run `cargo xtask lab --azure down` again; if it keeps failing, delete the \
+                     resource group (`az group delete -n <resource_group_name> --yes`; the name is in \
+                     `terraform -chdir=terraform output resource_group_name`)",
+                );
+                step.fail(&error);
+                false
+            }
+        }
+    }
+
+    async fn walkthrough(&mut self) -> anyhow::Result<()> {
+        self.preflight().await?;
+        let outputs = self.provision().await?;
+        let sent = self.send(&outputs).await?;
+        self.watch(&outputs, &sent).await
+    }
+
+    async fn up(&mut self) -> anyhow::Result<()> {
+        self.preflight().await?;
+        self.provision().await.map(|_| ())
+    }
+
+    async fn send_step(&mut self) -> anyhow::Result<()> {
+        let outputs = self.outputs().await?;
+        self.send(&outputs).await.map(|_| ())
+    }
+
+    async fn watch_step(&mut self) -> anyhow::Result<()> {
+        let sent = SentMessage::load(&self.state_dir())?;
+        let outputs = self.outputs().await?;
+        self.watch(&outputs, &sent).await
+    }
+
+    async fn down_step(&mut self) -> anyhow::Result<ExitCode> {
+        let preflight = self.preflight().await;
+        let (code, closing) = match preflight {
+            Err(_) => (
+                EXIT_FAILED,
+                "Teardown did not run: fix the problem above and run `down` again; ended",
+            ),
+            Ok(()) => {
+                let step = self.ui.step("destroy", "terraform destroy");
+                if self.destroy_with(step).await {
+                    (0, "Done")
+                } else {
+                    (
+                        EXIT_TEARDOWN_FAILED,
+                        "Teardown FAILED: resources may still be billing; see above. Ended",
+                    )
+                }
+            }
+        };
+        self.ui.finish(code == 0, closing);
+        Ok(ExitCode::from(code))
+    }
+
+    async fn executions_step(&mut self) -> anyhow::Result<()> {
+        let outputs = self.outputs().await?;
+        let invocation = az::execution_list(&outputs);
+        let step = self.ui.step("executions", invocation.display());
+        let result = async {
+            let output = self.runner.run(&invocation, Some(&step)).await?;
+            super::executions::parse_execution_list(&output.stdout)
+        }
+        .await;
+        let mut executions = conclude(&step, result.map(|e| (e, String::new())))?;
+        executions.sort_by_key(|e| e.start_time());
+        let count = executions.len();
+        step.ok_with(
+            format!("{count} execution(s) of {}", outputs.job_name),
+            json!({ "executions": executions }),
+        );
+        for execution in &executions {
+            self.ui.detail(execution_row(execution));
+        }
+        Ok(())
+    }
+
+    /// az and terraform are there, the login works, the providers are registered.
+    async fn preflight(&mut self) -> anyhow::Result<()> {
+        let step = self.ui.step("preflight", "Preflight");
+        let result = self.preflight_checks(&step).await;
+        let summary = conclude(&step, result)?;
+        step.ok_with(
+            format!("Preflight: {summary}"),
+            json!({ "subscription": self.subscription() }),
+        );
+        Ok(())
+    }
+
+    async fn preflight_checks(&mut self, step: &StepProgress) -> anyhow::Result<(String, String)> {
+        let mut missing = Vec::new();
+        if !on_path("az") {
+            missing.push(
+                "`az` (the Azure CLI) is not on PATH: install it (https://learn.microsoft.com/cli/azure/install-azure-cli), then run `az login`",
+            );
+        }
+        if !on_path("terraform") {
+            missing.push(
+                "`terraform` is not on PATH: install Terraform 1.9 or newer (https://developer.hashicorp.com/terraform/install)",
+            );
+        }
+        if !missing.is_empty() {
+            bail!("{}", missing.join("\n"));
+        }
+        let az_version = az::cli_version(&self.exec(&az::version(), step).await?.stdout)?;
+        let tf_version =
+            terraform::check_version(&self.exec(&terraform::version(), step).await?.stdout)?;
+        let account = Account::parse(&self.exec(&az::account_show(), step).await?.stdout)?;
+        let mut unregistered = Vec::new();
+        for namespace in az::PROVIDERS {
+            step.update(format!("checking provider {namespace}"));
+            let state = self
+                .exec(&az::provider_state(namespace), step)
+                .await?
+                .stdout
+                .trim()
+                .to_owned();
+            if state != "Registered" {
+                unregistered.push((namespace, state));
+            }
+        }
+        if !unregistered.is_empty() {
+            let list: Vec<String> = unregistered
+                .iter()
+                .map(|(ns, state)| format!("{ns} ({state})"))
+                .collect();
+            let fixes: Vec<String> = unregistered
+                .iter()
+                .map(|(ns, _)| format!("az provider register --namespace {ns} --wait"))
+                .collect();
+            bail!(
+                "resource providers not registered in subscription \"{}\": {}\nfix (once per subscription, a minute or two each):\n  {}",
+                account.name,
+                list.join(", "),
+                fixes.join("\n  ")
+            );
+        }
+        let summary = format!(
+            "az {az_version}, terraform {tf_version}, subscription \"{}\" as {}, providers {} registered",
+            account.name,
+            account.user.name,
+            az::PROVIDERS
+                .iter()
+                .map(|p| p.trim_start_matches("Microsoft."))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        );
+        self.account = Some(account);
+        Ok((summary, String::new()))
+    }
+
+    async fn exec(&self, invocation: &Invocation, step: &StepProgress) -> anyhow::Result<Output> {
+        self.runner.run(invocation, Some(step)).await
+    }
+
+    /// `terraform init`, `plan -out tfplan`, `apply tfplan`, then the outputs.
+    async fn provision(&mut self) -> anyhow::Result<LabOutputs> {
+        let subscription = self.subscription();
+        let init = terraform::init(&subscription);
+        self.terraform_step("init", &init, |_| "terraform init".into())
+            .await?;
+        let plan = terraform::plan(&subscription, &self.variables());
+        self.terraform_step("plan", &plan, |out| {
+            format!(
+                "terraform plan -out tfplan ({})",
+                terraform::plan_summary(out)
+            )
+        })
+        .await?;
+        // From here on something may exist in Azure, so any failure ends with a teardown.
+        self.provisioned = true;
+        let apply = terraform::apply(&subscription);
+        self.terraform_step("apply", &apply, |out| {
+            let counts = terraform::complete_summary(out).unwrap_or_else(|| "applied".into());
+            format!("terraform apply tfplan ({counts})")
+        })
+        .await?;
+        self.outputs().await
+    }
+
+    async fn terraform_step(
+        &self,
+        id: &'static str,
+        invocation: &Invocation,
+        message: impl FnOnce(&str) -> String,
+    ) -> anyhow::Result<()> {
+        let title = invocation
+            .display()
+            .replace("-chdir=terraform ", "")
+            .replace(" -input=false", "");
+        let step = self.ui.step(id, title);
+        let result = self.runner.run(invocation, Some(&step)).await;
+        let output = conclude(&step, result.map(|o| (o, String::new())))?;
+        step.ok(message(&output.stdout));
+        Ok(())
+    }
+
+    async fn outputs(&self) -> anyhow::Result<LabOutputs> {
+        let invocation = terraform::output(&self.subscription());
+        let step = self.ui.step("outputs", "terraform output -json");
+        let result =
+            async { LabOutputs::parse(&self.runner.run(&invocation, Some(&step)).await?.stdout) }
+                .await;
+        let outputs = conclude(&step, result.map(|o| (o, String::new())))?;
+        step.ok_with(
+            format!(
+                "Lab: resource group {} · namespace {} · job {}",
+                outputs.resource_group_name, outputs.servicebus_fqdn, outputs.job_name
+            ),
+            json!({
+                "resource_group": outputs.resource_group_name,
+                "servicebus_fqdn": outputs.servicebus_fqdn,
+                "queue": outputs.queue_name,
+                "job": outputs.job_name,
+            }),
+        );
+        Ok(outputs)
+    }
+
+    async fn send(&self, outputs: &LabOutputs) -> anyhow::Result<SentMessage> {
+        let target = SendTarget {
+            fqdn: outputs.servicebus_fqdn.clone(),
+            queue: outputs.queue_name.clone(),
+            connection_string: self.args.servicebus_connection_string.clone(),
+        };
+        let step = self
+            .ui
+            .step("send", format!("Sending 1 message to {}", target.queue));
+        let result = async {
+            let sent = send::send_one(&target, self.args.role_wait, &self.interrupt, &step).await?;
+            sent.save(&self.state_dir())?;
+            Ok(sent)
+        }
+        .await;
+        let sent = conclude(&step, result.map(|s| (s, String::new())))?;
+        step.ok_with(
+            format!(
+                "Sent 1 message to {} (message id {}, {} bytes)",
+                sent.queue, sent.message_id, sent.bytes
+            ),
+            json!({ "message_id": sent.message_id, "queue": sent.queue, "bytes": sent.bytes }),
+        );
+        Ok(sent)
+    }
+
+    async fn watch(&self, outputs: &LabOutputs, sent: &SentMessage) -> anyhow::Result<()> {
+        let invocation = az::execution_list(outputs);
+        let every = human_duration(self.args.poll_interval);
+        let step = self.ui.step(
+            "watch",
+            format!("Watching `az containerapp job execution list` every {every}"),
+        );
+        let plan = WatchPlan::new(sent.sent_at, self.args.poll_interval, self.args.deadline);
+        let mut source = AzExecutions {
+            runner: &self.runner,
+            invocation,
+        };
+        let waited = tokio::select! {
+            outcome = wait_for_success(&mut source, &plan, |report| {
+                let newest = report.ours.last().map_or_else(
+                    || "no new execution yet".to_owned(),
+                    |e| format!("{} {}", e.name, e.status()),
+                );
+                step.update(format!("{} elapsed · {newest}", human_duration(report.elapsed)));
+            }) => outcome,
+            () = self.interrupt.wait() => Err(anyhow!("watching was interrupted (Ctrl-C)")),
+        };
+        let logs =
+            |execution: &Execution| format!("logs: {}", az::logs_command(outputs, &execution.name));
+        let result = match waited {
+            Ok(WatchOutcome::Succeeded { execution, .. }) => Ok(execution),
+            Ok(WatchOutcome::Failed { execution, .. }) => Err(anyhow!(
+                "execution {} ended {}{}\n{}\nhint: the worker exited non-zero; its logs say why (missing role, wrong \
+                 queue name, a poison message)",
+                execution.name,
+                execution.status(),
+                reason(&execution),
+                logs(&execution)
+            )),
+            Ok(WatchOutcome::DeadlineReached { waited, ours }) => Err(anyhow!(
+                "no execution of {} that started after the send succeeded within {} ({})\nhint: check the queue \
+                 (`az servicebus queue show -g {} --namespace-name {} -n {} --query countDetails`) and the scale \
+                 rule (`az containerapp job show -n {} -g {} --query properties.configuration.eventTriggerConfig`); \
+                 a new role assignment for the scaler can take minutes; raise --deadline to wait longer",
+                outputs.job_name,
+                human_duration(waited),
+                match ours.last() {
+                    Some(e) => format!("{} was still {}", e.name, e.status()),
+                    None => "no execution started".to_owned(),
+                },
+                outputs.resource_group_name,
+                outputs.servicebus_namespace,
+                outputs.queue_name,
+                outputs.job_name,
+                outputs.resource_group_name,
+            )),
+            Err(error) => Err(error),
+        };
+        let execution = conclude(&step, result.map(|e| (e, String::new())))?;
+        let after_send = execution
+            .start_time()
+            .and_then(|start| Duration::try_from(start - sent.sent_at).ok())
+            .map_or_else(String::new, |d| {
+                format!("started {} after the send", human_duration(d))
+            });
+        let ran = execution
+            .run_time()
+            .map_or_else(String::new, |d| format!(", ran {}", human_duration(d)));
+        step.ok_with(
+            format!("Execution {} Succeeded ({after_send}{ran})", execution.name),
+            json!({ "execution": execution.name, "logs_command": az::logs_command(outputs, &execution.name) }),
+        );
+        self.ui.detail(logs(&execution));
+        Ok(())
+    }
+
+    /// `--dry-run`: every command in order, with `<placeholders>` for what terraform would report.
+    fn print_plan(&self, step: Option<&Step>) {
+        let account = Account::placeholder();
+        let subscription = account.id.as_str();
+        let outputs = LabOutputs::placeholders(&self.settings);
+        let ui = &self.ui;
+        let comment = |id, text: String| ui.planned_command(id, &format!("# {text}"));
+        let preflight = || {
+            for invocation in [az::version(), terraform::version(), az::account_show()] {
+                ui.planned_command("preflight", &invocation.display());
+            }
+            for namespace in az::PROVIDERS {
+                ui.planned_command("preflight", &az::provider_state(namespace).display());
+            }
+            comment(
+                "preflight",
+                "terraform runs with ARM_SUBSCRIPTION_ID=<id from az account show>".into(),
+            );
+        };
+        let provision = || {
+            ui.planned_command("init", &terraform::init(subscription).display());
+            ui.planned_command(
+                "plan",
+                &terraform::plan(subscription, &self.variables()).display(),
+            );
+            ui.planned_command("apply", &terraform::apply(subscription).display());
+            ui.planned_command("outputs", &terraform::output(subscription).display());
+        };
+        let send = || {
+            let auth = if self.args.servicebus_connection_string.is_some() {
+                "the given connection string"
+            } else {
+                "your az login token"
+            };
+            comment(
+                "send",
+                format!(
+                    "send 1 message to {} on {} with {auth} (aca-job-lab sender)",
+                    outputs.queue_name, outputs.servicebus_fqdn
+                ),
+            );
+        };
+        let watch = || {
+            ui.planned_command("watch", &az::execution_list(&outputs).display());
+            comment(
+                "watch",
+                format!(
+                    "repeat every {} until an execution that started after the send is Succeeded (at most {})",
+                    human_duration(self.args.poll_interval),
+                    human_duration(self.args.deadline)
+                ),
+            );
+            comment(
+                "watch",
+                format!("then print: {}", az::logs_command(&outputs, "<execution>")),
+            );
+        };
+        let destroy = || {
+            if self.keep {
+                comment("destroy", "--keep: no terraform destroy".into());
+            } else {
+                ui.planned_command("destroy", &terraform::destroy(subscription).display());
+            }
+        };
+        if step.is_none() {
+            preflight();
+            provision();
+            send();
+            watch();
+            destroy();
+            comment(
+                "destroy",
+                "terraform destroy also runs after a failure from apply on, and after Ctrl-C"
+                    .into(),
+            );
+        } else if matches!(step, Some(Step::Up)) {
+            preflight();
+            provision();
+        } else if matches!(step, Some(Step::Send { .. })) {
+            ui.planned_command("outputs", &terraform::output(subscription).display());
+            send();
+        } else if matches!(step, Some(Step::Watch)) {
+            ui.planned_command("outputs", &terraform::output(subscription).display());
+            watch();
+        } else if matches!(step, Some(Step::Executions { .. })) {
+            ui.planned_command("outputs", &terraform::output(subscription).display());
+            ui.planned_command("executions", &az::execution_list(&outputs).display());
+        } else if matches!(step, Some(Step::Down)) {
+            preflight();
+            ui.planned_command("destroy", &terraform::destroy(subscription).display());
+        }
+    }
+}
+
+/// ✘ the step with the error, or hand back the value and leave the step open for its ✔ message.
+fn conclude<T>(step: &StepProgress, result: anyhow::Result<(T, String)>) -> anyhow::Result<T> {
+    match result {
+        Ok((value, _)) => Ok(value),
+        Err(error) => {
+            step.fail(&error);
+            Err(error)
+        }
+    }
+}
+
+fn reason(execution: &Execution) -> String {
+    match (&execution.properties.reason, &execution.properties.message) {
+        (Some(reason), Some(message)) => format!(" ({reason}: {message})"),
+        (Some(text), None) | (None, Some(text)) => format!(" ({text})"),
+        (None, None) => String::new(),
+    }
+}
+
+fn execution_row(execution: &Execution) -> String {
+    let started = execution
+        .start_time()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| "-".into());
+    let ran = execution
+        .run_time()
+        .map_or_else(|| "-".into(), human_duration);
+    format!(
+        "{:<24} {:<10} {:<26} {ran}",
+        execution.name,
+        execution.status(),
+        started
+    )
+}

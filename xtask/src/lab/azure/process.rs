@@ -1,0 +1,386 @@
+//! Running `az` and `terraform`: no shell, output captured, failures that name the command and quote
+//! its stderr, and a hint for the usual causes.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+
+use super::interrupt::Interrupt;
+use crate::lab::ui::StepProgress;
+
+/// How many stderr lines a failure quotes.
+const STDERR_TAIL: usize = 15;
+
+/// One external command, as data: what `--dry-run` prints and what runs.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub program: &'static str,
+    pub args: Vec<String>,
+    /// Extra environment; values are never printed (they may be ids a participant would rather not paste).
+    pub env: Vec<(&'static str, String)>,
+    /// Keep a terminal's Ctrl-C away from the child (teardown must not be cut short).
+    pub shielded: bool,
+}
+
+impl Invocation {
+    pub fn new<S: Into<String>>(program: &'static str, args: impl IntoIterator<Item = S>) -> Self {
+        Self {
+            program,
+            args: args.into_iter().map(Into::into).collect(),
+            env: Vec::new(),
+            shielded: false,
+        }
+    }
+
+    pub fn env(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.env.push((name, value.into()));
+        self
+    }
+
+    pub fn shielded(mut self) -> Self {
+        self.shielded = true;
+        self
+    }
+
+    /// As a person would type it (POSIX quoting where needed).
+    pub fn display(&self) -> String {
+        let mut words = vec![self.program.to_owned()];
+        words.extend(self.args.iter().map(|arg| quote(arg)));
+        words.join(" ")
+    }
+}
+
+fn quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+%<>".contains(c));
+    if plain {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+/// What a finished command printed on stdout (stderr only matters when it fails).
+#[derive(Debug, Default)]
+pub struct Output {
+    pub stdout: String,
+}
+
+/// Runs invocations; the one place where child processes are started.
+#[derive(Debug, Clone)]
+pub struct Runner {
+    interrupt: Interrupt,
+}
+
+impl Runner {
+    pub fn new(interrupt: Interrupt) -> Self {
+        Self { interrupt }
+    }
+
+    /// Run to completion. A spinner (`step`) shows the child's latest output line while it runs.
+    /// Ctrl-C forwards SIGINT to an unshielded child (terraform then stops cleanly) and fails the step.
+    pub async fn run(
+        &self,
+        invocation: &Invocation,
+        step: Option<&StepProgress>,
+    ) -> anyhow::Result<Output> {
+        let shown = invocation.display();
+        let mut command = Command::new(program_path(invocation.program));
+        command
+            .args(&invocation.args)
+            .envs(invocation.env.iter().map(|(k, v)| (*k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        #[cfg(unix)]
+        if invocation.shielded {
+            command.process_group(0);
+        }
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("could not start `{shown}`"))?;
+        let pid = child.id();
+        let stdout = child.stdout.take().map(|out| collect_lines(out, step));
+        let stderr = child.stderr.take().map(|err| collect_lines(err, None));
+        let collect = async {
+            let (stdout, stderr) = tokio::join!(
+                async {
+                    match stdout {
+                        Some(f) => f.await,
+                        None => String::new(),
+                    }
+                },
+                async {
+                    match stderr {
+                        Some(f) => f.await,
+                        None => String::new(),
+                    }
+                }
+            );
+            (stdout, stderr)
+        };
+        let mut interrupted = false;
+        let wait = async { tokio::join!(collect, child.wait()) };
+        tokio::pin!(wait);
+        let ((stdout, stderr), status) = loop {
+            tokio::select! {
+                done = &mut wait => break done,
+                () = self.interrupt.wait(), if !interrupted && !invocation.shielded => {
+                    interrupted = true;
+                    // The terminal already sent SIGINT to the whole foreground group; this covers a
+                    // signal sent to us alone. terraform finishes the current call and exits.
+                    if let Some(pid) = pid {
+                        forward_sigint(pid).await;
+                    }
+                }
+            }
+        };
+        let status = status.with_context(|| format!("could not wait for `{shown}`"))?;
+        if interrupted {
+            bail!("`{shown}` was interrupted (Ctrl-C)");
+        }
+        if !status.success() {
+            bail!(
+                "{}",
+                failure_message(&shown, &status.to_string(), &stderr, &stdout)
+            );
+        }
+        Ok(Output { stdout })
+    }
+}
+
+async fn forward_sigint(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .await;
+}
+
+/// `az` is a batch file on Windows; everything else is found on PATH as is.
+fn program_path(program: &str) -> String {
+    if cfg!(windows) && program == "az" {
+        "az.cmd".to_owned()
+    } else {
+        program.to_owned()
+    }
+}
+
+async fn collect_lines(stream: impl AsyncRead + Unpin, step: Option<&StepProgress>) -> String {
+    let mut lines = BufReader::new(stream).lines();
+    let mut all = String::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let line = strip_ansi(&line);
+        if let Some(step) = step {
+            let shown = line.trim();
+            if !shown.is_empty() {
+                step.update(truncate(shown, 80));
+            }
+        }
+        all.push_str(&line);
+        all.push('\n');
+    }
+    all
+}
+
+/// The failure text: command, exit status, the last stderr lines, and a hint when the cause is known.
+pub fn failure_message(shown: &str, status: &str, stderr: &str, stdout: &str) -> String {
+    let quoted = if stderr.trim().is_empty() {
+        stdout
+    } else {
+        stderr
+    };
+    let lines: Vec<&str> = quoted.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = &lines[lines.len().saturating_sub(STDERR_TAIL)..];
+    let mut message = format!("`{shown}` failed ({status})");
+    if tail.is_empty() {
+        message.push_str(" and printed nothing");
+    } else {
+        message.push_str(if lines.len() > tail.len() {
+            "; last lines of its output:"
+        } else {
+            "; its output:"
+        });
+        for line in tail {
+            message.push_str("\n  | ");
+            message.push_str(line.trim_end());
+        }
+    }
+    if let Some(hint) = hint_for(quoted) {
+        message.push_str("\nhint: ");
+        message.push_str(hint);
+    }
+    message
+}
+
+/// The usual causes, recognised by what az and terraform print.
+fn hint_for(output: &str) -> Option<&'static str> {
+    const HINTS: &[(&str, &str)] = &[
+        (
+            "az login",
+            "you are not logged in to Azure: run `az login` (and `az account set --subscription <id>` to pick the subscription)",
+        ),
+        (
+            "AADSTS",
+            "your Azure login has expired: run `az login` again",
+        ),
+        (
+            "MissingSubscriptionRegistration",
+            "a resource provider is not registered: run `az provider register --namespace <the namespace named above> --wait`",
+        ),
+        (
+            "TasksOperationsNotAllowed",
+            "ACR Tasks (`az acr build`) are not available on free-credit and trial subscriptions; use a pay-as-you-go subscription (see lab/azure.md)",
+        ),
+        (
+            "QuotaExceeded",
+            "the subscription's quota for this region is used up: pick another region with `--location`, or free some quota",
+        ),
+        (
+            "AuthorizationFailed",
+            "your account may not create role assignments: it needs Owner, or User Access Administrator plus Contributor, on the subscription",
+        ),
+        (
+            "Error acquiring the state lock",
+            "another terraform run holds the state lock; wait for it, or `terraform -chdir=terraform force-unlock <ID>` if it died",
+        ),
+        (
+            "Saved plan is stale",
+            "the plan is out of date: run the lab again (it plans afresh)",
+        ),
+    ];
+    HINTS
+        .iter()
+        .find(|(needle, _)| output.contains(needle))
+        .map(|(_, hint)| *hint)
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(max - 1).collect();
+    cut.push('…');
+    cut
+}
+
+/// terraform and az color their output even into a pipe; the spinner and error messages want text.
+pub fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                // CSI: parameters and intermediates, then one final byte in @..~
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Is `program` on PATH? (What a shell would find, without running a shell.)
+pub fn on_path(program: &str) -> bool {
+    let program = program_path(program);
+    let Some(path) = std::env::var_os("PATH") else {
+        return false;
+    };
+    std::env::split_paths(&path).any(|dir| is_executable(&dir.join(&program)))
+}
+
+#[cfg(unix)]
+fn is_executable(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(not(unix))]
+fn is_executable(path: &std::path::Path) -> bool {
+    path.is_file()
+}
+
+/// `42s`, `4m12s`, `500ms` or plain seconds (`10`), for the `--deadline`/`--poll-interval` flags.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration; write e.g. 500ms, 10s, 15m or 10"))?;
+    let seconds = match unit {
+        "ms" => number / 1000.0,
+        "" | "s" => number,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => {
+            return Err(format!(
+                "`{text}`: unknown unit `{unit}`; use ms, s, m or h"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("`{text}` is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_display_as_typed() {
+        let invocation =
+            Invocation::new("az", ["containerapp", "job", "list", "--query", "[].name"]);
+        assert_eq!(
+            invocation.display(),
+            "az containerapp job list --query '[].name'"
+        );
+        assert_eq!(quote("it's"), r"'it'\''s'");
+    }
+
+    #[test]
+    fn failures_quote_the_tail_of_stderr_and_give_a_hint() {
+        let stderr = "WARNING: something\nERROR: Please run 'az login' to setup account.\n";
+        let message = failure_message("az account show -o json", "exit status: 1", stderr, "");
+        assert_eq!(
+            message,
+            "`az account show -o json` failed (exit status: 1); its output:\n  | WARNING: something\n  | \
+             ERROR: Please run 'az login' to setup account.\nhint: you are not logged in to Azure: run `az login` \
+             (and `az account set --subscription <id>` to pick the subscription)"
+        );
+    }
+
+    #[test]
+    fn ansi_colors_are_removed() {
+        assert_eq!(
+            strip_ansi("\u{1b}[1m\u{1b}[32mApply complete!\u{1b}[0m"),
+            "Apply complete!"
+        );
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert!(parse_duration("soon").unwrap_err().contains("e.g. 500ms"));
+        assert!(
+            parse_duration("3d")
+                .unwrap_err()
+                .contains("unknown unit `d`")
+        );
+    }
+}

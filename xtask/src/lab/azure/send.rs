@@ -1,0 +1,157 @@
+//! Sending the lab's message with our own Service Bus client (package `aca-job-lab`), authenticated by
+//! the participant's az login (Entra token, role Data Sender granted by terraform), or by a connection
+//! string when one is given (a SAS key, or an emulator in tests). The send time is recorded so that a
+//! later `watch` knows which executions are ours.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aca_job_lab::servicebus::{
+    Auth, ConnectionConfig, ServiceBusClient, ServiceBusError, ServiceBusMessage,
+};
+use anyhow::{Context, anyhow};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::interrupt::Interrupt;
+use crate::lab::ui::StepProgress;
+
+/// Where a message goes.
+#[derive(Debug, Clone)]
+pub struct SendTarget {
+    pub fqdn: String,
+    pub queue: String,
+    /// Overrides the az login: `Endpoint=sb://…;SharedAccessKeyName=…;SharedAccessKey=…`.
+    pub connection_string: Option<String>,
+}
+
+/// What was sent, kept in the state directory between `send` and `watch`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SentMessage {
+    pub message_id: String,
+    pub queue: String,
+    pub bytes: usize,
+    #[serde(with = "time::serde::rfc3339")]
+    pub sent_at: OffsetDateTime,
+}
+
+const RECORD: &str = "last-send.json";
+
+impl SentMessage {
+    pub fn save(&self, state_dir: &Path) -> anyhow::Result<PathBuf> {
+        std::fs::create_dir_all(state_dir).with_context(|| {
+            format!(
+                "could not create the lab's state directory {}",
+                state_dir.display()
+            )
+        })?;
+        let path = state_dir.join(RECORD);
+        let json = serde_json::to_string_pretty(self)?;
+        std::fs::write(&path, json)
+            .with_context(|| format!("could not write {}", path.display()))?;
+        Ok(path)
+    }
+
+    pub fn load(state_dir: &Path) -> anyhow::Result<Self> {
+        let path = state_dir.join(RECORD);
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "no send is recorded in {}: run `cargo xtask lab --azure send` first, so `watch` knows which executions are yours",
+                path.display()
+            )
+        })?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{} is damaged; send again to replace it", path.display()))
+    }
+}
+
+/// Send one message; retry while Service Bus refuses the token, which is what a role assignment that
+/// has not propagated yet looks like (it can take a few minutes after `terraform apply`).
+pub async fn send_one(
+    target: &SendTarget,
+    role_wait: Duration,
+    interrupt: &Interrupt,
+    step: &StepProgress,
+) -> anyhow::Result<SentMessage> {
+    let config = match &target.connection_string {
+        Some(connection_string) => {
+            ConnectionConfig::from_connection_string(connection_string)
+                .map_err(|e| anyhow!("the Service Bus connection string is not valid: {e}"))?
+                .0
+        }
+        None => ConnectionConfig::azure(&target.fqdn, Auth::DeveloperTools)
+            .map_err(|e| anyhow!("{e}"))?,
+    };
+    let message_id = uuid::Uuid::new_v4().to_string();
+    let sent_at = OffsetDateTime::now_utc();
+    let body = serde_json::json!({
+        "text": "Hello from cargo xtask lab",
+        "message_id": message_id,
+        "sent_at": sent_at.format(&time::format_description::well_known::Rfc3339)?,
+    })
+    .to_string();
+    let give_up = tokio::time::Instant::now() + role_wait;
+    let mut attempt = 1;
+    loop {
+        let message = ServiceBusMessage::new(body.clone().into_bytes())
+            .with_message_id(message_id.clone())
+            .with_content_type("application/json");
+        let result = tokio::select! {
+            result = send_with(&config, &target.queue, message) => result,
+            () = interrupt.wait() => return Err(anyhow!("the send was interrupted (Ctrl-C)")),
+        };
+        match result {
+            Ok(()) => {
+                return Ok(SentMessage {
+                    message_id,
+                    queue: target.queue.clone(),
+                    bytes: body.len(),
+                    sent_at,
+                });
+            }
+            Err(error)
+                if is_not_yet_authorized(&error) && tokio::time::Instant::now() < give_up =>
+            {
+                step.update(format!(
+                    "waiting for the Data Sender role to reach Service Bus (attempt {attempt})"
+                ));
+                attempt += 1;
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(10)) => {}
+                    () = interrupt.wait() => return Err(anyhow!("the send was interrupted (Ctrl-C)")),
+                }
+            }
+            Err(error) => {
+                let hint = if is_not_yet_authorized(&error) {
+                    "\nhint: your account needs `Azure Service Bus Data Sender` on the queue; terraform grants it to \
+                     whoever ran `terraform apply` (variable operator_object_id); role assignments can take minutes"
+                } else {
+                    ""
+                };
+                return Err(anyhow::Error::new(error).context(format!(
+                    "could not send to queue `{}` on {}{hint}",
+                    target.queue, config.host
+                )));
+            }
+        }
+    }
+}
+
+async fn send_with(
+    config: &ConnectionConfig,
+    queue: &str,
+    message: ServiceBusMessage,
+) -> Result<(), ServiceBusError> {
+    let mut client = ServiceBusClient::connect(config).await?;
+    let mut sender = client.sender(queue).await?;
+    sender.send(message).await?;
+    sender.close().await?;
+    client.close().await
+}
+
+fn is_not_yet_authorized(error: &ServiceBusError) -> bool {
+    matches!(
+        error,
+        ServiceBusError::Authorization { .. } | ServiceBusError::Attach { .. }
+    )
+}

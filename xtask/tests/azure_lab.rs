@@ -1,0 +1,439 @@
+//! `cargo xtask lab --azure` against fake `az` and `terraform` executables.
+//!
+//! The fakes (`tests/fixtures/azure/fake_cli.py`, symlinked as `az` and `terraform` into a directory put
+//! first on PATH) log their argv and replay recorded output chosen by a scenario file; the README next
+//! to them says where each recorded shape comes from. The message itself goes to a real broker: our
+//! Service Bus emulator, started in this process, through `--servicebus-connection-string`.
+#![cfg(unix)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use servicebus_emulator::Emulator;
+use servicebus_emulator::config::Config;
+use tempfile::TempDir;
+
+const QUEUE: &str = "queue-messages";
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/azure")
+}
+
+/// One run of the lab in its own temp dir: fake tools, their log, the runner's state.
+struct AzureLab {
+    dir: TempDir,
+    scenario: &'static str,
+}
+
+impl AzureLab {
+    fn new(scenario: &'static str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        for tool in ["az", "terraform"] {
+            std::os::unix::fs::symlink(fixtures().join("fake_cli.py"), bin.join(tool)).unwrap();
+        }
+        Self { dir, scenario }
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("calls.log")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let path = std::env::join_paths(
+            std::iter::once(self.dir.path().join("bin"))
+                .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+        )
+        .unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        command
+            .args(["lab", "--azure"])
+            .args(args)
+            .env("PATH", path)
+            .env("FAKE_LOG", self.log_path())
+            .env(
+                "FAKE_SCENARIO",
+                fixtures()
+                    .join("scenarios")
+                    .join(format!("{}.json", self.scenario)),
+            )
+            .env("ACA_LAB_AZURE_STATE_DIR", self.dir.path().join("state"))
+            .env_remove("ACA_LAB_SERVICEBUS_CONNECTION_STRING")
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Run to the end (off the async runtime, so the emulator keeps serving meanwhile).
+    async fn run(&self, args: &[&str]) -> Output {
+        let mut command = self.command(args);
+        tokio::task::spawn_blocking(move || command.output().unwrap())
+            .await
+            .unwrap()
+    }
+
+    /// The fakes' log, with runs of the same call (polling, as often as timing allows) folded into one.
+    fn calls(&self) -> String {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let mut folded: Vec<&str> = log.lines().collect();
+        folded.dedup();
+        folded.join("\n")
+    }
+
+    fn count_calls(&self, command: &str) -> usize {
+        std::fs::read_to_string(self.log_path())
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with(command))
+            .count()
+    }
+}
+
+async fn emulator() -> Emulator {
+    Emulator::builder()
+        .config(Config::with_queues([QUEUE]))
+        .listen("127.0.0.1:0".parse().unwrap())
+        .health_listen("127.0.0.1:0".parse().unwrap())
+        .start()
+        .await
+        .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Everything that changes from run to run.
+fn filters() -> Vec<(&'static str, &'static str)> {
+    vec![
+        (r"in \d+(\.\d+)? s\.|in \d+m\d{2}s\.", "in [duration]."),
+        (
+            r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+            "[uuid]",
+        ),
+        (r"\d+ bytes", "[n] bytes"),
+        (r"started \d+(\.\d+)? s after", "started [t] after"),
+        (r"\d+(\.\d+)? s elapsed", "[t] elapsed"),
+        (r"within \d+(\.\d+)? s", "within [t]"),
+        (r#""elapsed_ms":\d+"#, r#""elapsed_ms":"[ms]""#),
+    ]
+}
+
+macro_rules! snapshot {
+    ($name:expr, $value:expr) => {
+        insta::with_settings!({ filters => filters() }, {
+            insta::assert_snapshot!($name, $value);
+        })
+    };
+}
+
+fn exit_code(output: &Output) -> i32 {
+    output.status.code().unwrap_or(-1)
+}
+
+#[test]
+fn settings_file_has_the_tutorial_values() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../terraform/job.auto.tfvars.json");
+    let settings: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    // The tutorial's `az containerapp job create` flags, and Container Apps' default polling interval
+    // (the tutorial does not set one). The job is ours (Rust), hence its name.
+    assert_eq!(
+        settings,
+        serde_json::json!({
+            "job_name": "job-rust",
+            "queue_name": "queue-messages",
+            "replica_timeout_in_seconds": 86400,
+            "replica_retry_limit": 1,
+            "replica_completion_count": 1,
+            "parallelism": 1,
+            "cpu": 0.25,
+            "memory": "0.5Gi",
+            "min_executions": 0,
+            "max_executions": 1,
+            "polling_interval_in_seconds": 30,
+            "scale_rule_name": "azure-servicebus-queue-rule",
+            "scale_rule_type": "azure-servicebus",
+            "message_count": 1,
+            "env_names": {
+                "servicebus_fqdn": "SERVICEBUS_FQDN",
+                "managed_identity_client_id": "MANAGED_IDENTITY_CLIENT_ID",
+                "queue_name": "SERVICEBUS_QUEUE_NAME"
+            }
+        })
+    );
+}
+
+#[tokio::test]
+async fn dry_run_prints_every_command_and_runs_none() {
+    let lab = AzureLab::new("succeeded");
+    let output = lab.run(&["--dry-run"]).await;
+    assert_eq!(exit_code(&output), 0, "{output:?}");
+    assert_eq!(lab.calls(), "", "a dry run must not start az or terraform");
+    snapshot!("dry_run", stdout(&output));
+
+    let output = lab
+        .run(&[
+            "--dry-run",
+            "--keep",
+            "--location",
+            "swedencentral",
+            "--scaler-auth",
+            "connection-string",
+        ])
+        .await;
+    let text = stdout(&output);
+    assert!(
+        text.contains("-var location=swedencentral -var scaler_auth=connection_string"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# --keep: no terraform destroy")
+            && !text.contains("terraform -chdir=terraform destroy")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_then_succeeded_sends_for_real_and_tears_down() {
+    let emulator = emulator().await;
+    let lab = AzureLab::new("succeeded");
+    let connection_string = emulator.connection_string();
+    let output = lab
+        .run(&[
+            "--servicebus-connection-string",
+            &connection_string,
+            "--poll-interval",
+            "50ms",
+            "--deadline",
+            "30s",
+        ])
+        .await;
+    assert_eq!(
+        exit_code(&output),
+        0,
+        "{}\n{}",
+        stdout(&output),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    snapshot!("succeeded_calls", lab.calls());
+    // None → Running → Succeeded: three listings, then it stops polling.
+    assert_eq!(lab.count_calls("az containerapp job execution list"), 3);
+    snapshot!("succeeded_stdout", stdout(&output));
+
+    // The message reached a real broker, and nobody consumed it (the job is fake here).
+    let counts = emulator.broker().counts(QUEUE).unwrap();
+    assert_eq!(counts.active_message_count, 1);
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(lab.dir.path().join("state/last-send.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["queue"], QUEUE);
+    let entity = emulator.broker().resolve(QUEUE).unwrap();
+    let (_, raw) = emulator.broker().peek(&entity, 0, 1).pop().unwrap();
+    let message_id = record["message_id"].as_str().unwrap();
+    assert!(
+        raw.windows(message_id.len())
+            .any(|w| w == message_id.as_bytes()),
+        "the queued message carries the recorded message id"
+    );
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_execution_fails_fast_and_still_tears_down() {
+    let emulator = emulator().await;
+    let lab = AzureLab::new("failed");
+    let connection_string = emulator.connection_string();
+    let output = lab
+        .run(&[
+            "--servicebus-connection-string",
+            &connection_string,
+            "--poll-interval",
+            "50ms",
+            "--deadline",
+            "10m",
+        ])
+        .await;
+    assert_eq!(exit_code(&output), 1, "{}", stdout(&output));
+    let calls = lab.calls();
+    assert!(
+        calls.ends_with(
+            "terraform -chdir=terraform destroy -input=false -auto-approve [ARM_SUBSCRIPTION_ID]"
+        ),
+        "{calls}"
+    );
+    snapshot!("failed_stdout", stdout(&output));
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn never_triggered_gives_up_at_the_deadline_and_still_tears_down() {
+    let emulator = emulator().await;
+    let lab = AzureLab::new("never-triggered");
+    let connection_string = emulator.connection_string();
+    let output = lab
+        .run(&[
+            "--servicebus-connection-string",
+            &connection_string,
+            "--poll-interval",
+            "100ms",
+            "--deadline",
+            "3s",
+        ])
+        .await;
+    assert_eq!(exit_code(&output), 1, "{}", stdout(&output));
+    // The only listed execution predates the send, so it must not count as ours.
+    let text = stdout(&output);
+    assert!(text.contains("no execution started"), "{text}");
+    snapshot!("never_triggered_calls", lab.calls());
+    snapshot!("never_triggered_stdout", text);
+    emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn not_logged_in_stops_at_preflight_with_the_fix_and_creates_nothing() {
+    let lab = AzureLab::new("not-logged-in");
+    let output = lab.run(&[]).await;
+    assert_eq!(exit_code(&output), 1);
+    let calls = lab.calls();
+    assert!(
+        !calls.contains("terraform -chdir"),
+        "nothing may be provisioned or destroyed: {calls}"
+    );
+    snapshot!("not_logged_in_calls", calls);
+    snapshot!("not_logged_in_stdout", stdout(&output));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_while_watching_still_tears_down() {
+    let emulator = emulator().await;
+    let lab = AzureLab::new("running-forever");
+    let connection_string = emulator.connection_string();
+    let child = lab
+        .command(&[
+            "--servicebus-connection-string",
+            &connection_string,
+            "--poll-interval",
+            "50ms",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until it is watching, then press Ctrl-C (SIGINT to the runner alone).
+    let log = lab.log_path();
+    for _ in 0..600 {
+        if std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("execution list")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(exit_code(&output), 130, "{}", stdout(&output));
+    let calls = lab.calls();
+    assert!(
+        calls.ends_with(
+            "terraform -chdir=terraform destroy -input=false -auto-approve [ARM_SUBSCRIPTION_ID]"
+        ),
+        "{calls}"
+    );
+    let text = stdout(&output);
+    assert!(
+        text.contains("watching was interrupted (Ctrl-C)") && text.contains(" ✔ terraform destroy"),
+        "{text}"
+    );
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_output_is_one_object_per_step() {
+    let emulator = emulator().await;
+    let lab = AzureLab::new("succeeded");
+    let connection_string = emulator.connection_string();
+    let output = lab
+        .run(&[
+            "--output",
+            "json",
+            "--servicebus-connection-string",
+            &connection_string,
+            "--poll-interval",
+            "50ms",
+        ])
+        .await;
+    assert_eq!(exit_code(&output), 0);
+    let records: Vec<serde_json::Value> = stdout(&output)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let steps: Vec<String> = records
+        .iter()
+        .filter_map(|r| {
+            Some(format!(
+                "{}:{}",
+                r.get("step")?.as_str()?,
+                r["status"].as_str()?
+            ))
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "preflight:ok",
+            "init:ok",
+            "plan:ok",
+            "apply:ok",
+            "outputs:ok",
+            "send:ok",
+            "watch:ok",
+            "destroy:ok"
+        ]
+    );
+    let watch = records.iter().find(|r| r["step"] == "watch").unwrap();
+    assert_eq!(watch["execution"], "job-rust-k3j9x2q");
+    assert_eq!(records.last().unwrap()["event"], "end");
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_by_step_up_send_watch_down() {
+    let emulator = emulator().await;
+    let lab = AzureLab::new("succeeded");
+    let connection_string = emulator.connection_string();
+    for (step, expected) in [
+        (
+            vec!["up"],
+            "terraform -chdir=terraform apply -input=false tfplan",
+        ),
+        (
+            vec!["send", "--servicebus-connection-string", &connection_string],
+            "Sent 1 message",
+        ),
+        (vec!["watch", "--poll-interval", "50ms"], "Succeeded"),
+        (vec!["down"], "terraform -chdir=terraform destroy"),
+    ] {
+        let output = lab.run(&step).await;
+        assert_eq!(exit_code(&output), 0, "{step:?}: {}", stdout(&output));
+        let seen = format!("{}\n{}", stdout(&output), lab.calls());
+        assert!(seen.contains(expected), "{step:?}: {seen}");
+    }
+    let calls = lab.calls();
+    assert_eq!(
+        calls.matches("destroy").count(),
+        1,
+        "only `down` tears down: {calls}"
+    );
+    emulator.shutdown().await;
+}
