@@ -425,85 +425,67 @@ impl Walker {
         ];
         self.unknown_keys(props, path, KNOWN);
         let d = QueueProperties::default();
-        let field = |key: &str| {
-            (
-                props.get(key).filter(|v| !v.is_null()),
-                format!("{path}.{key}"),
-            )
-        };
+        let fields = Fields { obj: props, path };
 
-        let (v, p) = field("LockDuration");
-        let lock_duration = v
-            .map(|v| duration(v, &p))
-            .transpose()?
+        let lock_duration = fields
+            .read("LockDuration", duration)?
             .unwrap_or(d.lock_duration);
         if lock_duration.is_zero() || lock_duration > Duration::from_secs(300) {
             return Err(invalid(
-                &p,
+                &fields.path("LockDuration"),
                 format!("{lock_duration:?} is out of range"),
                 "use a lock duration between PT1S and PT5M",
             ));
         }
-        let (v, p) = field("MaxDeliveryCount");
-        let max_delivery_count = match v {
-            None => d.max_delivery_count,
-            Some(v) => match v.as_u64() {
-                Some(n @ 1..=2000) => n as u32,
-                _ => {
-                    return Err(invalid(
-                        &p,
-                        format!("expected an integer from 1 to 2000, got {}", describe(v)),
-                        "write a number such as 10",
-                    ));
-                }
-            },
-        };
-        let (v, p) = field("DefaultMessageTimeToLive");
-        let default_message_time_to_live = v
-            .map(|v| duration(v, &p))
-            .transpose()?
+        let max_delivery_count = fields
+            .read("MaxDeliveryCount", delivery_count)?
+            .unwrap_or(d.max_delivery_count);
+        let default_message_time_to_live = fields
+            .read("DefaultMessageTimeToLive", duration)?
             .unwrap_or(d.default_message_time_to_live);
         if default_message_time_to_live.is_zero() {
             return Err(invalid(
-                &p,
+                &fields.path("DefaultMessageTimeToLive"),
                 "must be longer than zero",
                 "use a duration such as PT1H",
             ));
         }
-        let (v, p) = field("DuplicateDetectionHistoryTimeWindow");
-        let duplicate_detection_history_time_window = v
-            .map(|v| duration(v, &p))
-            .transpose()?
+        let duplicate_detection_history_time_window = fields
+            .read("DuplicateDetectionHistoryTimeWindow", duration)?
             .unwrap_or(d.duplicate_detection_history_time_window);
-        let (v, p) = field("DeadLetteringOnMessageExpiration");
-        let dead_lettering_on_message_expiration =
-            v.map(|v| boolean(v, &p)).transpose()?.unwrap_or(false);
-        let (v, p) = field("RequiresDuplicateDetection");
-        let requires_duplicate_detection = v.map(|v| boolean(v, &p)).transpose()?.unwrap_or(false);
+        let dead_lettering_on_message_expiration = fields
+            .read("DeadLetteringOnMessageExpiration", boolean)?
+            .unwrap_or(false);
+        let requires_duplicate_detection = fields
+            .read("RequiresDuplicateDetection", boolean)?
+            .unwrap_or(false);
 
-        let (v, p) = field("RequiresSession");
-        let requires_session = v.map(|v| boolean(v, &p)).transpose()?.unwrap_or(false);
+        let requires_session = fields.read("RequiresSession", boolean)?.unwrap_or(false);
         if requires_session {
             self.warn(
-                &p,
+                &fields.path("RequiresSession"),
                 "sessions are not supported yet; the queue is served without sessions",
             );
         }
-        let (v, p) = field("ForwardTo");
-        let forward_to = v
-            .map(|v| string(v, &p))
-            .transpose()?
-            .filter(|s| !s.is_empty());
+        // An empty string is how the official file says "not forwarded".
+        let forward_to = fields.read("ForwardTo", string)?.filter(|s| !s.is_empty());
         if let Some(target) = &forward_to {
-            self.warn(&p, format!("auto-forwarding (to \"{target}\") is not supported yet; messages stay in this queue"));
+            self.warn(
+                &fields.path("ForwardTo"),
+                format!("auto-forwarding (to \"{target}\") is not supported yet; messages stay in this queue"),
+            );
         }
-        let (v, p) = field("ForwardDeadLetteredMessagesTo");
-        let forward_dead_lettered_messages_to = v
-            .map(|v| string(v, &p))
-            .transpose()?
+        let forward_dead_lettered_messages_to = fields
+            .read("ForwardDeadLetteredMessagesTo", string)?
             .filter(|s| !s.is_empty());
         if let Some(target) = &forward_dead_lettered_messages_to {
-            self.warn(&p, format!("forwarding dead-lettered messages (to \"{target}\") is not supported yet; they stay in this queue's dead-letter queue"));
+            self.warn(
+                &fields.path("ForwardDeadLetteredMessagesTo"),
+                format!(
+                    "forwarding dead-lettered messages (to \"{target}\") is not supported yet; \
+                     they stay in this queue's dead-letter queue"
+                ),
+            );
         }
         Ok(QueueProperties {
             lock_duration,
@@ -516,6 +498,41 @@ impl Walker {
             forward_dead_lettered_messages_to,
             requires_session,
         })
+    }
+}
+
+/// The properties of one object, read by key with the key's JSON path in any error.
+struct Fields<'a> {
+    obj: &'a Map<String, Value>,
+    path: &'a str,
+}
+
+impl Fields<'_> {
+    fn path(&self, key: &str) -> String {
+        format!("{}.{key}", self.path)
+    }
+
+    /// `None` when the key is absent or null (the default applies).
+    fn read<T>(
+        &self,
+        key: &str,
+        parse: fn(&Value, &str) -> Result<T, ConfigError>,
+    ) -> Result<Option<T>, ConfigError> {
+        match self.obj.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => parse(v, &self.path(key)).map(Some),
+        }
+    }
+}
+
+fn delivery_count(v: &Value, path: &str) -> Result<u32, ConfigError> {
+    match v.as_u64() {
+        Some(n @ 1..=2000) => Ok(n as u32),
+        _ => Err(invalid(
+            path,
+            format!("expected an integer from 1 to 2000, got {}", describe(v)),
+            "write a number such as 10",
+        )),
     }
 }
 

@@ -23,6 +23,14 @@ fn emulator() -> Command {
     cmd
 }
 
+/// A Config.json with `json` in a fresh temporary directory (kept alive by the returned guard).
+fn config_file(json: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("Config.json");
+    std::fs::write(&file, json).unwrap();
+    (dir, file)
+}
+
 fn ephemeral() -> [&'static str; 4] {
     ["--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0"]
 }
@@ -47,15 +55,11 @@ fn help_describes_the_options() {
 /// the fix.
 #[test]
 fn malformed_config_names_path_and_fix() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("Config.json");
-    std::fs::write(
-        &file,
+    let (_dir, file) = config_file(
         r#"{"UserConfig": {"Namespaces": [{"Name": "sbemulatorns", "Queues": [
             {"Name": "a", "Properties": {"LockDuration": "PT1M"}},
             {"Name": "b", "Properties": {"LockDuration": "1 minute"}}]}]}}"#,
-    )
-    .unwrap();
+    );
     let out = emulator()
         .arg("--config")
         .arg(&file)
@@ -71,14 +75,10 @@ fn malformed_config_names_path_and_fix() {
 /// Unsupported-but-set properties are warned about at start, and the emulator still starts.
 #[test]
 fn unsupported_properties_are_warned_about() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("Config.json");
-    std::fs::write(
-        &file,
+    let (_dir, file) = config_file(
         r#"{"UserConfig": {"Namespaces": [{"Name": "sbemulatorns", "Queues": [
             {"Name": "q", "Properties": {"RequiresSession": true, "ForwardTo": "elsewhere"}}], "Topics": []}]}}"#,
-    )
-    .unwrap();
+    );
     let mut running = Running::start(emulator().arg("--config").arg(&file).args(ephemeral()));
     running.wait_ready();
     let out = running.stop();
@@ -89,9 +89,7 @@ fn unsupported_properties_are_warned_about() {
 /// The environment overrides the defaults, as in a container (`SERVICEBUS_EMULATOR_CONFIG` etc.).
 #[test]
 fn environment_overrides_apply() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("Config.json");
-    std::fs::write(&file, r#"{"UserConfig": {"Namespaces": []}}"#).unwrap();
+    let (_dir, file) = config_file(r#"{"UserConfig": {"Namespaces": []}}"#);
     let out = emulator()
         .env("SERVICEBUS_EMULATOR_CONFIG", &file)
         .env("SERVICEBUS_EMULATOR_LISTEN", "127.0.0.1:0")

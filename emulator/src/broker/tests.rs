@@ -98,6 +98,16 @@ impl Msg {
     }
 }
 
+/// A message just over the 256 KiB limit.
+fn too_big() -> StoredMessage {
+    let m: Message<Body<Value>> = Message::builder()
+        .body(Body::Value(AmqpValue(Value::String(
+            "x".repeat(MAX_MESSAGE_SIZE),
+        ))))
+        .build();
+    StoredMessage::parse(Bytes::from(serde_amqp::to_vec(&Serializable(&m)).unwrap())).unwrap()
+}
+
 fn decode(payload: &Bytes) -> Message<Body<Value>> {
     serde_amqp::from_slice::<Deserializable<Message<Body<Value>>>>(payload)
         .unwrap()
@@ -673,15 +683,8 @@ async fn duplicate_detection_within_the_window() {
 #[tokio::test(start_paused = true)]
 async fn size_limit_and_unknown_entities() {
     let b = broker();
-    static BIG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let big = BIG.get_or_init(|| "x".repeat(MAX_MESSAGE_SIZE));
-    let m: Message<Body<Value>> = Message::builder()
-        .body(Body::Value(AmqpValue(Value::String(big.clone()))))
-        .build();
-    let m =
-        StoredMessage::parse(Bytes::from(serde_amqp::to_vec(&Serializable(&m)).unwrap())).unwrap();
     assert!(matches!(
-        b.send(&queue(&b), m),
+        b.send(&queue(&b), too_big()),
         Err(BrokerError::MessageTooLarge {
             limit: MAX_MESSAGE_SIZE,
             ..
@@ -705,16 +708,7 @@ async fn batches_enqueue_all_or_nothing() {
             .unwrap(),
         [1, 2]
     );
-    let big: Message<Body<Value>> = Message::builder()
-        .body(Body::Value(AmqpValue(Value::String(
-            "x".repeat(MAX_MESSAGE_SIZE),
-        ))))
-        .build();
-    let big = StoredMessage::parse(Bytes::from(
-        serde_amqp::to_vec(&Serializable(&big)).unwrap(),
-    ))
-    .unwrap();
-    let r = b.send_batch(&queue(&b), vec![msg("c").build(), big]);
+    let r = b.send_batch(&queue(&b), vec![msg("c").build(), too_big()]);
     assert!(
         matches!(r, Err(BrokerError::MessageTooLarge { .. })),
         "{r:?}"
