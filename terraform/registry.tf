@@ -16,11 +16,13 @@ resource "azurerm_role_assignment" "job_acr_pull" {
 
 locals {
   repo_root = abspath("${path.module}/..")
-  # What the worker image is built from. A change to any of these files changes the hash, so the next
-  # apply rebuilds the image and rolls the job to the new tag.
+  # What the worker image is built from (the Dockerfile builds `-p aca-job-lab`, which needs the
+  # workspace's manifests but not the other members' sources). A change to any of these files changes
+  # the hash, so the next apply rebuilds the image and rolls the job to the new tag.
   image_sources = sort(tolist(setunion(
     fileset(local.repo_root, "src/**"),
     fileset(local.repo_root, "{Cargo.toml,Cargo.lock,Dockerfile,.dockerignore}"),
+    fileset(local.repo_root, "*/Cargo.toml"),
   )))
   source_hash = sha256(join("", [for f in local.image_sources : "${f}:${filesha256("${local.repo_root}/${f}")}"]))
   image_tag   = substr(local.source_hash, 0, 12)
