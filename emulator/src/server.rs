@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use fe2o3_amqp_types::definitions::{Error, ReceiverSettleMode, Role, SenderSettleMode};
+use fe2o3_amqp_types::definitions::{Error, Role, SenderSettleMode};
 use fe2o3_amqp_types::messaging::{Accepted, DeliveryState, Modified, Rejected};
 use fe2o3_amqp_types::primitives::{OrderedMap, Symbol, Value};
 use fe2o3_amqp_types::sasl::SaslCode;
@@ -183,9 +183,8 @@ impl Emulator {
     /// The official emulator connection string, pointing at this instance's port.
     pub fn connection_string(&self) -> String {
         format!(
-            "Endpoint=sb://{}:{};SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;",
-            self.amqp_addr.ip(),
-            self.amqp_addr.port()
+            "Endpoint=sb://{};SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;",
+            self.amqp_addr
         )
     }
 
@@ -639,7 +638,6 @@ impl Connection {
                 } else {
                     ReceiveMode::PeekLock
                 };
-                let _ = matches!(info.rcv_settle_mode, ReceiverSettleMode::Second);
                 LinkRole::EntityReceiver { entity, mode }
             }
         };

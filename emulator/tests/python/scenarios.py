@@ -299,6 +299,33 @@ def properties():
     }
 
 
+def throughput():
+    """Benchmark, not a test: SB_COUNT messages sent in batches of 100, then received 100 at a time
+    and completed one by one (each completion waits for the broker's settlement echo)."""
+    count = int(os.environ.get("SB_COUNT", "2000"))
+    with client() as sb:
+        start = time.perf_counter()
+        with sb.get_queue_sender(QUEUE) as sender:
+            for offset in range(0, count, 100):
+                sender.send_messages([ServiceBusMessage("x" * 256) for _ in range(min(100, count - offset))])
+        sent = time.perf_counter()
+        done = 0
+        with sb.get_queue_receiver(QUEUE, prefetch_count=100) as receiver:
+            while done < count:
+                got = receiver.receive_messages(max_message_count=100, max_wait_time=WAIT)
+                assert got, f"only {done} of {count} arrived"
+                for m in got:
+                    receiver.complete_message(m)
+                done += len(got)
+        end = time.perf_counter()
+    return {
+        "count": count,
+        "send_per_second": round(count / (sent - start)),
+        "receive_complete_per_second": round(count / (end - sent)),
+        "send_receive_complete_per_second": round(count / (end - start)),
+    }
+
+
 SCENARIOS = {
     f.__name__: f
     for f in [
@@ -314,6 +341,7 @@ SCENARIOS = {
         max_delivery,
         wrong_key,
         properties,
+        throughput,
     ]
 }
 
