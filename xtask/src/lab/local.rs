@@ -342,8 +342,16 @@ async fn wait<S: ExecutionSource + ActiveCount>(
                 .run_time()
                 .map(human_duration)
                 .unwrap_or_else(|| "-".to_owned());
+            // The number the workshop is about: from the send until the job had done its work.
+            let after_send = execution
+                .properties
+                .end_time
+                .and_then(|end| Duration::try_from(end - plan.since).ok())
+                .map_or_else(String::new, |d| {
+                    format!(" ({} after the send)", human_duration(d))
+                });
             progress.ok(format!(
-                "Execution {} Running → Succeeded in {ran}",
+                "Execution {} Running → Succeeded in {ran}{after_send}",
                 execution.name
             ));
             Ok(execution)

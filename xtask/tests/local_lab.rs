@@ -1,0 +1,413 @@
+//! `cargo xtask lab` for real: the embedded emulator, the local controller and the worker binary as
+//! processes, driven the way a workshop participant drives them. Every command `lab/README.md` shows is
+//! run here (see `every_command_in_the_workshop_is_exercised`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use assert_cmd::assert::Assert;
+
+/// The commands of `lab/README.md`, exactly as written there, each run by a test below through
+/// [`readme_command`].
+const README_COMMANDS: &[&str] = &[
+    "cargo xtask lab",
+    "cargo xtask lab up",
+    "cargo xtask lab send",
+    "cargo xtask lab watch",
+    "cargo xtask lab send --count 3",
+    "cargo xtask lab executions",
+    "cargo xtask lab executions -o json",
+    "cargo xtask lab send --body 'not json'",
+    "cargo xtask lab down",
+];
+
+/// The worker binary: `LAB_WORKER_BIN`, or built now into the same target directory as this test.
+fn worker_bin() -> PathBuf {
+    static WORKER: OnceLock<PathBuf> = OnceLock::new();
+    WORKER
+        .get_or_init(|| {
+            if let Some(path) = std::env::var_os("LAB_WORKER_BIN") {
+                return PathBuf::from(path);
+            }
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let status = Command::new(cargo)
+                .args([
+                    "build",
+                    "--quiet",
+                    "--package",
+                    "aca-job-lab",
+                    "--bin",
+                    "servicebus-job",
+                ])
+                .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap())
+                .status()
+                .unwrap();
+            assert!(status.success(), "building the worker failed");
+            Path::new(env!("CARGO_BIN_EXE_xtask")).with_file_name("servicebus-job")
+        })
+        .clone()
+}
+
+/// One lab, isolated: its own state directory, free ports, the worker built above.
+struct Lab {
+    state: tempfile::TempDir,
+}
+
+impl Lab {
+    fn new() -> Self {
+        Self {
+            state: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> assert_cmd::Command {
+        let mut command = assert_cmd::Command::new(env!("CARGO_BIN_EXE_xtask"));
+        command
+            .args(args)
+            .env("LAB_WORKER_BIN", worker_bin())
+            .env("LAB_STATE_DIR", self.state.path())
+            .env("LAB_AMQP_PORT", "0")
+            .env("LAB_HEALTH_PORT", "0")
+            .timeout(Duration::from_secs(120));
+        command
+    }
+
+    /// Run a command as `lab/README.md` writes it (it must be listed in [`README_COMMANDS`]).
+    fn readme_command(&self, line: &str) -> Assert {
+        assert!(
+            README_COMMANDS.contains(&line),
+            "{line:?} is not a README command"
+        );
+        let words = shell_words(line.strip_prefix("cargo xtask ").unwrap());
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        self.command(&words).assert()
+    }
+
+    fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.state.path().join("serve.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    fn executions(&self) -> serde_json::Value {
+        let out = self
+            .readme_command("cargo xtask lab executions -o json")
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        serde_json::from_slice(&out).unwrap()
+    }
+}
+
+impl Drop for Lab {
+    /// A failing test must not leave a lab running.
+    fn drop(&mut self) {
+        if self.state.path().join("serve.pid").exists() {
+            let _ = self.command(&["lab", "down"]).output();
+        }
+    }
+}
+
+/// Split like a POSIX shell for the simple quoting the README uses ('…').
+fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quoted = false;
+    let mut started = false;
+    for c in line.chars() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                started = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if started {
+                    words.push(std::mem::take(&mut word));
+                    started = false;
+                }
+            }
+            c => {
+                word.push(c);
+                started = true;
+            }
+        }
+    }
+    if started {
+        words.push(word);
+    }
+    words
+}
+
+fn stdout(assert: &Assert) -> String {
+    String::from_utf8_lossy(&assert.get_output().stdout).into_owned()
+}
+
+/// Names, times and durations change every run; uuids too.
+fn filters() -> Vec<(&'static str, &'static str)> {
+    vec![
+        (r"job-rust-[a-z0-9]{7}", "job-rust-[EXECUTION]"),
+        (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", "[TIME]"),
+        (r"\b\d+\.\d+ s\b", "[DURATION]"),
+        (r"\d+m\d\ds\b", "[DURATION]"),
+        (
+            r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+            "[UUID]",
+        ),
+        (r"127\.0\.0\.1:\d+", "127.0.0.1:[PORT]"),
+        (r"\(ready in \d+ ms\)", "(ready in [MS] ms)"),
+        (r"pid \d+", "pid [PID]"),
+    ]
+}
+
+/// The lines of the table printed after the walkthrough (from the `NAME` header to the blank line).
+fn table(output: &str) -> String {
+    output
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("NAME"))
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn story(output: &str) -> String {
+    output
+        .lines()
+        .filter(|l| {
+            l.starts_with("Lab:")
+                || l.starts_with(" ✔")
+                || l.starts_with(" ✘")
+                || l.starts_with("Done")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_walkthrough_ends_with_a_succeeded_execution() {
+    let lab = Lab::new();
+    let assert = lab.readme_command("cargo xtask lab").success();
+    let output = stdout(&assert);
+
+    insta::with_settings!({ filters => filters() }, {
+        insta::assert_snapshot!("walkthrough_story", story(&output));
+        insta::assert_snapshot!("walkthrough_table", table(&output));
+    });
+    // The replica's log is the worker's own output and names the message we sent.
+    let sent_id = output
+        .lines()
+        .find_map(|l| l.split("message id ").nth(1))
+        .and_then(|rest| rest.split(',').next())
+        .unwrap()
+        .to_owned();
+    let log: Vec<&str> = output
+        .lines()
+        .skip_while(|l| !l.contains("replica log ("))
+        .skip(1)
+        .collect();
+    assert!(
+        log.iter().any(|l| l.contains(&sent_id)),
+        "the replica log does not mention {sent_id}:\n{output}"
+    );
+}
+
+#[test]
+fn the_walkthrough_prints_json_steps_for_machines() {
+    let lab = Lab::new();
+    let assert = lab.command(&["lab", "--output", "json"]).assert().success();
+    let steps: Vec<serde_json::Value> = stdout(&assert)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ok: Vec<&str> = steps
+        .iter()
+        .filter(|s| s["status"] == "ok" && s["step"].is_string())
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(ok, ["emulator", "controller", "send", "watch", "down"]);
+    let evidence = steps.iter().find(|s| s["event"] == "evidence").unwrap();
+    assert_eq!(
+        evidence["executions"][0]["properties"]["status"],
+        "Succeeded"
+    );
+    assert_eq!(steps.last().unwrap()["status"], "ok");
+}
+
+#[test]
+fn the_workshop_steps_keep_one_lab_running_across_commands() {
+    let lab = Lab::new();
+    let up = lab.readme_command("cargo xtask lab up").success();
+    assert!(
+        stdout(&up).contains("Lab running in the background"),
+        "{}",
+        stdout(&up)
+    );
+    let pid = lab.pid().unwrap();
+
+    lab.readme_command("cargo xtask lab send").success();
+    let watch = lab.readme_command("cargo xtask lab watch").success();
+    let watched = stdout(&watch);
+    assert!(watched.contains("Running → Succeeded"), "{watched}");
+    insta::with_settings!({ filters => filters() }, {
+        insta::assert_snapshot!("watch_table", table(&watched));
+    });
+
+    // Three more messages with max executions 1: three more executions, one after another.
+    lab.readme_command("cargo xtask lab send --count 3")
+        .success();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let executions = loop {
+        let executions = lab.executions();
+        let succeeded = executions
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["properties"]["status"] == "Succeeded");
+        if succeeded.count() == 4 {
+            break executions;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "4 executions did not succeed: {executions:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for execution in executions.as_array().unwrap() {
+        assert_eq!(execution["type"], "Microsoft.App/jobs/executions");
+        let (start, end) = (
+            execution["properties"]["startTime"].as_str().unwrap(),
+            execution["properties"]["endTime"].as_str().unwrap(),
+        );
+        assert!(start <= end, "{execution:#}");
+    }
+    let table = lab.readme_command("cargo xtask lab executions").success();
+    insta::with_settings!({ filters => filters() }, {
+        insta::assert_snapshot!("executions_table", stdout(&table));
+    });
+
+    // A body the worker cannot parse as JSON is sent as text/plain, so it is still processed.
+    lab.readme_command("cargo xtask lab send --body 'not json'")
+        .success();
+    lab.command(&["lab", "watch"]).assert().success();
+
+    let down = lab.readme_command("cargo xtask lab down").success();
+    assert!(
+        stdout(&down).contains(&format!("Stopped the lab (pid {pid})")),
+        "{}",
+        stdout(&down)
+    );
+    assert!(!lab.state.path().join("state.json").exists());
+    assert!(!is_running(pid), "the lab process is still there");
+}
+
+/// Alive and not a zombie (a container's init may never reap the lab after `up` exits).
+fn is_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            !stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn down_cleans_up_after_a_crashed_lab() {
+    let lab = Lab::new();
+    lab.command(&["lab", "up"]).assert().success();
+    let pid = lab.pid().unwrap();
+    let killed = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    while is_running(pid) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let down = lab.command(&["lab", "down"]).assert().success();
+    assert!(
+        stdout(&down).contains("had already exited; cleaned up"),
+        "{}",
+        stdout(&down)
+    );
+    assert!(!lab.state.path().join("serve.pid").exists());
+    // And a new lab starts in the same place.
+    lab.command(&["lab", "up"]).assert().success();
+    lab.command(&["lab", "down"]).assert().success();
+}
+
+#[test]
+fn steps_without_a_running_lab_say_how_to_start_one() {
+    let lab = Lab::new();
+    for step in [
+        &["lab", "send"][..],
+        &["lab", "watch"],
+        &["lab", "executions"],
+    ] {
+        let assert = lab.command(step).assert().failure();
+        let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+        assert!(
+            stderr.contains("no local lab is running") && stderr.contains("cargo xtask lab up"),
+            "{step:?}: {stderr}"
+        );
+    }
+    let down = lab.command(&["lab", "down"]).assert().success();
+    assert!(stdout(&down).contains("No local lab was running"));
+}
+
+#[test]
+fn a_missing_worker_binary_is_named_with_the_fix() {
+    let lab = Lab::new();
+    let assert = lab
+        .command(&["lab", "--worker-bin", "/nonexistent/servicebus-job"])
+        .assert()
+        .failure();
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("/nonexistent/servicebus-job does not exist"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("cargo build -p aca-job-lab --bin servicebus-job"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn every_command_in_the_workshop_is_exercised() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../lab/README.md"))
+            .unwrap();
+    let mut in_blocks = false;
+    let mut commands = Vec::new();
+    for line in readme.lines() {
+        if line.trim_start().starts_with("```") {
+            in_blocks = !in_blocks && line.trim_start().starts_with("```shell");
+            continue;
+        }
+        if in_blocks && let Some(command) = line.trim().strip_prefix("$ ") {
+            commands.push(command.to_owned());
+        }
+    }
+    assert!(
+        !commands.is_empty(),
+        "lab/README.md has no ```shell blocks with `$ ` commands"
+    );
+    for command in &commands {
+        assert!(
+            README_COMMANDS.contains(&command.as_str()),
+            "lab/README.md shows `{command}`, which no test runs; add it to README_COMMANDS and run it in a test"
+        );
+    }
+    for command in README_COMMANDS {
+        assert!(
+            commands.iter().any(|c| c == command),
+            "`{command}` is tested but not in lab/README.md"
+        );
+    }
+}
