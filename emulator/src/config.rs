@@ -3,7 +3,7 @@
 //! The file is read into a `serde_json::Value` and walked by hand rather than derived with serde, so that
 //! every error can name the exact JSON path of the problem
 //! (`UserConfig.Namespaces[0].Queues[1].Properties.LockDuration`) and say how to fix it. Properties the
-//! emulator reads but does not implement (forwarding, sessions, topics) do not fail the start: they come
+//! emulator reads but does not implement (sessions, topics) do not fail the start: they come
 //! back as [`ConfigWarning`]s, which the CLI prints.
 
 use std::fmt;
@@ -49,9 +49,9 @@ pub struct QueueProperties {
     pub dead_lettering_on_message_expiration: bool,
     pub requires_duplicate_detection: bool,
     pub duplicate_detection_history_time_window: Duration,
-    /// Parsed but not implemented (a warning is issued when non-empty).
+    /// Messages sent to this queue go to that queue instead (another queue of the namespace).
     pub forward_to: Option<String>,
-    /// Parsed but not implemented (a warning is issued when non-empty).
+    /// Messages dead-lettered here go to that queue instead of this queue's dead-letter queue.
     pub forward_dead_lettered_messages_to: Option<String>,
     /// Parsed but not implemented (a warning is issued when true).
     pub requires_session: bool,
@@ -376,6 +376,7 @@ impl Walker {
             }
             parsed.push(queue);
         }
+        check_forwarding(&parsed, &queues_path)?;
         Ok(NamespaceConfig {
             name,
             queues: parsed,
@@ -467,26 +468,12 @@ impl Walker {
                 "sessions are not supported yet; the queue is served without sessions",
             );
         }
-        // An empty string is how the official file says "not forwarded".
+        // An empty string is how the official file says "not forwarded". Targets are checked once all
+        // queues of the namespace are known (`check_forwarding`).
         let forward_to = fields.read("ForwardTo", string)?.filter(|s| !s.is_empty());
-        if let Some(target) = &forward_to {
-            self.warn(
-                &fields.path("ForwardTo"),
-                format!("auto-forwarding (to \"{target}\") is not supported yet; messages stay in this queue"),
-            );
-        }
         let forward_dead_lettered_messages_to = fields
             .read("ForwardDeadLetteredMessagesTo", string)?
             .filter(|s| !s.is_empty());
-        if let Some(target) = &forward_dead_lettered_messages_to {
-            self.warn(
-                &fields.path("ForwardDeadLetteredMessagesTo"),
-                format!(
-                    "forwarding dead-lettered messages (to \"{target}\") is not supported yet; \
-                     they stay in this queue's dead-letter queue"
-                ),
-            );
-        }
         Ok(QueueProperties {
             lock_duration,
             max_delivery_count,
@@ -499,6 +486,72 @@ impl Walker {
             requires_session,
         })
     }
+}
+
+/// Forwarding targets must be other queues of the namespace, and `ForwardTo` chains must end.
+fn check_forwarding(queues: &[QueueConfig], queues_path: &str) -> Result<(), ConfigError> {
+    let index = |name: &str| {
+        queues
+            .iter()
+            .position(|q| q.name.eq_ignore_ascii_case(name))
+    };
+    let names = || {
+        queues
+            .iter()
+            .map(|q| q.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for (i, q) in queues.iter().enumerate() {
+        let targets = [
+            ("ForwardTo", &q.properties.forward_to),
+            (
+                "ForwardDeadLetteredMessagesTo",
+                &q.properties.forward_dead_lettered_messages_to,
+            ),
+        ];
+        for (key, target) in targets {
+            let Some(target) = target else { continue };
+            let path = format!("{queues_path}[{i}].Properties.{key}");
+            match index(target) {
+                None => {
+                    return Err(invalid(
+                        &path,
+                        format!("\"{target}\" is not a queue of this namespace"),
+                        format!("name one of: {}; or leave it empty", names()),
+                    ));
+                }
+                Some(t) if t == i => {
+                    return Err(invalid(
+                        &path,
+                        "a queue cannot forward to itself",
+                        "name another queue, or leave it empty",
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        // Follow the ForwardTo chain from this queue; coming back to a queue means it never ends.
+        let mut seen = vec![i];
+        let mut at = i;
+        while let Some(next) = queues[at].properties.forward_to.as_deref().and_then(index) {
+            if seen.contains(&next) {
+                let chain: Vec<_> = seen
+                    .iter()
+                    .chain([&next])
+                    .map(|&k| queues[k].name.as_str())
+                    .collect();
+                return Err(invalid(
+                    &format!("{queues_path}[{i}].Properties.ForwardTo"),
+                    format!("forwarding loop {}", chain.join(" -> ")),
+                    "break the loop by clearing ForwardTo on one of these queues",
+                ));
+            }
+            seen.push(next);
+            at = next;
+        }
+    }
+    Ok(())
 }
 
 /// The properties of one object, read by key with the key's JSON path in any error.
@@ -785,7 +838,8 @@ mod tests {
     #[test]
     fn unsupported_but_set_properties_are_warnings() {
         let json = r#"{"UserConfig": {"Namespaces": [{"Name": "ns", "Queues": [{"Name": "q", "Properties": {
-            "ForwardTo": "other", "ForwardDeadLetteredMessagesTo": "", "RequiresSession": true, "Colour": "blue"}}],
+            "ForwardTo": "other", "ForwardDeadLetteredMessagesTo": "", "RequiresSession": true, "Colour": "blue"}},
+            {"Name": "other"}],
             "Topics": [{"Name": "t"}]}]}}"#;
         let config = Config::from_json_str(json).unwrap();
         let paths: Vec<_> = config.warnings.iter().map(|w| w.path.as_str()).collect();
@@ -795,10 +849,8 @@ mod tests {
                 "UserConfig.Namespaces[0].Topics",
                 "UserConfig.Namespaces[0].Queues[0].Properties.Colour",
                 "UserConfig.Namespaces[0].Queues[0].Properties.RequiresSession",
-                "UserConfig.Namespaces[0].Queues[0].Properties.ForwardTo",
             ]
         );
-        assert!(config.warnings[3].message.contains("\"other\""));
         assert_eq!(
             config.queues()[0].properties.forward_to.as_deref(),
             Some("other")
@@ -809,6 +861,40 @@ mod tests {
                 .forward_dead_lettered_messages_to,
             None
         );
+    }
+
+    #[test]
+    fn forwarding_targets_must_exist_and_not_loop() {
+        let ns = |queues: &str| {
+            format!(
+                r#"{{"UserConfig": {{"Namespaces": [{{"Name": "ns", "Queues": [{queues}]}}]}}}}"#
+            )
+        };
+        let e = error_of(&ns(
+            r#"{"Name": "a", "Properties": {"ForwardTo": "nope"}}, {"Name": "b"}"#,
+        ));
+        assert_eq!(
+            e,
+            "UserConfig.Namespaces[0].Queues[0].Properties.ForwardTo: \"nope\" is not a queue of this \
+             namespace; name one of: a, b; or leave it empty"
+        );
+        let e = error_of(&ns(
+            r#"{"Name": "a", "Properties": {"ForwardDeadLetteredMessagesTo": "A"}}"#,
+        ));
+        assert!(
+            e.contains("ForwardDeadLetteredMessagesTo: a queue cannot forward to itself"),
+            "{e}"
+        );
+        let e = error_of(&ns(
+            r#"{"Name": "a", "Properties": {"ForwardTo": "b"}}, {"Name": "b", "Properties": {"ForwardTo": "c"}},
+               {"Name": "c", "Properties": {"ForwardTo": "a"}}"#,
+        ));
+        assert!(e.starts_with("UserConfig.Namespaces[0].Queues[0].Properties.ForwardTo: forwarding loop a -> b -> c -> a"), "{e}");
+        let ok = Config::from_json_str(&ns(
+            r#"{"Name": "a", "Properties": {"ForwardTo": "B", "ForwardDeadLetteredMessagesTo": "c"}}, {"Name": "b"}, {"Name": "c"}"#,
+        ))
+        .unwrap();
+        assert!(ok.warnings.is_empty(), "{:?}", ok.warnings);
     }
 
     #[test]

@@ -77,7 +77,7 @@ fn malformed_config_names_path_and_fix() {
 fn unsupported_properties_are_warned_about() {
     let (_dir, file) = config_file(
         r#"{"UserConfig": {"Namespaces": [{"Name": "sbemulatorns", "Queues": [
-            {"Name": "q", "Properties": {"RequiresSession": true, "ForwardTo": "elsewhere"}}], "Topics": []}]}}"#,
+            {"Name": "q", "Properties": {"RequiresSession": true, "Colour": "blue"}}], "Topics": [{"Name": "t"}]}]}}"#,
     );
     let mut running = Running::start(emulator().arg("--config").arg(&file).args(ephemeral()));
     running.wait_ready();

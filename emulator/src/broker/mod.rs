@@ -155,6 +155,11 @@ struct Inner {
     /// Lower-cased name → index into `queues` (Service Bus names are case-insensitive).
     by_name: HashMap<String, usize>,
     names: Vec<String>,
+    /// Per queue: the queue its messages are enqueued in (itself unless `ForwardTo` is set).
+    forward_to: Vec<usize>,
+    /// Per queue: where its dead letters go instead of its dead-letter queue
+    /// (`ForwardDeadLetteredMessagesTo`, itself followed through `ForwardTo`).
+    dead_letters_to: Vec<Option<usize>>,
     clock: Clock,
     changes: watch::Sender<u64>,
     /// Wakes the timer task when a deadline earlier than the one it sleeps towards appears.
@@ -182,23 +187,54 @@ impl Broker {
     /// messages (TTL) and enqueues scheduled messages, so it must be called inside a tokio runtime.
     pub fn new(config: &Config) -> Broker {
         let clock = Clock::start();
-        let mut queues = Vec::new();
-        let mut by_name = HashMap::new();
-        let mut names = Vec::new();
-        for q in config.queues() {
-            by_name.insert(q.name.to_ascii_lowercase(), queues.len());
-            names.push(q.name.clone());
-            queues.push(Mutex::new(Queue::new(
-                q.name.clone(),
-                q.properties.clone(),
-                clock,
-            )));
-        }
+        let configs = config.queues();
+        let by_name: HashMap<String, usize> = configs
+            .iter()
+            .enumerate()
+            .map(|(i, q)| (q.name.to_ascii_lowercase(), i))
+            .collect();
+        let names: Vec<String> = configs.iter().map(|q| q.name.clone()).collect();
+        let index = |name: &Option<String>| {
+            name.as_ref()
+                .and_then(|n| by_name.get(&n.to_ascii_lowercase()).copied())
+        };
+        // Where a message sent to each queue ends up after following `ForwardTo`. The config loader
+        // refuses loops; the bound also covers configs built in code.
+        let next: Vec<Option<usize>> = configs
+            .iter()
+            .map(|q| index(&q.properties.forward_to))
+            .collect();
+        let destination = |start: usize| {
+            let mut at = start;
+            for _ in 0..configs.len() {
+                match next[at] {
+                    Some(to) if to != at => at = to,
+                    _ => break,
+                }
+            }
+            at
+        };
+        let forward_to: Vec<usize> = (0..configs.len()).map(destination).collect();
+        let dead_letters_to: Vec<Option<usize>> = configs
+            .iter()
+            .map(|q| index(&q.properties.forward_dead_lettered_messages_to).map(destination))
+            .collect();
+        let queues = configs
+            .iter()
+            .zip(&dead_letters_to)
+            .map(|(q, dl)| {
+                let mut queue = Queue::new(q.name.clone(), q.properties.clone(), clock);
+                queue.forward_dead_letters(dl.is_some());
+                Mutex::new(queue)
+            })
+            .collect();
         let timer_wake = Arc::new(Notify::new());
         let inner = Arc::new(Inner {
             queues,
             by_name,
             names,
+            forward_to,
+            dead_letters_to,
             clock,
             changes: watch::Sender::new(0),
             timer_wake: timer_wake.clone(),
@@ -226,19 +262,30 @@ impl Broker {
         }
     }
 
-    /// Run `op` on a queue after applying its due deadlines; bumps [`Broker::changes`] if a message may
-    /// have become available and wakes the timer if the queue now has an earlier deadline.
+    fn index(&self, queue: &str) -> Option<usize> {
+        self.inner.by_name.get(&queue.to_ascii_lowercase()).copied()
+    }
+
+    /// Run `op` on a queue (by name) after applying its due deadlines; see [`Broker::with_index`].
     fn with_queue<R>(
         &self,
         queue: &str,
         op: impl FnOnce(&mut Queue, Instant) -> (R, bool),
     ) -> Option<R> {
-        let idx = *self.inner.by_name.get(&queue.to_ascii_lowercase())?;
+        let idx = self.index(queue)?;
+        Some(self.with_index(idx, op))
+    }
+
+    /// Run `op` on a queue after applying its due deadlines. Bumps [`Broker::changes`] if a message may
+    /// have become available, wakes the timer if the queue now has an earlier deadline, and moves
+    /// forwarded dead letters on once the queue's lock is released (never two queue locks at once).
+    fn with_index<R>(&self, idx: usize, op: impl FnOnce(&mut Queue, Instant) -> (R, bool)) -> R {
         let now = Instant::now();
         let mut q = lock(&self.inner.queues[idx]);
         let expired = q.expire(now);
         let (result, available) = op(&mut q, now);
         let deadline = q.next_deadline();
+        let forwarded = q.take_forwarded();
         drop(q);
         if expired || available {
             self.bump();
@@ -248,7 +295,24 @@ impl Broker {
         {
             self.inner.timer_wake.notify_one();
         }
-        Some(result)
+        self.forward_dead_letters(idx, forwarded);
+        result
+    }
+
+    /// Enqueue dead letters of queue `from` in its `ForwardDeadLetteredMessagesTo` queue.
+    fn forward_dead_letters(&self, from: usize, messages: Vec<StoredMessage>) {
+        if messages.is_empty() {
+            return;
+        }
+        let Some(to) = self.inner.dead_letters_to[from] else {
+            return;
+        };
+        self.with_index(to, |q, now| {
+            for m in messages {
+                q.admit(m, None, now);
+            }
+            ((), true)
+        });
     }
 
     fn bump(&self) {
@@ -260,16 +324,26 @@ impl Broker {
     /// queue is refused with NotFound, as Service Bus refuses it. With duplicate detection on, a repeated
     /// message-id inside the window is accepted and dropped, and the original's sequence number returned.
     pub fn send(&self, entity: &EntityPath, message: StoredMessage) -> Result<i64, BrokerError> {
-        if let EntityPath::DeadLetter(_) = entity {
-            return Err(BrokerError::NotFound(entity.to_string()));
-        }
+        let target = self.send_target(entity)?;
         let at = message.scheduled_enqueue_time();
-        self.with_queue(entity.queue(), |q, now| {
+        self.with_index(target, |q, now| {
             let r = q.enqueue(message, at, now);
             let ok = r.is_ok();
             (r, ok)
         })
-        .unwrap_or_else(|| Err(BrokerError::NotFound(entity.to_string())))
+    }
+
+    /// The queue a message sent to `entity` is enqueued in: its `ForwardTo` destination, or itself.
+    /// Dead-letter queues take no sends (Service Bus refuses them too).
+    fn send_target(&self, entity: &EntityPath) -> Result<usize, BrokerError> {
+        let not_found = || BrokerError::NotFound(entity.to_string());
+        match entity {
+            EntityPath::DeadLetter(_) => Err(not_found()),
+            EntityPath::Queue(q) => self
+                .index(q)
+                .map(|i| self.inner.forward_to[i])
+                .ok_or_else(not_found),
+        }
     }
 
     /// Enqueue a batch (message-format 0x80013700) all or nothing: sizes are checked first, then every
@@ -290,16 +364,14 @@ impl Broker {
         messages: Vec<StoredMessage>,
         default_at: Option<SystemTime>,
     ) -> Result<Vec<i64>, BrokerError> {
-        if let EntityPath::DeadLetter(_) = entity {
-            return Err(BrokerError::NotFound(entity.to_string()));
-        }
+        let target = self.send_target(entity)?;
         if let Some(big) = messages.iter().find(|m| m.len() > MAX_MESSAGE_SIZE) {
             return Err(BrokerError::MessageTooLarge {
                 size: big.len(),
                 limit: MAX_MESSAGE_SIZE,
             });
         }
-        self.with_queue(entity.queue(), |q, now| {
+        self.with_index(target, |q, now| {
             let r: Result<Vec<i64>, BrokerError> = messages
                 .into_iter()
                 .map(|m| {
@@ -309,7 +381,6 @@ impl Broker {
                 .collect();
             (r, true)
         })
-        .unwrap_or_else(|| Err(BrokerError::NotFound(entity.to_string())))
     }
 
     /// Take the next available message, locked (peek-lock) or removed (receive-and-delete). `None` when

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::SystemTime;
 
-use fe2o3_amqp_types::primitives::SimpleValue;
+use fe2o3_amqp_types::primitives::{SimpleValue, Value};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -188,6 +188,10 @@ pub struct Queue {
     dlq: SubQueue,
     next_sequence: i64,
     duplicates: DuplicateWindow,
+    /// `ForwardDeadLetteredMessagesTo` is set (and names a queue): dead letters go to `forwarded`
+    /// instead of the dead-letter queue, for the broker to enqueue in the target queue.
+    forward_dead_letters: bool,
+    forwarded: Vec<StoredMessage>,
 }
 
 impl Queue {
@@ -200,7 +204,19 @@ impl Queue {
             dlq: SubQueue::default(),
             next_sequence: 1,
             duplicates: DuplicateWindow::default(),
+            forward_dead_letters: false,
+            forwarded: Vec::new(),
         }
+    }
+
+    /// Send dead letters to another queue (the broker knows which) instead of the dead-letter queue.
+    pub fn forward_dead_letters(&mut self, on: bool) {
+        self.forward_dead_letters = on;
+    }
+
+    /// Dead letters waiting to be enqueued in the `ForwardDeadLetteredMessagesTo` queue.
+    pub fn take_forwarded(&mut self) -> Vec<StoredMessage> {
+        std::mem::take(&mut self.forwarded)
     }
 
     pub fn name(&self) -> &str {
@@ -332,10 +348,19 @@ impl Queue {
                 tracing::warn!(queue = %self.name, seq, error = %e, "dead-lettered without reason properties")
             }
         }
+        tracing::debug!(queue = %self.name, seq, reason, "message dead-lettered");
+        if self.forward_dead_letters {
+            // It becomes a new message of the target queue; the annotation says where it came from.
+            let source = Value::String(self.name.clone());
+            entry
+                .message
+                .merge_annotations([(keys::DEADLETTER_SOURCE.to_string(), source)]);
+            self.forwarded.push(entry.message);
+            return;
+        }
         entry.state = State::Available;
         entry.expires_at = None;
         entry.deadletter_source = Some(self.name.clone());
-        tracing::debug!(queue = %self.name, seq, reason, "message dead-lettered");
         self.dlq.insert(seq, entry);
     }
 
@@ -353,6 +378,17 @@ impl Queue {
                 limit: MAX_MESSAGE_SIZE,
             });
         }
+        Ok(self.admit(message, scheduled_at, now))
+    }
+
+    /// Enqueue without the client size limit: for messages the broker moves itself (forwarded dead
+    /// letters carry extra properties and must not be lost over them).
+    pub fn admit(
+        &mut self,
+        message: StoredMessage,
+        scheduled_at: Option<SystemTime>,
+        now: Instant,
+    ) -> i64 {
         let id = message
             .message_id()
             .filter(|_| self.props.requires_duplicate_detection);
@@ -361,7 +397,7 @@ impl Queue {
                 .prune(now.checked_sub(self.props.duplicate_detection_history_time_window));
             if let Some(&seq) = self.duplicates.seen.get(id) {
                 tracing::debug!(queue = %self.name, message_id = %id, "duplicate message dropped");
-                return Ok(seq);
+                return seq;
             }
         }
         let seq = self.next_sequence;
@@ -392,7 +428,7 @@ impl Queue {
             },
         };
         self.main.insert(seq, entry);
-        Ok(seq)
+        seq
     }
 
     /// Hand out the next available message in sequence order.

@@ -736,6 +736,112 @@ async fn send_bumps_changes() {
     );
 }
 
+fn broker_of(queues: &[(&str, QueueProperties)]) -> Broker {
+    let mut config = Config::with_queues(Vec::<String>::new());
+    config.namespaces[0].queues = queues
+        .iter()
+        .map(|(name, properties)| QueueConfig {
+            name: name.to_string(),
+            properties: properties.clone(),
+        })
+        .collect();
+    Broker::new(&config)
+}
+
+#[tokio::test(start_paused = true)]
+async fn forward_to_follows_the_chain() {
+    let forward = |to: &str| QueueProperties {
+        forward_to: Some(to.into()),
+        ..props()
+    };
+    let b = broker_of(&[
+        ("inbox", forward("middle")),
+        ("middle", forward("WORK")),
+        ("work", props()),
+    ]);
+    let inbox = b.resolve("inbox").unwrap();
+    assert_eq!(b.send(&inbox, msg("hop").build()).unwrap(), 1);
+    assert_eq!(
+        b.send_batch(&inbox, vec![msg("a").build(), msg("b").build()])
+            .unwrap(),
+        [2, 3]
+    );
+    assert_eq!(b.counts("inbox").unwrap(), QueueCounts::default());
+    assert_eq!(b.counts("middle").unwrap(), QueueCounts::default());
+    assert_eq!(b.counts("work").unwrap().active_message_count, 3);
+    assert!(b.receive(&inbox, ReceiveMode::PeekLock).is_none());
+    let d = b
+        .receive(&b.resolve("work").unwrap(), ReceiveMode::ReceiveAndDelete)
+        .unwrap();
+    assert_eq!(body_of(&d.payload), "hop");
+}
+
+#[tokio::test(start_paused = true)]
+async fn dead_letters_are_forwarded_to_another_queue() {
+    let source = QueueProperties {
+        forward_dead_lettered_messages_to: Some("poison".into()),
+        dead_lettering_on_message_expiration: true,
+        max_delivery_count: 1,
+        ..props()
+    };
+    let b = broker_of(&[(Q, source), ("poison", props())]);
+    let poison = b.resolve("poison").unwrap();
+
+    // Max delivery count reached.
+    send(&b, "abandoned");
+    b.settle(&queue(&b), lock(&b).lock_token, abandon())
+        .unwrap();
+    // Explicit dead-letter.
+    send(&b, "rejected");
+    let d = lock(&b);
+    let outcome = Outcome::DeadLetter {
+        reason: Some("Bad".into()),
+        description: None,
+    };
+    b.settle(&queue(&b), d.lock_token, outcome).unwrap();
+    assert_eq!(
+        counts(&b),
+        QueueCounts::default(),
+        "nothing in the source or its dead-letter queue"
+    );
+    assert_eq!(b.counts("poison").unwrap().active_message_count, 2);
+    let first = b.receive(&poison, ReceiveMode::ReceiveAndDelete).unwrap();
+    assert_eq!(
+        (first.sequence_number, body_of(&first.payload)),
+        (1, "abandoned".to_string())
+    );
+    assert_eq!(
+        app_property(&first.payload, keys::DEAD_LETTER_REASON),
+        Some(SimpleValue::String(REASON_MAX_DELIVERY.into()))
+    );
+    assert_eq!(
+        annotation(&first.payload, keys::DEADLETTER_SOURCE),
+        Some(Value::String(Q.into()))
+    );
+    assert_eq!(first.delivery_count, 0, "a new message of the target queue");
+    let second = b.receive(&poison, ReceiveMode::ReceiveAndDelete).unwrap();
+    assert_eq!(
+        app_property(&second.payload, keys::DEAD_LETTER_REASON),
+        Some(SimpleValue::String("Bad".into()))
+    );
+
+    // TTL expiry, found by the timer alone: a receiver of the target hears about it.
+    b.send(&queue(&b), msg("stale").ttl(1_000).build()).unwrap();
+    let mut changes = b.changes();
+    changes.borrow_and_update();
+    tokio::time::timeout(Duration::from_secs(5), changes.changed())
+        .await
+        .expect("forwarding bumps changes()")
+        .unwrap();
+    let expired = b
+        .receive(&poison, ReceiveMode::ReceiveAndDelete)
+        .expect("forwarded by the timer");
+    assert_eq!(
+        app_property(&expired.payload, keys::DEAD_LETTER_REASON),
+        Some(SimpleValue::String(REASON_TTL.into()))
+    );
+}
+
 /// A small deterministic generator, so a failing run replays from its seed.
 struct Lcg(u64);
 

@@ -12,7 +12,7 @@ use std::sync::{Arc, Weak};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{Inner, lock};
+use super::{Broker, Inner, lock};
 
 pub(super) async fn run(broker: Weak<Inner>, wake: Arc<Notify>) {
     loop {
@@ -24,16 +24,26 @@ pub(super) async fn run(broker: Weak<Inner>, wake: Arc<Notify>) {
         let now = Instant::now();
         let mut available = false;
         let mut next: Option<Instant> = None;
-        for q in &inner.queues {
+        let mut forwarded = Vec::new();
+        for (idx, q) in inner.queues.iter().enumerate() {
             let mut q = lock(q);
             available |= q.expire(now);
             if let Some(d) = q.next_deadline() {
                 next = Some(next.map_or(d, |n| n.min(d)));
             }
+            forwarded.push((idx, q.take_forwarded()));
         }
         if available {
             inner.changes.send_modify(|g| *g = g.wrapping_add(1));
         }
+        // Dead letters forwarded to another queue are enqueued after every queue lock is released.
+        let handle = Broker {
+            inner: inner.clone(),
+        };
+        for (idx, messages) in forwarded {
+            handle.forward_dead_letters(idx, messages);
+        }
+        drop(handle);
         inner.timer_target.store(
             next.map_or(u64::MAX, |d| inner.clock.nanos(d)),
             Ordering::SeqCst,
