@@ -847,6 +847,76 @@ mod tests {
         );
     }
 
+    fn hex(s: &str) -> Bytes {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// Bytes the Python SDK (azure-servicebus 7.15, pyamqp's `encode_payload`) produces for
+    /// `ServiceBusMessage(b"hello", application_properties={"k": 5, "s": "v", "f": 1.5, "b": True},
+    /// message_id="mid-1", subject="greeting", correlation_id="corr", content_type="text/plain",
+    /// time_to_live=30 s, scheduled_enqueue_time_utc=2030-01-01, partition_key="pk")`.
+    /// Its header writes explicit nulls, which the codec would drop on re-encoding.
+    const PYTHON_MESSAGE: &str = "005370c00a05404070000075304040005372c14104a31c782d6f70742d7363686564756c\
+        65642d656e71756575652d74696d6583000001b8dac5b400a313782d6f70742d706172746974696f6e2d6b6579a102706b\
+        005373c03d0da1056d69642d314040a1086772656574696e6740a104636f7272a30a746578742f706c61696e40830000\
+        01a212ef726083000001a212eefd30404040005374c11d08a1016b5405a10173a10176a10166823ff80000000000\
+        00a101625601005375a00568656c6c6f";
+
+    /// The SDK's batch envelope for two messages (ids "a" and "b"): every properties field written out
+    /// as an explicit null, inner messages in `data` sections.
+    const PYTHON_BATCH: &str = "005373c0100da10161404040404040404040404040005375a01d005373c0100da1016140\
+        4040404040404040404040005375a0036f6e65005375a01d005373c0100da10162404040404040404040404040005375\
+        a00374776f";
+
+    #[test]
+    fn python_sdk_message_round_trips_byte_exact() {
+        let raw = hex(&PYTHON_MESSAGE.split_whitespace().collect::<String>());
+        let m = StoredMessage::parse(raw.clone()).unwrap();
+        assert_eq!(m.message_id().as_deref(), Some("mid-1"));
+        assert_eq!(m.ttl(), Some(Duration::from_secs(30)));
+        assert_eq!(
+            m.scheduled_enqueue_time(),
+            Some(UNIX_EPOCH + Duration::from_secs(1_893_456_000))
+        );
+        let bare_start = raw
+            .windows(3)
+            .position(|w| w == [0x00, 0x53, 0x73])
+            .unwrap();
+        assert_eq!(m.bare(), raw.slice(bare_start..));
+        let out = m.encode_for_delivery(0, true, &broker_annotations());
+        assert!(
+            out.ends_with(&raw[bare_start..]),
+            "the SDK's bare message must come back unchanged"
+        );
+        let back = decode(&out);
+        let header = back.header.unwrap();
+        assert_eq!((header.ttl, header.delivery_count), (Some(30_000), 0));
+        let ma = back.message_annotations.unwrap().0;
+        assert_eq!(
+            ma.get(&OwnedKey::Symbol(Symbol::from("x-opt-partition-key"))),
+            Some(&Value::String("pk".into()))
+        );
+        let props = m.application_properties().unwrap();
+        assert_eq!(props.get("b"), Some(&SimpleValue::Bool(true)));
+        assert_eq!(props.get("f"), Some(&SimpleValue::Double(1.5.into())));
+    }
+
+    #[test]
+    fn python_sdk_batch_splits_into_its_messages() {
+        let raw = hex(&PYTHON_BATCH.split_whitespace().collect::<String>());
+        let parts = StoredMessage::split_batch(raw).unwrap();
+        let ids: Vec<_> = parts.iter().map(|m| m.message_id().unwrap()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        let out = parts[1].encode_for_delivery(0, true, &broker_annotations());
+        assert!(
+            out.ends_with(parts[1].raw()),
+            "an inner message with no header is all bare message"
+        );
+    }
+
     #[test]
     fn message_ids_display() {
         let id = uuid::Uuid::parse_str("00112233-4455-6677-8899-aabbccddeeff").unwrap();
