@@ -20,10 +20,12 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/azure")
 }
 
-/// One run of the lab in its own temp dir: fake tools, their log, the runner's state.
+/// One run of the lab in its own temp dir: fake tools, their log, the runner's state, and (for runs
+/// that send) the emulator the message goes to.
 struct AzureLab {
     dir: TempDir,
     scenario: &'static str,
+    emulator: Option<Emulator>,
 }
 
 impl AzureLab {
@@ -34,7 +36,30 @@ impl AzureLab {
         for tool in ["az", "terraform"] {
             std::os::unix::fs::symlink(fixtures().join("fake_cli.py"), bin.join(tool)).unwrap();
         }
-        Self { dir, scenario }
+        Self {
+            dir,
+            scenario,
+            emulator: None,
+        }
+    }
+
+    /// A lab whose send reaches a real broker: our emulator, through the connection-string override.
+    async fn with_emulator(scenario: &'static str) -> Self {
+        let emulator = Emulator::builder()
+            .config(Config::with_queues([QUEUE]))
+            .listen("127.0.0.1:0".parse().unwrap())
+            .health_listen("127.0.0.1:0".parse().unwrap())
+            .start()
+            .await
+            .unwrap();
+        Self {
+            emulator: Some(emulator),
+            ..Self::new(scenario)
+        }
+    }
+
+    fn emulator(&self) -> &Emulator {
+        self.emulator.as_ref().unwrap()
     }
 
     fn log_path(&self) -> PathBuf {
@@ -62,6 +87,12 @@ impl AzureLab {
             .env("ACA_LAB_AZURE_STATE_DIR", self.dir.path().join("state"))
             .env_remove("ACA_LAB_SERVICEBUS_CONNECTION_STRING")
             .stdin(Stdio::null());
+        if let Some(emulator) = &self.emulator {
+            command.env(
+                "ACA_LAB_SERVICEBUS_CONNECTION_STRING",
+                emulator.connection_string(),
+            );
+        }
         command
     }
 
@@ -88,16 +119,6 @@ impl AzureLab {
             .filter(|l| l.starts_with(command))
             .count()
     }
-}
-
-async fn emulator() -> Emulator {
-    Emulator::builder()
-        .config(Config::with_queues([QUEUE]))
-        .listen("127.0.0.1:0".parse().unwrap())
-        .health_listen("127.0.0.1:0".parse().unwrap())
-        .start()
-        .await
-        .unwrap()
 }
 
 fn stdout(output: &Output) -> String {
@@ -194,11 +215,15 @@ async fn dry_run_prints_every_command_and_runs_none() {
     );
 }
 
+const TEARDOWN: &str =
+    "terraform -chdir=terraform destroy -input=false -auto-approve [ARM_SUBSCRIPTION_ID]";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_then_succeeded_sends_for_real_and_tears_down() {
-    let emulator = emulator().await;
-    let lab = AzureLab::new("succeeded");
-    let connection_string = emulator.connection_string();
+    let mut lab = AzureLab::with_emulator("succeeded").await;
+    // The flag itself (the other tests pass the same value through its environment variable).
+    let connection_string = lab.emulator().connection_string();
+    let emulator = lab.emulator.take().unwrap();
     let output = lab
         .run(&[
             "--servicebus-connection-string",
@@ -222,73 +247,50 @@ async fn running_then_succeeded_sends_for_real_and_tears_down() {
     snapshot!("succeeded_stdout", stdout(&output));
 
     // The message reached a real broker, and nobody consumed it (the job is fake here).
-    let counts = emulator.broker().counts(QUEUE).unwrap();
-    assert_eq!(counts.active_message_count, 1);
+    let broker = emulator.broker();
+    assert_eq!(broker.counts(QUEUE).unwrap().active_message_count, 1);
     let record: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(lab.dir.path().join("state/last-send.json")).unwrap(),
     )
     .unwrap();
     assert_eq!(record["queue"], QUEUE);
-    let entity = emulator.broker().resolve(QUEUE).unwrap();
-    let (_, raw) = emulator.broker().peek(&entity, 0, 1).pop().unwrap();
+    let (_, raw) = broker
+        .peek(&broker.resolve(QUEUE).unwrap(), 0, 1)
+        .pop()
+        .unwrap();
     let message_id = record["message_id"].as_str().unwrap();
     assert!(
         raw.windows(message_id.len())
             .any(|w| w == message_id.as_bytes()),
         "the queued message carries the recorded message id"
     );
-    emulator.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_execution_fails_fast_and_still_tears_down() {
-    let emulator = emulator().await;
-    let lab = AzureLab::new("failed");
-    let connection_string = emulator.connection_string();
+    let lab = AzureLab::with_emulator("failed").await;
+    // A deadline far away: only failing fast can end this test quickly.
     let output = lab
-        .run(&[
-            "--servicebus-connection-string",
-            &connection_string,
-            "--poll-interval",
-            "50ms",
-            "--deadline",
-            "10m",
-        ])
+        .run(&["--poll-interval", "50ms", "--deadline", "10m"])
         .await;
     assert_eq!(exit_code(&output), 1, "{}", stdout(&output));
-    let calls = lab.calls();
-    assert!(
-        calls.ends_with(
-            "terraform -chdir=terraform destroy -input=false -auto-approve [ARM_SUBSCRIPTION_ID]"
-        ),
-        "{calls}"
-    );
+    assert!(lab.calls().ends_with(TEARDOWN), "{}", lab.calls());
     snapshot!("failed_stdout", stdout(&output));
-    emulator.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn never_triggered_gives_up_at_the_deadline_and_still_tears_down() {
-    let emulator = emulator().await;
-    let lab = AzureLab::new("never-triggered");
-    let connection_string = emulator.connection_string();
+    let lab = AzureLab::with_emulator("never-triggered").await;
     let output = lab
-        .run(&[
-            "--servicebus-connection-string",
-            &connection_string,
-            "--poll-interval",
-            "100ms",
-            "--deadline",
-            "3s",
-        ])
+        .run(&["--poll-interval", "100ms", "--deadline", "3s"])
         .await;
     assert_eq!(exit_code(&output), 1, "{}", stdout(&output));
     // The only listed execution predates the send, so it must not count as ours.
     let text = stdout(&output);
     assert!(text.contains("no execution started"), "{text}");
+    assert!(lab.calls().ends_with(TEARDOWN), "{}", lab.calls());
     snapshot!("never_triggered_calls", lab.calls());
     snapshot!("never_triggered_stdout", text);
-    emulator.shutdown().await;
 }
 
 #[tokio::test]
@@ -307,16 +309,9 @@ async fn not_logged_in_stops_at_preflight_with_the_fix_and_creates_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_while_watching_still_tears_down() {
-    let emulator = emulator().await;
-    let lab = AzureLab::new("running-forever");
-    let connection_string = emulator.connection_string();
+    let lab = AzureLab::with_emulator("running-forever").await;
     let child = lab
-        .command(&[
-            "--servicebus-connection-string",
-            &connection_string,
-            "--poll-interval",
-            "50ms",
-        ])
+        .command(&["--poll-interval", "50ms"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -343,35 +338,19 @@ async fn ctrl_c_while_watching_still_tears_down() {
         .await
         .unwrap();
     assert_eq!(exit_code(&output), 130, "{}", stdout(&output));
-    let calls = lab.calls();
-    assert!(
-        calls.ends_with(
-            "terraform -chdir=terraform destroy -input=false -auto-approve [ARM_SUBSCRIPTION_ID]"
-        ),
-        "{calls}"
-    );
+    assert!(lab.calls().ends_with(TEARDOWN), "{}", lab.calls());
     let text = stdout(&output);
     assert!(
         text.contains("watching was interrupted (Ctrl-C)") && text.contains(" ✔ terraform destroy"),
         "{text}"
     );
-    emulator.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_output_is_one_object_per_step() {
-    let emulator = emulator().await;
-    let lab = AzureLab::new("succeeded");
-    let connection_string = emulator.connection_string();
+    let lab = AzureLab::with_emulator("succeeded").await;
     let output = lab
-        .run(&[
-            "--output",
-            "json",
-            "--servicebus-connection-string",
-            &connection_string,
-            "--poll-interval",
-            "50ms",
-        ])
+        .run(&["--output", "json", "--poll-interval", "50ms"])
         .await;
     assert_eq!(exit_code(&output), 0);
     let records: Vec<serde_json::Value> = stdout(&output)
@@ -404,23 +383,17 @@ async fn json_output_is_one_object_per_step() {
     let watch = records.iter().find(|r| r["step"] == "watch").unwrap();
     assert_eq!(watch["execution"], "job-rust-k3j9x2q");
     assert_eq!(records.last().unwrap()["event"], "end");
-    emulator.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn step_by_step_up_send_watch_down() {
-    let emulator = emulator().await;
-    let lab = AzureLab::new("succeeded");
-    let connection_string = emulator.connection_string();
+    let lab = AzureLab::with_emulator("succeeded").await;
     for (step, expected) in [
         (
             vec!["up"],
             "terraform -chdir=terraform apply -input=false tfplan",
         ),
-        (
-            vec!["send", "--servicebus-connection-string", &connection_string],
-            "Sent 1 message",
-        ),
+        (vec!["send"], "Sent 1 message"),
         (vec!["watch", "--poll-interval", "50ms"], "Succeeded"),
         (vec!["down"], "terraform -chdir=terraform destroy"),
     ] {
@@ -435,5 +408,25 @@ async fn step_by_step_up_send_watch_down() {
         1,
         "only `down` tears down: {calls}"
     );
-    emulator.shutdown().await;
+    assert_eq!(
+        lab.emulator()
+            .broker()
+            .counts(QUEUE)
+            .unwrap()
+            .active_message_count,
+        1
+    );
+}
+
+#[tokio::test]
+async fn watch_without_a_recorded_send_says_to_send_first() {
+    let lab = AzureLab::new("succeeded");
+    let output = lab.run(&["watch"]).await;
+    assert_eq!(exit_code(&output), 1);
+    let text = stdout(&output);
+    assert!(
+        text.contains("run `cargo xtask lab --azure send` first"),
+        "{text}"
+    );
+    assert_eq!(lab.calls(), "", "nothing to ask az or terraform yet");
 }

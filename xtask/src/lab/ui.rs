@@ -6,6 +6,7 @@
 
 use std::fmt::Display;
 use std::io::IsTerminal;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,8 @@ pub struct Ui {
     format: OutputFormat,
     spinners: bool,
     started: Instant,
+    /// Set when any step ended with ✘, so a caller knows whether an error was already shown.
+    failed: Arc<AtomicBool>,
 }
 
 impl Ui {
@@ -29,11 +32,17 @@ impl Ui {
             format,
             spinners,
             started: Instant::now(),
+            failed: Arc::default(),
         }
     }
 
     pub fn format(&self) -> OutputFormat {
         self.format
+    }
+
+    /// Has any step been marked ✘?
+    pub fn any_step_failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
     }
 
     /// The opening line: which lab, where.
@@ -63,6 +72,7 @@ impl Ui {
             bar,
             started: Instant::now(),
             finished: AtomicBool::new(false),
+            failed: self.failed.clone(),
         }
     }
 
@@ -130,6 +140,7 @@ pub struct StepProgress {
     bar: Option<ProgressBar>,
     started: Instant,
     finished: AtomicBool,
+    failed: Arc<AtomicBool>,
 }
 
 impl StepProgress {
@@ -164,6 +175,7 @@ impl StepProgress {
         if !self.end() {
             return;
         }
+        self.failed.store(true, Ordering::SeqCst);
         match self.format {
             OutputFormat::Human => {
                 println!(" ✘ {}", self.title);

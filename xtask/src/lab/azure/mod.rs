@@ -186,6 +186,12 @@ impl<'a> Session<'a> {
         } else {
             bail!("this step belongs to the local lab; run it without --azure")
         };
+        if let Err(error) = &outcome
+            && !self.ui.any_step_failed()
+        {
+            // Failed before any step could show it (e.g. no recorded send for `watch`).
+            self.ui.step("lab", "cargo xtask lab --azure").fail(error);
+        }
         // The walkthrough always ends with a teardown; `up` only after a failure (otherwise the lab is
         // meant to stay up); the other steps never create anything.
         let failed = outcome.is_err();
