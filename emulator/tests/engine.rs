@@ -971,4 +971,164 @@ mod wire {
             "the listener is closed"
         );
     }
+
+    fn shared_with(config: Config) -> Arc<Shared> {
+        Shared::new(
+            Broker::new(&config),
+            SasValidator::emulator_default(),
+            EngineConfig::default(),
+        )
+    }
+
+    fn message_bytes(text: &str) -> Vec<u8> {
+        use fe2o3_amqp_types::messaging::Message;
+        use fe2o3_amqp_types::messaging::message::__private::Serializable;
+        let m = Message::builder()
+            .data(Binary::from(text.as_bytes().to_vec()))
+            .build();
+        serde_amqp::to_vec(&Serializable(&m)).unwrap()
+    }
+
+    fn disposition(first: u32, state: DeliveryState) -> Vec<u8> {
+        bytes_of(
+            1,
+            Performative::Disposition(Disposition {
+                role: Role::Receiver,
+                first,
+                last: None,
+                settled: false,
+                state: Some(state),
+                batchable: false,
+            }),
+        )
+    }
+
+    /// Read frames until a disposition from the broker as sender arrives; returns it.
+    async fn echo<S: AsyncRead + AsyncWrite + Unpin>(raw: &mut Raw<S>) -> Disposition {
+        loop {
+            if let Performative::Disposition(d) = raw.performative().await
+                && matches!(d.role, Role::Sender)
+            {
+                return d;
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn second_mode_echoes_the_applied_outcome_and_lock_lost() {
+        use fe2o3_amqp_types::definitions::Error;
+        use fe2o3_amqp_types::messaging::{Modified, Rejected};
+        use fe2o3_amqp_types::primitives::OrderedMap;
+
+        let config = Config::from_json_str(
+            r#"{"UserConfig":{"Namespaces":[{"Name":"ns","Queues":[{"Name":"q","Properties":{"LockDuration":"PT5S","MaxDeliveryCount":10}}]}]}}"#,
+        )
+        .unwrap();
+        let shared = shared_with(config);
+        let broker = shared.broker.clone();
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+        tokio::spawn(serve_connection(server, shared, stop));
+        let mut raw = Raw::new(client);
+
+        let mut burst = SASL_HEADER.to_vec();
+        burst.extend(sasl_init(
+            "PLAIN",
+            Some(b"\0RootManageSharedAccessKey\0SAS_KEY_VALUE"),
+        ));
+        burst.extend(AMQP_HEADER);
+        burst.extend(bytes_of(0, open(65536, None)));
+        burst.extend(bytes_of(1, begin(65536)));
+        burst.extend(bytes_of(1, attach("s", 0, Role::Sender, "q")));
+        for (id, text) in ["dead", "abandon", "late"].iter().enumerate() {
+            let mut frame = BytesMut::new();
+            write_performative(
+                &mut frame,
+                TYPE_AMQP,
+                1,
+                &transfer(0, Some(id as u32), false),
+                &message_bytes(text),
+            )
+            .unwrap();
+            burst.extend(frame);
+        }
+        burst.extend(bytes_of(1, attach("r", 1, Role::Receiver, "q")));
+        burst.extend(bytes_of(1, link_flow(1, 0, 3, false)));
+        raw.send(&burst).await;
+        expect_sasl_ok(&mut raw).await;
+
+        // Collect the three deliveries (tags are lock tokens).
+        let mut deliveries = Vec::new();
+        while deliveries.len() < 3 {
+            if let Performative::Transfer(t) = raw.performative().await {
+                assert_eq!(t.delivery_tag.as_ref().unwrap().len(), 16);
+                deliveries.push(t.delivery_id.unwrap());
+            }
+        }
+
+        // Dead-letter: echoed as `rejected` WITHOUT an error.
+        let mut info = OrderedMap::new();
+        info.insert(
+            Symbol::from("DeadLetterReason"),
+            fe2o3_amqp_types::primitives::Value::String("Bad".into()),
+        );
+        let dead_letter = Rejected {
+            error: Some(Error::new(
+                fe2o3_amqp_types::definitions::ErrorCondition::Custom(Symbol::from(
+                    "com.microsoft:dead-letter",
+                )),
+                Some("bad input".to_string()),
+                Some(info),
+            )),
+        };
+        raw.send(&disposition(
+            deliveries[0],
+            DeliveryState::Rejected(dead_letter),
+        ))
+        .await;
+        let d = echo(&mut raw).await;
+        assert!(d.settled && d.first == deliveries[0]);
+        assert!(
+            matches!(
+                &d.state,
+                Some(DeliveryState::Rejected(Rejected { error: None }))
+            ),
+            "{d:?}"
+        );
+        assert_eq!(broker.counts("q").unwrap().dead_letter_message_count, 1);
+
+        // Abandon: echoed as `modified`.
+        let abandon = Modified {
+            delivery_failed: Some(true),
+            undeliverable_here: None,
+            message_annotations: None,
+        };
+        raw.send(&disposition(
+            deliveries[1],
+            DeliveryState::Modified(abandon),
+        ))
+        .await;
+        let d = echo(&mut raw).await;
+        assert_eq!(d.first, deliveries[1]);
+        assert!(
+            d.settled && matches!(d.state, Some(DeliveryState::Modified(_))),
+            "{d:?}"
+        );
+
+        // The lock on the third runs out: a late complete is echoed as lock lost.
+        tokio::time::advance(Duration::from_secs(6)).await;
+        tokio::task::yield_now().await;
+        raw.send(&disposition(
+            deliveries[2],
+            DeliveryState::Accepted(Accepted {}),
+        ))
+        .await;
+        let d = echo(&mut raw).await;
+        assert_eq!(d.first, deliveries[2]);
+        let Some(DeliveryState::Rejected(Rejected { error: Some(e) })) = &d.state else {
+            panic!("{d:?}")
+        };
+        assert_eq!(condition_str(e), "com.microsoft:message-lock-lost");
+        assert!(e.description.is_some() && e.info.is_some());
+    }
 }

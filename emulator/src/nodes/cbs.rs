@@ -64,3 +64,71 @@ pub fn handle(validator: &SasValidator, request: &Request, now: SystemTime) -> P
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use fe2o3_amqp_types::messaging::{
+        ApplicationProperties, Body, Message, MessageId, Properties,
+    };
+    use fe2o3_amqp_types::primitives::SimpleValue;
+
+    use super::*;
+    use crate::auth::make_token;
+
+    fn put_token(token: &str) -> Request {
+        let message = Message::builder()
+            .properties(Properties {
+                message_id: Some(MessageId::Ulong(1)),
+                ..Default::default()
+            })
+            .application_properties(
+                ApplicationProperties::builder()
+                    .insert("operation", SimpleValue::String("put-token".into()))
+                    .insert("type", SimpleValue::String("jwt".into()))
+                    .insert("name", SimpleValue::String("sb://localhost/q".into()))
+                    .build(),
+            )
+            .body(Body::Value(fe2o3_amqp_types::messaging::AmqpValue(
+                Value::String(token.into()),
+            )))
+            .build();
+        Request { message }
+    }
+
+    #[test]
+    fn valid_tokens_get_202_and_claims_others_401() {
+        let validator = SasValidator::emulator_default();
+        let now = SystemTime::now();
+        let hour = Duration::from_secs(3600);
+        let good = make_token(
+            "sb://localhost/q",
+            "RootManageSharedAccessKey",
+            "SAS_KEY_VALUE",
+            now + hour,
+        );
+        let put = handle(&validator, &put_token(&good), now);
+        assert_eq!(put.reply.status_code, 202);
+        assert!(put.granted.unwrap().covers("q/$management"));
+
+        let wrong_key = make_token(
+            "sb://localhost/q",
+            "RootManageSharedAccessKey",
+            "nope",
+            now + hour,
+        );
+        let wrong_rule = make_token("sb://localhost/q", "Other", "SAS_KEY_VALUE", now + hour);
+        let expired = make_token(
+            "sb://localhost/q",
+            "RootManageSharedAccessKey",
+            "SAS_KEY_VALUE",
+            now - hour,
+        );
+        for token in [wrong_key, wrong_rule, expired, "garbage".to_string()] {
+            let put = handle(&validator, &put_token(&token), now);
+            assert_eq!(put.reply.status_code, 401, "{token}");
+            assert!(put.granted.is_none());
+        }
+    }
+}
