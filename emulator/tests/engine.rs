@@ -144,6 +144,20 @@ fn opened(max_frame: u32, window: u32) -> Engine {
     engine
 }
 
+/// Feed a client sender's attach; returns the link the engine reports (not yet answered).
+fn attach_client_sender(engine: &mut Engine, name: &str, handle: u32, address: &str) -> u64 {
+    engine
+        .on_frame(
+            frame(1, attach(name, handle, Role::Sender, address), &[]),
+            Instant::now(),
+        )
+        .unwrap();
+    match events(engine).as_slice() {
+        [Event::Attached { link, .. }] => *link,
+        other => panic!("expected one attach event, got {other:?}"),
+    }
+}
+
 fn attached_receiver(engine: &mut Engine, handle: u32) -> u64 {
     engine
         .on_frame(
@@ -238,15 +252,7 @@ fn pipelined_open_begin_attach_are_answered_in_order() {
 #[test]
 fn refused_attach_has_null_termini_and_a_closing_detach_with_three_error_fields() {
     let mut engine = opened(65536, 65536);
-    engine
-        .on_frame(
-            frame(1, attach("s", 0, Role::Sender, "nope"), &[]),
-            Instant::now(),
-        )
-        .unwrap();
-    let [Event::Attached { link, .. }] = events(&mut engine)[..] else {
-        panic!()
-    };
+    let link = attach_client_sender(&mut engine, "s", 0, "nope");
     engine.refuse_link(link, amqp_error("amqp:not-found", "no queue 'nope'"));
     let out = output(&mut engine);
     let Some(Performative::Attach(a)) = &out[0].1 else {
@@ -471,15 +477,7 @@ fn transfer(handle: u32, delivery_id: Option<u32>, more: bool) -> Performative {
 #[test]
 fn client_multi_frame_transfer_is_reassembled_and_oversize_detaches() {
     let mut engine = opened(65536, 65536);
-    engine
-        .on_frame(
-            frame(1, attach("s", 3, Role::Sender, "q"), &[]),
-            Instant::now(),
-        )
-        .unwrap();
-    let [Event::Attached { link, .. }] = events(&mut engine)[..] else {
-        panic!()
-    };
+    let link = attach_client_sender(&mut engine, "s", 3, "q");
     engine.accept_link(link, None);
     let _ = output(&mut engine);
     engine

@@ -1078,39 +1078,34 @@ impl Engine {
 
     /// Acknowledge a client's delivery (settled, in our mode first): accepted or rejected.
     pub fn ack(&mut self, id: LinkId, delivery_id: u32, state: DeliveryState) {
-        let Some(link) = self.links.get(&id) else {
-            return;
-        };
-        let Some(local) = self
-            .sessions
-            .get(&link.incoming_channel)
-            .map(|s| s.local_channel)
-        else {
-            return;
-        };
-        let d = Disposition {
-            role: Role::Receiver,
-            first: delivery_id,
-            last: None,
-            settled: true,
-            state: Some(state),
-            batchable: false,
-        };
-        self.write(local, &Performative::Disposition(d), &[]);
+        self.settled_disposition(id, Role::Receiver, delivery_id, state);
     }
 
     /// Echo the outcome applied to one of our deliveries (rcv-settle-mode second), settled.
     pub fn echo(&mut self, id: LinkId, delivery_id: u32, state: DeliveryState) {
+        self.settled_disposition(id, Role::Sender, delivery_id, state);
+    }
+
+    /// A settled disposition for one delivery; as the sender we also forget it.
+    fn settled_disposition(
+        &mut self,
+        id: LinkId,
+        role: Role,
+        delivery_id: u32,
+        state: DeliveryState,
+    ) {
         let Some(link) = self.links.get(&id) else {
             return;
         };
         let Some(session) = self.sessions.get_mut(&link.incoming_channel) else {
             return;
         };
-        session.unsettled_out.remove(&delivery_id);
+        if matches!(role, Role::Sender) {
+            session.unsettled_out.remove(&delivery_id);
+        }
         let local = session.local_channel;
         let d = Disposition {
-            role: Role::Sender,
+            role,
             first: delivery_id,
             last: None,
             settled: true,
