@@ -225,3 +225,110 @@ async fn released_message_comes_back_without_counting_an_attempt() {
     connection.close().await.unwrap();
     emu.shutdown().await;
 }
+
+/// A management request (`amqp-value` map body) for `queue-messages/$management`.
+fn management_request(
+    message_id: u64,
+    operation: &str,
+    reply_to: Option<&str>,
+    body: Vec<(&str, Value)>,
+) -> Message<fe2o3_amqp::types::messaging::AmqpValue<Value>> {
+    use fe2o3_amqp::types::primitives::OrderedMap;
+    let mut map = OrderedMap::new();
+    for (k, v) in body {
+        map.insert(Value::String(k.into()), v);
+    }
+    Message::builder()
+        .properties(Properties {
+            message_id: Some(fe2o3_amqp::types::messaging::MessageId::Ulong(message_id)),
+            reply_to: reply_to.map(str::to_string),
+            ..Default::default()
+        })
+        .application_properties(
+            ApplicationProperties::builder()
+                .insert("operation", SimpleValue::String(operation.into()))
+                .build(),
+        )
+        .value(Value::Map(map))
+        .build()
+}
+
+async fn reply_receiver(session: &mut SessionHandle<()>, name: &str, target: &str) -> Receiver {
+    Receiver::builder()
+        .name(name)
+        .source(format!("{QUEUE}/$management"))
+        .target(target)
+        .attach(session)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn management_replies_follow_reply_to_else_the_node_response_link() {
+    let emu = emulator().await;
+    let (mut connection, mut session) = connect(&emu, 65_536).await;
+    let mut sender = Sender::attach(&mut session, "q-sender", QUEUE)
+        .await
+        .unwrap();
+    sender
+        .send(Message::builder().data(Binary::from("peek me")).build())
+        .await
+        .unwrap();
+
+    let mut requests = Sender::attach(
+        &mut session,
+        "mgmt-requests",
+        format!("{QUEUE}/$management"),
+    )
+    .await
+    .unwrap();
+    let mut first = reply_receiver(&mut session, "replies-a", "reply-a").await;
+    let mut second = reply_receiver(&mut session, "replies-b", "reply-b").await;
+
+    // reply-to names the second link's target.
+    let peek = management_request(
+        7,
+        "com.microsoft:peek-message",
+        Some("reply-b"),
+        vec![
+            ("from-sequence-number", Value::Long(0)),
+            ("message-count", Value::Int(10)),
+        ],
+    );
+    assert!(matches!(
+        requests.send(peek).await.unwrap(),
+        Outcome::Accepted(_)
+    ));
+    let reply: Delivery<Body<Value>> = second.recv().await.unwrap();
+    let props = reply.message().properties.as_ref().unwrap();
+    assert_eq!(
+        props.correlation_id,
+        Some(fe2o3_amqp::types::messaging::MessageId::Ulong(7))
+    );
+    let app = reply.message().application_properties.as_ref().unwrap();
+    assert_eq!(app.get("statusCode"), Some(&SimpleValue::Int(200)));
+    assert!(app.get("statusDescription").is_some());
+    let Body::Value(fe2o3_amqp::types::messaging::AmqpValue(Value::Map(body))) =
+        &reply.message().body
+    else {
+        panic!("map body")
+    };
+    let Some(Value::List(messages)) = body.get(&Value::String("messages".into())) else {
+        panic!("{body:?}")
+    };
+    assert_eq!(messages.len(), 1);
+
+    // Without reply-to the reply goes to the node's (oldest) response link.
+    let unknown = management_request(8, "com.microsoft:no-such-operation", None, vec![]);
+    requests.send(unknown).await.unwrap();
+    let reply: Delivery<Body<Value>> = first.recv().await.unwrap();
+    let app = reply.message().application_properties.as_ref().unwrap();
+    assert_eq!(app.get("statusCode"), Some(&SimpleValue::Int(501)));
+    assert_eq!(
+        app.get("errorCondition"),
+        Some(&SimpleValue::Symbol("amqp:not-implemented".into()))
+    );
+
+    connection.close().await.unwrap();
+    emu.shutdown().await;
+}
