@@ -23,7 +23,8 @@ locals {
   }
   tags                 = merge({ "aca-job-lab" = "true" }, var.tags)
   scaler_uses_identity = var.scaler_auth == "managed_identity"
-  operator_object_id   = coalesce(var.operator_object_id, data.azurerm_client_config.current.object_id)
+  # null: whoever runs terraform; "": nobody (coalesce would treat "" as missing, hence the explicit test).
+  operator_object_id = var.operator_object_id == null ? data.azurerm_client_config.current.object_id : var.operator_object_id
 }
 
 resource "azurerm_resource_group" "lab" {

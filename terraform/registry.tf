@@ -43,7 +43,8 @@ resource "terraform_data" "image" {
       "az", "acr", "build",
       "--registry", azurerm_container_registry.lab.name,
       "--image", "${var.job_name}:${local.image_tag}",
-      "--file", "${local.repo_root}/Dockerfile",
+      # Relative to the build context (the last argument), as `az acr build` expects.
+      "--file", "Dockerfile",
     ]
     command = local.repo_root
   }
