@@ -60,6 +60,28 @@ pub struct ImagesArgs {
     pub dry_run: bool,
 }
 
+impl ImagesArgs {
+    /// Package the binaries a test build already produced (what `cargo xtask test` does after
+    /// `cargo test --workspace --all-features --no-run`).
+    pub fn prebuilt() -> Self {
+        ImagesArgs {
+            release: false,
+            prebuilt: true,
+            only: Vec::new(),
+            force: false,
+            dry_run: false,
+        }
+    }
+}
+
+/// Whether a Docker engine answers here (images can be built and container backends can run).
+pub fn docker_answers() -> bool {
+    Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
+
 /// The images this task knows how to build.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 pub enum ImageName {
@@ -277,6 +299,10 @@ pub fn plan_text(
             let _ = writeln!(out, "# using the binaries already in {}", bin_dir.display());
         }
     }
+    let _ = writeln!(
+        out,
+        "# docker build runs with DOCKER_BUILDKIT=0 unless the buildx plugin is installed"
+    );
     for spec in specs {
         let binary = bin_dir.join(spec.binary);
         let context = contexts.join(spec.binary);
