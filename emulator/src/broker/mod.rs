@@ -3,10 +3,16 @@
 //! INTERFACE CONTRACT (agreed between the broker and the AMQP server layers; keep these signatures
 //! stable, extend rather than change). Time comes from `tokio::time::Instant::now()` so tests can run
 //! under `#[tokio::test(start_paused = true)]` and `tokio::time::advance`.
+//!
+//! Inside: [`entity_path`] normalises addresses; `queue` is the state machine of one queue and its
+//! dead-letter queue, driven by explicit instants; `clock` derives the wall-clock times clients see from
+//! tokio's clock; `timers` is the task that applies deadlines when nobody calls. [`Broker`] is the
+//! cloneable handle: one mutex per queue, never two held at once (forwarding moves messages between
+//! queues only after releasing the first).
 
 mod clock;
 pub mod entity_path;
-pub mod queue;
+mod queue;
 mod timers;
 
 use std::collections::HashMap;

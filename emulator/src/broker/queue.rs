@@ -219,10 +219,6 @@ impl Queue {
         std::mem::take(&mut self.forwarded)
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     pub fn properties(&self) -> &QueueProperties {
         &self.props
     }
