@@ -17,7 +17,7 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::broker::entity_path::split_address;
+use crate::broker::entity_path::path_of;
 
 /// The official emulator's rule name and key; its connection string uses them unchanged.
 pub const EMULATOR_RULE: &str = "RootManageSharedAccessKey";
@@ -63,19 +63,6 @@ impl SasClaims {
             || entity == audience
             || (entity.starts_with(&audience)
                 && entity.as_bytes().get(audience.len()) == Some(&b'/'))
-    }
-}
-
-/// The path part of an address or audience, without scheme, host and surrounding slashes.
-fn path_of(address: &str) -> &str {
-    let split = split_address(address);
-    match split.sub_path {
-        // `split_address` splits at the first slash; rebuild the whole path from the original string.
-        Some(_) => {
-            let start = split.queue.as_ptr() as usize - address.as_ptr() as usize;
-            address[start..].trim_matches('/')
-        }
-        None => split.queue,
     }
 }
 

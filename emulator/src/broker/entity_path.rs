@@ -11,14 +11,19 @@ pub struct SplitAddress<'a> {
     pub sub_path: Option<&'a str>,
 }
 
-/// Strip `scheme://host[:port]` and surrounding slashes, then split the queue name from the rest.
-pub fn split_address(address: &str) -> SplitAddress<'_> {
+/// The entity path of an address: without `scheme://host[:port]` and surrounding slashes.
+pub fn path_of(address: &str) -> &str {
     let path = match address.split_once("://") {
         // The authority runs to the next slash; without one the address names the namespace itself.
         Some((_, rest)) => rest.split_once('/').map_or("", |(_, p)| p),
         None => address,
     };
-    let path = path.trim_matches('/');
+    path.trim_matches('/')
+}
+
+/// Split an address's entity path into the queue name and the rest.
+pub fn split_address(address: &str) -> SplitAddress<'_> {
+    let path = path_of(address);
     match path.split_once('/') {
         Some((queue, sub)) => SplitAddress {
             queue,
@@ -75,6 +80,11 @@ mod tests {
             }
         );
         assert_eq!(split_address("q/$management").sub_path, Some("$management"));
+        assert_eq!(
+            path_of("sb://localhost:5672/q/$DeadLetterQueue/"),
+            "q/$DeadLetterQueue"
+        );
+        assert_eq!(path_of("sb://localhost/"), "");
         assert!(is_dead_letter("$deadletterqueue"));
         assert!(!is_dead_letter("$management"));
     }
