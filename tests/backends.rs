@@ -249,17 +249,21 @@ async fn worker_fails_clearly_when_the_emulator_stops_mid_run(#[case] backend: B
         .rev()
         .find(|e| e["level"] == "ERROR")
         .map(|e| json!({ "message": e["message"], "error": e["error"] }));
-    snapshot_settings().bind(|| {
-        insta::assert_json_snapshot!(
-            format!("emulator_stops_{backend}"),
-            json!({
-                "exit_code": run.exit_code,
-                "in_flight_named_in_errors": named,
-                "last_error": last_error,
-                "back_in_queue_after_restart": back_in_queue,
-            })
-        )
-    });
+    // Our emulator keeps queues in memory, so both of its backends must tell the same story; the official
+    // one persists to SQL and is held to the assertions above only.
+    if backend != Backend::Official {
+        snapshot_settings().bind(|| {
+            insta::assert_json_snapshot!(
+                "emulator_stops",
+                json!({
+                    "exit_code": run.exit_code,
+                    "in_flight_named_in_errors": named,
+                    "last_error": last_error,
+                    "back_in_queue_after_restart": back_in_queue,
+                })
+            )
+        });
+    }
 }
 
 /// Wait until the worker has logged that it is processing a message (it holds the lock from then on).
