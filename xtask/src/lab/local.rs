@@ -70,8 +70,14 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
     let local = args.local.clone();
     let ui = Ui::new(args.output);
     let runtime = tokio::runtime::Runtime::new().context("could not start the async runtime")?;
+    if args.keep && args.step.is_none() {
+        bail!(
+            "--keep does not apply to the local walkthrough, which runs inside this command; \
+             `cargo xtask lab up` starts a lab that keeps running (and `cargo xtask lab down` stops it)"
+        );
+    }
     let result = match args.step {
-        None => runtime.block_on(walkthrough(&local, &ui, args.dry_run)),
+        None => runtime.block_on(walkthrough(&local, args.output, args.dry_run)),
         Some(Step::Up) => daemon::up(&local, &ui, args.dry_run),
         Some(Step::Serve) => runtime.block_on(daemon::serve(&local)),
         Some(Step::Send { count, ref body }) => {
@@ -196,8 +202,14 @@ fn header(ui: &Ui, settings: &JobSettings) {
 }
 
 /// The whole walkthrough in one process.
-async fn walkthrough(args: &LocalArgs, ui: &Ui, dry_run: bool) -> anyhow::Result<ExitCode> {
+async fn walkthrough(
+    args: &LocalArgs,
+    output: OutputFormat,
+    dry_run: bool,
+) -> anyhow::Result<ExitCode> {
     let worker = args.worker(dry_run)?;
+    // The clock of "Done in …" starts after the build: the lab itself is what takes seconds.
+    let ui = &Ui::new(output);
     let plan = args.plan(worker, 0, 0)?;
     if dry_run {
         ui.planned_command(
