@@ -258,7 +258,7 @@ async fn running_then_succeeded_sends_for_real_and_tears_down() {
         .peek(&broker.resolve(QUEUE).unwrap(), 0, 1)
         .pop()
         .unwrap();
-    let message_id = record["message_id"].as_str().unwrap();
+    let message_id = record["message_ids"][0].as_str().unwrap();
     assert!(
         raw.windows(message_id.len())
             .any(|w| w == message_id.as_bytes()),
@@ -393,7 +393,7 @@ async fn step_by_step_up_send_watch_down() {
             vec!["up"],
             "terraform -chdir=terraform apply -input=false tfplan",
         ),
-        (vec!["send"], "Sent 1 message"),
+        (vec!["send", "--count", "2"], "Sent 2 messages"),
         (vec!["watch", "--poll-interval", "50ms"], "Succeeded"),
         (vec!["down"], "terraform -chdir=terraform destroy"),
     ] {
@@ -414,7 +414,7 @@ async fn step_by_step_up_send_watch_down() {
             .counts(QUEUE)
             .unwrap()
             .active_message_count,
-        1
+        2
     );
 }
 

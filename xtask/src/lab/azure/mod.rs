@@ -23,7 +23,7 @@ use serde_json::json;
 use self::az::{Account, AzExecutions};
 use self::interrupt::Interrupt;
 use self::process::{Invocation, Output, Runner, on_path, parse_duration};
-use self::send::{SendTarget, SentMessage};
+use self::send::{Batch, SendTarget, SentMessage};
 use self::terraform::{LabOutputs, Variables};
 use super::executions::{Execution, WatchOutcome, WatchPlan, wait_for_success};
 use super::settings::JobSettings;
@@ -175,8 +175,12 @@ impl<'a> Session<'a> {
             self.walkthrough().await
         } else if matches!(step, Some(Step::Up)) {
             self.up().await
-        } else if matches!(step, Some(Step::Send { .. })) {
-            self.send_step().await
+        } else if let Some(Step::Send { count, body }) = step {
+            self.send_step(Batch {
+                count: *count,
+                body: body.clone(),
+            })
+            .await
         } else if matches!(step, Some(Step::Watch)) {
             self.watch_step().await
         } else if matches!(step, Some(Step::Executions { .. })) {
@@ -273,7 +277,15 @@ impl<'a> Session<'a> {
     async fn walkthrough(&mut self) -> anyhow::Result<()> {
         self.preflight().await?;
         let outputs = self.provision().await?;
-        let sent = self.send(&outputs).await?;
+        let sent = self
+            .send(
+                &outputs,
+                &Batch {
+                    count: 1,
+                    body: None,
+                },
+            )
+            .await?;
         self.watch(&outputs, &sent).await
     }
 
@@ -282,9 +294,9 @@ impl<'a> Session<'a> {
         self.provision().await.map(|_| ())
     }
 
-    async fn send_step(&mut self) -> anyhow::Result<()> {
+    async fn send_step(&mut self, batch: Batch) -> anyhow::Result<()> {
         let outputs = self.outputs().await?;
-        self.send(&outputs).await.map(|_| ())
+        self.send(&outputs, &batch).await.map(|_| ())
     }
 
     async fn watch_step(&mut self) -> anyhow::Result<()> {
@@ -480,17 +492,20 @@ impl<'a> Session<'a> {
         Ok(outputs)
     }
 
-    async fn send(&self, outputs: &LabOutputs) -> anyhow::Result<SentMessage> {
+    async fn send(&self, outputs: &LabOutputs, batch: &Batch) -> anyhow::Result<SentMessage> {
         let target = SendTarget {
             fqdn: outputs.servicebus_fqdn.clone(),
             queue: outputs.queue_name.clone(),
             connection_string: self.args.servicebus_connection_string.clone(),
         };
-        let step = self
-            .ui
-            .step("send", format!("Sending 1 message to {}", target.queue));
+        let step = self.ui.step(
+            "send",
+            format!("Sending {} to {}", messages(batch.count), target.queue),
+        );
         let result = async {
-            let sent = send::send_one(&target, self.args.role_wait, &self.interrupt, &step).await?;
+            let sent =
+                send::send_batch(&target, batch, self.args.role_wait, &self.interrupt, &step)
+                    .await?;
             sent.save(&self.state_dir())?;
             Ok(sent)
         }
@@ -498,10 +513,17 @@ impl<'a> Session<'a> {
         let sent = conclude(&step, result.map(|s| (s, String::new())))?;
         step.ok_with(
             format!(
-                "Sent 1 message to {} (message id {}, {} bytes)",
-                sent.queue, sent.message_id, sent.bytes
+                "Sent {} to {} ({}, {} bytes)",
+                messages(sent.message_ids.len() as u32),
+                sent.queue,
+                match sent.message_ids.as_slice() {
+                    [only] => format!("message id {only}"),
+                    [first, ..] => format!("first message id {first}"),
+                    [] => "no message id".to_owned(),
+                },
+                sent.bytes
             ),
-            json!({ "message_id": sent.message_id, "queue": sent.queue, "bytes": sent.bytes }),
+            json!({ "message_ids": sent.message_ids, "queue": sent.queue, "bytes": sent.bytes }),
         );
         Ok(sent)
     }
@@ -605,7 +627,7 @@ impl<'a> Session<'a> {
             ui.planned_command("apply", &terraform::apply(subscription).display());
             ui.planned_command("outputs", &terraform::output(subscription).display());
         };
-        let send = || {
+        let send = |count: u32| {
             let auth = if self.args.servicebus_connection_string.is_some() {
                 "the given connection string"
             } else {
@@ -614,8 +636,10 @@ impl<'a> Session<'a> {
             comment(
                 "send",
                 format!(
-                    "send 1 message to {} on {} with {auth} (aca-job-lab sender)",
-                    outputs.queue_name, outputs.servicebus_fqdn
+                    "send {} to {} on {} with {auth} (aca-job-lab sender)",
+                    messages(count),
+                    outputs.queue_name,
+                    outputs.servicebus_fqdn
                 ),
             );
         };
@@ -644,7 +668,7 @@ impl<'a> Session<'a> {
         if step.is_none() {
             preflight();
             provision();
-            send();
+            send(1);
             watch();
             destroy();
             comment(
@@ -655,9 +679,9 @@ impl<'a> Session<'a> {
         } else if matches!(step, Some(Step::Up)) {
             preflight();
             provision();
-        } else if matches!(step, Some(Step::Send { .. })) {
+        } else if let Some(Step::Send { count, .. }) = step {
             ui.planned_command("outputs", &terraform::output(subscription).display());
-            send();
+            send(*count);
         } else if matches!(step, Some(Step::Watch)) {
             ui.planned_command("outputs", &terraform::output(subscription).display());
             watch();
@@ -707,4 +731,13 @@ fn execution_row(execution: &Execution) -> String {
         execution.status(),
         started
     )
+}
+
+/// `1 message`, `3 messages`.
+fn messages(count: u32) -> String {
+    if count == 1 {
+        "1 message".to_owned()
+    } else {
+        format!("{count} messages")
+    }
 }

@@ -1,4 +1,4 @@
-//! Sending the lab's message with our own Service Bus client (package `aca-job-lab`), authenticated by
+//! Sending the lab's messages with our own Service Bus client (package `aca-job-lab`), authenticated by
 //! the participant's az login (Entra token, role Data Sender granted by terraform), or by a connection
 //! string when one is given (a SAS key, or an emulator in tests). The send time is recorded so that a
 //! later `watch` knows which executions are ours.
@@ -28,9 +28,12 @@ pub struct SendTarget {
 /// What was sent, kept in the state directory between `send` and `watch`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SentMessage {
-    pub message_id: String,
+    /// One id per message, in sending order.
+    pub message_ids: Vec<String>,
     pub queue: String,
+    /// All bodies together.
     pub bytes: usize,
+    /// Taken just before the first message went out; executions that started earlier are not ours.
     #[serde(with = "time::serde::rfc3339")]
     pub sent_at: OffsetDateTime,
 }
@@ -65,10 +68,39 @@ impl SentMessage {
     }
 }
 
-/// Send one message; retry while Service Bus refuses the token, which is what a role assignment that
-/// has not propagated yet looks like (it can take a few minutes after `terraform apply`).
-pub async fn send_one(
+/// What to send: `count` messages, each with `body` or a small JSON document that numbers it.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub count: u32,
+    pub body: Option<String>,
+}
+
+impl Batch {
+    fn messages(&self, sent_at: OffsetDateTime) -> anyhow::Result<Vec<(String, String)>> {
+        let stamp = sent_at.format(&time::format_description::well_known::Rfc3339)?;
+        Ok((1..=self.count.max(1))
+            .map(|n| {
+                let id = uuid::Uuid::new_v4().to_string();
+                let body = self.body.clone().unwrap_or_else(|| {
+                    serde_json::json!({
+                        "text": "Hello from cargo xtask lab",
+                        "n": n,
+                        "message_id": id,
+                        "sent_at": stamp,
+                    })
+                    .to_string()
+                });
+                (id, body)
+            })
+            .collect())
+    }
+}
+
+/// Send the batch over one connection; retry while Service Bus refuses the token, which is what a role
+/// assignment that has not propagated yet looks like (it can take a few minutes after `terraform apply`).
+pub async fn send_batch(
     target: &SendTarget,
+    batch: &Batch,
     role_wait: Duration,
     interrupt: &Interrupt,
     step: &StepProgress,
@@ -82,30 +114,31 @@ pub async fn send_one(
         None => ConnectionConfig::azure(&target.fqdn, Auth::DeveloperTools)
             .map_err(|e| anyhow!("{e}"))?,
     };
-    let message_id = uuid::Uuid::new_v4().to_string();
     let sent_at = OffsetDateTime::now_utc();
-    let body = serde_json::json!({
-        "text": "Hello from cargo xtask lab",
-        "message_id": message_id,
-        "sent_at": sent_at.format(&time::format_description::well_known::Rfc3339)?,
-    })
-    .to_string();
+    let messages = batch.messages(sent_at)?;
     let give_up = tokio::time::Instant::now() + role_wait;
     let mut attempt = 1;
     loop {
-        let message = ServiceBusMessage::new(body.clone().into_bytes())
-            .with_message_id(message_id.clone())
-            .with_content_type("application/json");
+        let outgoing = messages.iter().map(|(id, body)| {
+            let message =
+                ServiceBusMessage::new(body.clone().into_bytes()).with_message_id(id.clone());
+            // Only our own default body is known to be JSON.
+            if batch.body.is_none() {
+                message.with_content_type("application/json")
+            } else {
+                message
+            }
+        });
         let result = tokio::select! {
-            result = send_with(&config, &target.queue, message) => result,
+            result = send_with(&config, &target.queue, outgoing) => result,
             () = interrupt.wait() => return Err(anyhow!("the send was interrupted (Ctrl-C)")),
         };
         match result {
             Ok(()) => {
                 return Ok(SentMessage {
-                    message_id,
+                    message_ids: messages.iter().map(|(id, _)| id.clone()).collect(),
                     queue: target.queue.clone(),
-                    bytes: body.len(),
+                    bytes: messages.iter().map(|(_, body)| body.len()).sum(),
                     sent_at,
                 });
             }
@@ -140,11 +173,11 @@ pub async fn send_one(
 async fn send_with(
     config: &ConnectionConfig,
     queue: &str,
-    message: ServiceBusMessage,
+    messages: impl IntoIterator<Item = ServiceBusMessage>,
 ) -> Result<(), ServiceBusError> {
     let mut client = ServiceBusClient::connect(config).await?;
     let mut sender = client.sender(queue).await?;
-    sender.send(message).await?;
+    sender.send_all(messages).await?;
     sender.close().await?;
     client.close().await
 }
