@@ -32,7 +32,7 @@ const EMULATOR_CONNECTION_STRING: &str = "Endpoint=sb://localhost;SharedAccessKe
     version,
     about = "Drains a Service Bus queue in peek-lock: receive, process, complete. An Azure Container Apps job.",
     after_help = "Exit codes: 0 success (or empty queue), 1 connection/auth/broker error, 2 configuration error, \
-3 at least one message failed (abandoned, dead-lettered or not settled), 128+N stopped by signal N (143 = SIGTERM).\n\
+3 at least one message failed (abandoned, dead-lettered, not settled, or its lock ran out), 128+N stopped by signal N (143 = SIGTERM).\n\
 Logs: RUST_LOG sets the level (default info); LOG_FORMAT=json gives JSON lines."
 )]
 pub struct Flags {
