@@ -256,7 +256,16 @@ pub async fn accept_loop(
         }
     }
     drop(listener);
-    while connections.join_next().await.is_some() {}
+    // Connections close with `amqp:connection:forced`; one stuck writing to a peer that never reads
+    // must not hold shutdown forever, so the rest are aborted after a grace period.
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(5), drained)
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open 5 s after shutdown; aborting them");
+        connections.abort_all();
+    }
 }
 
 /// Why a connection ended abnormally (logged; the process keeps serving others).
