@@ -316,16 +316,7 @@ async fn ctrl_c_while_watching_still_tears_down() {
         .spawn()
         .unwrap();
     // Wait until it is watching, then press Ctrl-C (SIGINT to the runner alone).
-    let log = lab.log_path();
-    for _ in 0..600 {
-        if std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("execution list")
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_call(&lab, "az containerapp job execution list").await;
     let pid = child.id().to_string();
     assert!(
         Command::new("kill")
@@ -344,6 +335,56 @@ async fn ctrl_c_while_watching_still_tears_down() {
         text.contains("watching was interrupted (Ctrl-C)") && text.contains(" ✔ terraform destroy"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn ctrl_c_during_apply_stops_terraform_once_and_tears_down() {
+    // The fake `terraform apply` would take two minutes; only a forwarded SIGINT ends it early.
+    let lab = AzureLab::new("apply-interrupted");
+    let child = lab.command(&[]).stdout(Stdio::piped()).spawn().unwrap();
+    wait_for_call(&lab, "terraform -chdir=terraform apply").await;
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(exit_code(&output), 130, "{}", stdout(&output));
+    let text = stdout(&output);
+    assert!(text.contains(" ✘ terraform apply tfplan"), "{text}");
+    assert!(
+        text.contains(
+            "`terraform -chdir=terraform apply -input=false tfplan` was interrupted (Ctrl-C)"
+        ),
+        "{text}"
+    );
+    // apply had started, so something may exist: teardown runs, and nothing after apply does.
+    assert!(
+        lab.calls().ends_with(&format!(
+            "terraform -chdir=terraform apply -input=false tfplan [ARM_SUBSCRIPTION_ID]\n{TEARDOWN}"
+        )),
+        "{}",
+        lab.calls()
+    );
+}
+
+/// Poll the fakes' log until a call shows up (the runner is a separate process).
+async fn wait_for_call(lab: &AzureLab, call: &str) {
+    for _ in 0..600 {
+        if std::fs::read_to_string(lab.log_path())
+            .unwrap_or_default()
+            .contains(call)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("`{call}` never ran: {}", lab.calls());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,7 +21,7 @@ pub struct Invocation {
     pub args: Vec<String>,
     /// Extra environment; values are never printed (they may be ids a participant would rather not paste).
     pub env: Vec<(&'static str, String)>,
-    /// Keep a terminal's Ctrl-C away from the child (teardown must not be cut short).
+    /// Let the child finish even after Ctrl-C (teardown must not be cut short).
     pub shielded: bool,
 }
 
@@ -98,10 +98,10 @@ impl Runner {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        // Its own process group keeps a terminal's Ctrl-C away from the child: the runner decides.
+        // (Two SIGINTs make terraform quit at once, without releasing its state lock.)
         #[cfg(unix)]
-        if invocation.shielded {
-            command.process_group(0);
-        }
+        command.process_group(0);
         let mut child = command
             .spawn()
             .with_context(|| format!("could not start `{shown}`"))?;
@@ -133,8 +133,7 @@ impl Runner {
                 done = &mut wait => break done,
                 () = self.interrupt.wait(), if !interrupted && !invocation.shielded => {
                     interrupted = true;
-                    // The terminal already sent SIGINT to the whole foreground group; this covers a
-                    // signal sent to us alone. terraform finishes the current call and exits.
+                    // Exactly one SIGINT: terraform finishes the call in flight, saves state and exits.
                     if let Some(pid) = pid {
                         forward_sigint(pid).await;
                     }
