@@ -172,12 +172,16 @@ def schedule():
             )
             assert len(seqs) == 2, seqs
             sender.cancel_scheduled_messages(seqs[1])
-            soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=2)
+            # Far enough ahead that the "not yet" receive below happens before it is due, even on a
+            # loaded machine; the receive after it waits long enough for it to arrive.
+            soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=5)
             soon_seq = sender.schedule_messages(ServiceBusMessage("s-soon"), soon)
         with sb.get_queue_receiver(QUEUE) as receiver:
             peeked = receiver.peek_messages(max_message_count=10)
             immediate = receiver.receive_messages(max_message_count=1, max_wait_time=0.5)
-            got = receive_one(receiver)
+            got = receiver.receive_messages(max_message_count=1, max_wait_time=20)
+            assert len(got) == 1, "the message scheduled 5 s ahead did not arrive within 20 s"
+            got = got[0]
             receiver.complete_message(got)
         return {
             "sequence_numbers": seqs,
