@@ -307,6 +307,47 @@ async fn not_logged_in_stops_at_preflight_with_the_fix_and_creates_nothing() {
     snapshot!("not_logged_in_stdout", stdout(&output));
 }
 
+#[tokio::test]
+async fn an_unregistered_provider_is_named_with_the_command_that_registers_it() {
+    let lab = AzureLab::new("provider-not-registered");
+    let output = lab.run(&[]).await;
+    assert_eq!(exit_code(&output), 1);
+    let text = stdout(&output);
+    assert!(text.contains("resource providers not registered in subscription \"Contoso Dev\": Microsoft.App (NotRegistered)"), "{text}");
+    assert!(
+        text.contains("az provider register --namespace Microsoft.App --wait"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("--namespace Microsoft.ServiceBus --wait"),
+        "only the missing one: {text}"
+    );
+    assert!(!lab.calls().contains("terraform -chdir"), "{}", lab.calls());
+}
+
+#[tokio::test]
+async fn missing_tools_are_named_with_where_to_get_them() {
+    let lab = AzureLab::new("succeeded");
+    let empty = lab.dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let mut command = lab.command(&[]);
+    command.env("PATH", &empty);
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(exit_code(&output), 1);
+    let text = stdout(&output);
+    assert!(
+        text.contains("`az` (the Azure CLI) is not on PATH: install it"),
+        "{text}"
+    );
+    assert!(
+        text.contains("`terraform` is not on PATH: install Terraform 1.9 or newer"),
+        "{text}"
+    );
+    assert_eq!(lab.calls(), "");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_while_watching_still_tears_down() {
     let lab = AzureLab::with_emulator("running-forever").await;
