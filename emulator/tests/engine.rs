@@ -1130,3 +1130,39 @@ mod wire {
         assert!(e.description.is_some() && e.info.is_some());
     }
 }
+
+#[test]
+fn late_frames_for_an_ended_session_are_ignored_but_attach_is_an_error() {
+    let mut engine = opened(65536, 65536);
+    let _link = attached_receiver(&mut engine, 0);
+    engine
+        .on_frame(
+            frame(
+                1,
+                Performative::End(fe2o3_amqp_types::performatives::End { error: None }),
+                &[],
+            ),
+            Instant::now(),
+        )
+        .unwrap();
+    let out = output(&mut engine);
+    assert!(matches!(out[0].1, Some(Performative::End(_))));
+    assert!(matches!(events(&mut engine)[..], [Event::Detached { .. }]));
+    // pyamqp sends the link's detach after its End when closing.
+    let late = Detach {
+        handle: 0.into(),
+        closed: true,
+        error: None,
+    };
+    engine
+        .on_frame(frame(1, Performative::Detach(late), &[]), Instant::now())
+        .unwrap();
+    assert!(!engine.is_closed());
+    let err = engine
+        .on_frame(
+            frame(1, attach("x", 1, Role::Sender, "q"), &[]),
+            Instant::now(),
+        )
+        .unwrap_err();
+    assert_eq!(err.condition, "amqp:connection:framing-error");
+}

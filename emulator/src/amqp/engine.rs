@@ -468,6 +468,17 @@ impl Engine {
             }
             other => {
                 if !self.sessions.contains_key(&channel) {
+                    // pyamqp may send a link's detach (or a late flow/disposition) after the End of
+                    // its session when it closes; those refer to state already gone, so drop them.
+                    // An attach on a channel without a session is a real protocol error.
+                    if !matches!(other, Performative::Attach(_)) {
+                        tracing::debug!(
+                            channel,
+                            frame = name_of(&other),
+                            "frame for an ended session ignored"
+                        );
+                        return Ok(());
+                    }
                     return Err(self.fail(
                         "amqp:connection:framing-error",
                         format!(
