@@ -143,6 +143,29 @@ fn prints_ready_line_and_stops_on_sigterm() {
     assert!(stderr.contains("stopped"), "{stderr}");
 }
 
+/// `--log-format json` makes every log line on stderr one JSON object (for log collectors).
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let mut running = Running::start(emulator().args(ephemeral()).args(["--log-format", "json"]));
+    running.wait_ready();
+    let out = running.stop();
+    assert!(out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let messages: Vec<String> = stderr
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            v["fields"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert!(messages.iter().any(|m| m == "ready"), "{messages:?}");
+    assert!(messages.iter().any(|m| m == "stopped"), "{messages:?}");
+}
+
 /// A spawned emulator whose stdout is read line by line on a thread.
 struct Running {
     child: std::process::Child,
