@@ -450,8 +450,15 @@ pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     loop {
         if engine.has_output() {
             let out = engine.take_output();
-            io.write(&out).await?;
-            engine.mark_sent(Instant::now());
+            match io.write(&out).await {
+                Ok(()) => engine.mark_sent(Instant::now()),
+                // The peer dropped the socket (often right after its Close): nothing left to tell it.
+                Err(ConnectionError::Io(e)) if peer_gone(&e) => {
+                    tracing::debug!(error = %e, "peer closed the socket");
+                    return result;
+                }
+                Err(e) => return Err(e),
+            }
         }
         if conn.closed {
             break;
@@ -465,6 +472,7 @@ pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                 }
                 Ok(Some(Item::Header(_))) => {}
+                Err(CodecError::Io(e)) if peer_gone(&e) => return result,
                 Err(e) => {
                     let condition = match e {
                         CodecError::Io(_) => None,
@@ -500,6 +508,14 @@ pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let _ = io.stream.shutdown().await;
     result
+}
+
+fn peer_gone(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    matches!(
+        e.kind(),
+        BrokenPipe | ConnectionReset | ConnectionAborted | UnexpectedEof
+    )
 }
 
 async fn stopped(stop: &mut watch::Receiver<bool>) {
