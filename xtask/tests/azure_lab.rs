@@ -293,6 +293,20 @@ async fn never_triggered_gives_up_at_the_deadline_and_still_tears_down() {
     snapshot!("never_triggered_stdout", text);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_lettered_message_fails_the_lab_even_after_a_succeeded_execution() {
+    let lab = AzureLab::with_emulator("dead-lettered").await;
+    let output = lab.run(&["--poll-interval", "50ms"]).await;
+    assert_eq!(exit_code(&output), 1, "{}", stdout(&output));
+    let text = stdout(&output);
+    assert!(text.contains(" ✘ Checking queue queue-messages"), "{text}");
+    assert!(
+        text.contains("1 message(s) in the dead-letter queue"),
+        "{text}"
+    );
+    assert!(lab.calls().ends_with(TEARDOWN), "{}", lab.calls());
+}
+
 #[tokio::test]
 async fn not_logged_in_stops_at_preflight_with_the_fix_and_creates_nothing() {
     let lab = AzureLab::new("not-logged-in");
@@ -459,6 +473,7 @@ async fn json_output_is_one_object_per_step() {
             "outputs:ok",
             "send:ok",
             "watch:ok",
+            "queue:ok",
             "destroy:ok"
         ]
     );

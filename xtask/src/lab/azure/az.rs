@@ -57,6 +57,46 @@ pub fn execution_list(outputs: &LabOutputs) -> Invocation {
     )
 }
 
+pub fn queue_counts(outputs: &LabOutputs) -> Invocation {
+    Invocation::new(
+        "az",
+        [
+            "servicebus",
+            "queue",
+            "show",
+            "-g",
+            &outputs.resource_group_name,
+            "--namespace-name",
+            &outputs.servicebus_namespace,
+            "-n",
+            &outputs.queue_name,
+            "--query",
+            "countDetails",
+            "-o",
+            "json",
+        ],
+    )
+}
+
+/// The queue's `countDetails` (ARM `MessageCountDetails`): what is left after the job ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueCounts {
+    #[serde(default)]
+    pub active_message_count: u64,
+    #[serde(default)]
+    pub dead_letter_message_count: u64,
+    #[serde(default)]
+    pub scheduled_message_count: u64,
+}
+
+impl QueueCounts {
+    pub fn parse(json: &str) -> anyhow::Result<Self> {
+        serde_json::from_str(json)
+            .context("`az servicebus queue show --query countDetails` printed something other than message counts")
+    }
+}
+
 /// The command that shows an execution's console output (Container Apps streams it from the replica).
 pub fn logs_command(outputs: &LabOutputs, execution: &str) -> String {
     Invocation::new(

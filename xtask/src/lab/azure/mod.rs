@@ -596,6 +596,40 @@ impl<'a> Session<'a> {
             json!({ "execution": execution.name, "logs_command": az::logs_command(outputs, &execution.name) }),
         );
         self.ui.detail(logs(&execution));
+        self.check_queue(outputs).await
+    }
+
+    /// The evidence that the job consumed the message: nothing dead-lettered, and (usually) nothing left.
+    async fn check_queue(&self, outputs: &LabOutputs) -> anyhow::Result<()> {
+        let invocation = az::queue_counts(outputs);
+        let step = self
+            .ui
+            .step("queue", format!("Checking queue {}", outputs.queue_name));
+        let result = async {
+            let counts = az::QueueCounts::parse(&self.runner.run(&invocation, Some(&step)).await?.stdout)?;
+            if counts.dead_letter_message_count > 0 {
+                bail!(
+                    "{} message(s) in the dead-letter queue: a replica received a message but did not complete \
+                     it before its deliveries ran out (the tutorial's queue allows one); the execution's logs say why",
+                    counts.dead_letter_message_count
+                );
+            }
+            Ok(counts)
+        }
+        .await;
+        let counts = conclude(&step, result.map(|c| (c, String::new())))?;
+        let left = match counts.active_message_count {
+            0 => "drained".to_owned(),
+            n => format!("{n} active message(s) left (each starts another execution)"),
+        };
+        step.ok_with(
+            format!("Queue {} {left}, 0 dead-lettered", outputs.queue_name),
+            json!({
+                "active": counts.active_message_count,
+                "dead_lettered": counts.dead_letter_message_count,
+                "scheduled": counts.scheduled_message_count,
+            }),
+        );
         Ok(())
     }
 
@@ -657,6 +691,7 @@ impl<'a> Session<'a> {
                 "watch",
                 format!("then print: {}", az::logs_command(&outputs, "<execution>")),
             );
+            ui.planned_command("queue", &az::queue_counts(&outputs).display());
         };
         let destroy = || {
             if self.keep {
