@@ -319,3 +319,38 @@ async fn secrets_never_reach_the_logs_even_at_trace_level() {
     }
     emu.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_that_does_not_exist_is_a_runtime_error_naming_it() {
+    let emu = emulator("PT1M", 10).await;
+    let mut cmd = job(&emu);
+    cmd.env("SERVICEBUS_QUEUE_NAME", "no-such-queue")
+        .env("LOG_FORMAT", "text");
+    let mut cmd = assert_cmd::Command::from_std(cmd);
+    cmd.timeout(Duration::from_secs(60));
+    let output = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let logs = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{logs}");
+    assert!(logs.contains("no-such-queue"), "{logs}");
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_a_plain_port_fails_fast_instead_of_hanging() {
+    let emu = emulator("PT1M", 10).await;
+    let (mut config, _) =
+        ConnectionConfig::from_connection_string(&emu.connection_string()).unwrap();
+    config.tls = true;
+    aca_job_lab::servicebus::install_crypto_provider();
+    let result = tokio::time::timeout(Duration::from_secs(30), ServiceBusClient::connect(&config))
+        .await
+        .expect("TLS against a plain AMQP port must fail, not hang");
+    let error = result.expect_err("there is no TLS there").to_string();
+    assert!(
+        error.contains(&emu.amqp_addr().port().to_string()),
+        "{error}"
+    );
+    emu.shutdown().await;
+}
