@@ -73,15 +73,29 @@ pub async fn execute<P: Processor>(
     shutdown: impl Future<Output = ()>,
 ) -> Result<Summary, ServiceBusError> {
     let started = Instant::now();
-    let mut client = ServiceBusClient::connect(&config.connection).await?;
-    let mut receiver = client.receiver(&config.job.queue).await?;
+    let mut shutdown = std::pin::pin!(shutdown);
+    // A stop request while still connecting (say, during a slow token fetch) ends the job at once:
+    // nothing is held yet.
+    let connecting = async {
+        let mut client = ServiceBusClient::connect(&config.connection).await?;
+        let receiver = client.receiver(&config.job.queue).await?;
+        Ok::<_, ServiceBusError>((client, receiver))
+    };
+    let (client, mut receiver) = tokio::select! {
+        biased;
+        () = &mut shutdown => {
+            tracing::info!("stopped before any message was received");
+            return Ok(Summary { interrupted: true, ..Summary::default() });
+        }
+        connected = connecting => connected?,
+    };
     tracing::info!(
         queue = config.job.queue,
         namespace = config.connection.namespace,
         max_messages = config.job.max_messages,
         "receiving"
     );
-    let outcome = run(&mut receiver, processor, &config.job, shutdown).await;
+    let outcome = run(&mut receiver, processor, &config.job, &mut shutdown).await;
     let closed = receiver.close().await;
     if let Err(error) = client.close().await {
         tracing::debug!(%error, "closing the connection failed");

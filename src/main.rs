@@ -36,7 +36,11 @@ fn main() -> ExitCode {
             return ExitCode::from(exit_code::RUNTIME_ERROR);
         }
     };
-    let result = runtime.block_on(job::execute(&config, &config.processor, shutdown_signal()));
+    let result = runtime.block_on(async {
+        // Listen for signals before connecting, so a SIGTERM at any point is handled by us.
+        let shutdown = shutdown_signal();
+        job::execute(&config, &config.processor, shutdown).await
+    });
     match result {
         Ok(summary) if summary.interrupted => {
             ExitCode::from(exit_code::SIGNAL_BASE + STOPPED_BY.load(Ordering::Relaxed))
@@ -49,23 +53,27 @@ fn main() -> ExitCode {
     }
 }
 
-/// Resolves on SIGTERM (Container Apps at replica timeout or stop) or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
+/// Registers for SIGTERM (Container Apps at replica timeout or stop) and SIGINT (Ctrl-C) now, and
+/// returns a future that resolves on the first of them. Must be called inside the runtime.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let streams = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::warn!("cannot listen for signals; the job will not stop early");
-        return std::future::pending().await;
-    };
-    let signo = tokio::select! {
-        _ = term.recv() => 15,
-        _ = int.recv() => 2,
-    };
-    STOPPED_BY.store(signo, Ordering::Relaxed);
-    tracing::warn!(
-        signal = if signo == 15 { "SIGTERM" } else { "SIGINT" },
-        "stopping: no new messages will be received"
     );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = streams else {
+            tracing::warn!("cannot listen for signals; the job will not stop early");
+            return std::future::pending().await;
+        };
+        let signo = tokio::select! {
+            _ = term.recv() => 15,
+            _ = int.recv() => 2,
+        };
+        STOPPED_BY.store(signo, Ordering::Relaxed);
+        tracing::warn!(
+            signal = if signo == 15 { "SIGTERM" } else { "SIGINT" },
+            "stopping: no new messages will be received"
+        );
+    }
 }

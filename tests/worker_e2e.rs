@@ -354,3 +354,38 @@ async fn tls_to_a_plain_port_fails_fast_instead_of_hanging() {
     );
     emu.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_connecting_stops_at_once() {
+    // A peer that accepts the TCP connection and then says nothing: the AMQP handshake hangs.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let mut cmd = tokio::process::Command::new(JOB);
+    cmd.env_clear()
+        .env(
+            "SERVICEBUS_CONNECTION_STRING",
+            format!("Endpoint=sb://127.0.0.1:{port};SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;"),
+        )
+        .env("SERVICEBUS_QUEUE_NAME", QUEUE)
+        .stdout(Stdio::null())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().unwrap();
+    let (_socket, _) = tokio::time::timeout(Duration::from_secs(30), silent.accept())
+        .await
+        .expect("the job connects")
+        .unwrap();
+
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("the job stops")
+        .unwrap();
+    assert_eq!(status.code(), Some(143));
+}
