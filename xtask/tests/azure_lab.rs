@@ -213,6 +213,41 @@ async fn dry_run_prints_every_command_and_runs_none() {
         text.contains("# --keep: no terraform destroy")
             && !text.contains("terraform -chdir=terraform destroy")
     );
+
+    // Another settings file (shared `--settings`) is validated, shown, and handed to terraform.
+    let custom = lab.dir.path().join("settings.json");
+    let mut settings: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../terraform/job.auto.tfvars.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    settings["max_executions"] = 3.into();
+    std::fs::write(&custom, settings.to_string()).unwrap();
+    let output = lab
+        .run(&["--dry-run", "--settings", custom.to_str().unwrap()])
+        .await;
+    let text = stdout(&output);
+    assert!(
+        text.contains(&format!(
+            "plan -input=false -out tfplan -var-file={}",
+            custom.display()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("max executions 3"), "{text}");
+    settings["max_executions"] = 0.into();
+    std::fs::write(&custom, settings.to_string()).unwrap();
+    let output = lab
+        .run(&["--dry-run", "--settings", custom.to_str().unwrap()])
+        .await;
+    assert_eq!(exit_code(&output), 1);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("max_executions: must be at least 1"),
+        "{stderr}"
+    );
 }
 
 const TEARDOWN: &str =

@@ -92,7 +92,18 @@ impl ScalerAuth {
 }
 
 pub fn run(lab: &LabArgs) -> anyhow::Result<ExitCode> {
-    let settings = JobSettings::load_default()?;
+    // `--settings` (shared with the local lab) picks another job settings file; terraform gets it too.
+    let settings_file =
+        match &lab.local.settings {
+            Some(path) => Some(std::path::absolute(path).with_context(|| {
+                format!("could not resolve the settings path {}", path.display())
+            })?),
+            None => None,
+        };
+    let settings = match &settings_file {
+        Some(path) => JobSettings::load(path)?,
+        None => JobSettings::load_default()?,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -104,7 +115,7 @@ pub fn run(lab: &LabArgs) -> anyhow::Result<ExitCode> {
         } else {
             Interrupt::install()
         };
-        let mut session = Session::new(lab, settings, interrupt);
+        let mut session = Session::new(lab, settings, settings_file, interrupt);
         if lab.dry_run {
             session.print_plan(lab.step.as_ref());
             return Ok(ExitCode::SUCCESS);
@@ -121,13 +132,20 @@ struct Session<'a> {
     runner: Runner,
     interrupt: Interrupt,
     settings: JobSettings,
+    /// `--settings`, when it replaces terraform/job.auto.tfvars.json.
+    settings_file: Option<PathBuf>,
     account: Option<Account>,
     /// `terraform apply` has started, so resources may exist.
     provisioned: bool,
 }
 
 impl<'a> Session<'a> {
-    fn new(lab: &'a LabArgs, settings: JobSettings, interrupt: Interrupt) -> Self {
+    fn new(
+        lab: &'a LabArgs,
+        settings: JobSettings,
+        settings_file: Option<PathBuf>,
+        interrupt: Interrupt,
+    ) -> Self {
         Self {
             args: &lab.azure_args,
             keep: lab.keep,
@@ -135,9 +153,18 @@ impl<'a> Session<'a> {
             runner: Runner::new(interrupt.clone()),
             interrupt,
             settings,
+            settings_file,
             account: None,
             provisioned: false,
         }
+    }
+
+    fn header(&self) -> String {
+        format!(
+            "Lab: Azure · queue {} · {}",
+            self.settings.queue_name,
+            self.settings.summary()
+        )
     }
 
     fn state_dir(&self) -> PathBuf {
@@ -161,15 +188,12 @@ impl<'a> Session<'a> {
                 .args
                 .scaler_auth
                 .map(|s| s.terraform_value().to_owned()),
+            var_file: self.settings_file.clone(),
         }
     }
 
     async fn run(&mut self, step: Option<&Step>) -> anyhow::Result<ExitCode> {
-        self.ui.header(&format!(
-            "Lab: Azure · queue {} · {}",
-            self.settings.queue_name,
-            self.settings.summary()
-        ));
+        self.ui.header(&self.header());
         // `matches!` rather than `match`: the local lab adds steps and step options of its own.
         let outcome = if step.is_none() {
             self.walkthrough().await
@@ -700,6 +724,7 @@ impl<'a> Session<'a> {
                 ui.planned_command("destroy", &terraform::destroy(subscription).display());
             }
         };
+        comment("lab", self.header());
         if step.is_none() {
             preflight();
             provision();

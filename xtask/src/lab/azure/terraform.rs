@@ -15,6 +15,9 @@ const CHDIR: &str = "-chdir=terraform";
 pub struct Variables {
     pub location: Option<String>,
     pub scaler_auth: Option<String>,
+    /// A job settings file other than `terraform/job.auto.tfvars.json` (`--settings`); absolute, because
+    /// terraform resolves relative paths from `-chdir`.
+    pub var_file: Option<std::path::PathBuf>,
 }
 
 fn terraform(args: &[&str], subscription: &str) -> Invocation {
@@ -37,6 +40,12 @@ pub fn init(subscription: &str) -> Invocation {
 
 pub fn plan(subscription: &str, variables: &Variables) -> Invocation {
     let mut invocation = terraform(&["plan", "-input=false", "-out", "tfplan"], subscription);
+    if let Some(file) = &variables.var_file {
+        // -var-file wins over *.auto.tfvars.json, so these settings replace the committed ones.
+        invocation
+            .args
+            .push(format!("-var-file={}", file.display()));
+    }
     for (name, value) in [
         ("location", &variables.location),
         ("scaler_auth", &variables.scaler_auth),
