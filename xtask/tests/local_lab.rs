@@ -217,6 +217,52 @@ fn the_walkthrough_ends_with_a_succeeded_execution() {
 }
 
 #[test]
+fn the_walkthrough_runs_the_worker_image_with_runtime_docker() {
+    let docker = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output();
+    if !docker.is_ok_and(|out| out.status.success()) {
+        eprintln!("skipped: no Docker engine answers here (the process runtime is tested above)");
+        return;
+    }
+    let lab = Lab::new();
+    let assert = lab.command(&["lab", "--runtime", "docker"]).assert();
+    let output = stdout(&assert);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    assert!(
+        assert.get_output().status.success(),
+        "{output}\n{stderr}\n(build the image with `cargo xtask images`)"
+    );
+    insta::with_settings!({ filters => filters() }, {
+        insta::assert_snapshot!("walkthrough_table_docker", table(&output));
+    });
+    let template_image = "aca-job-lab/servicebus-job:dev";
+    let sent_id = output
+        .lines()
+        .find_map(|l| l.split("message id ").nth(1))
+        .and_then(|r| r.split(',').next())
+        .unwrap();
+    assert!(
+        output.contains(&format!("message_id=\"{sent_id}\"")),
+        "the container's log lacks the message:\n{output}"
+    );
+    let leftovers = Command::new("docker")
+        .args([
+            "ps",
+            "--all",
+            "--quiet",
+            "--filter",
+            "name=aca-job-lab-job-rust-",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        leftovers.stdout.is_empty(),
+        "containers of {template_image} were left behind"
+    );
+}
+
+#[test]
 fn the_walkthrough_prints_json_steps_for_machines() {
     let lab = Lab::new();
     let assert = lab.command(&["lab", "--output", "json"]).assert().success();

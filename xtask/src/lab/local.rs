@@ -24,16 +24,24 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use time::OffsetDateTime;
 
+use super::controller::docker::WORKER_IMAGE;
 use super::controller::{ExecutionRecord, History};
 use super::executions::{self, Execution, ExecutionSource, WatchOutcome, WatchPlan};
 use super::settings::{JobSettings, SETTINGS_FILE};
 use super::ui::{StepProgress, Ui, human_duration};
 use super::{LabArgs, OutputFormat, Step};
 use crate::util::{project_root, run_checked};
+use runtime::Worker;
 
 /// Options of the local lab (ignored with `--azure`).
 #[derive(Args, Debug, Clone)]
 pub struct LocalArgs {
+    /// How replicas run: the worker binary as processes, or the worker image as containers.
+    #[arg(long, global = true, value_enum, default_value_t = Runtime::Process)]
+    pub runtime: Runtime,
+    /// The worker image for `--runtime docker` (built by `cargo xtask images`).
+    #[arg(long, global = true, default_value = WORKER_IMAGE, value_name = "IMAGE")]
+    pub image: String,
     /// The worker binary replicas run; by default it is built with cargo (`servicebus-job`).
     #[arg(long, global = true, env = "LAB_WORKER_BIN", value_name = "PATH")]
     pub worker_bin: Option<PathBuf>,
@@ -55,6 +63,15 @@ pub struct LocalArgs {
     /// Give up waiting for a succeeded execution after this many seconds.
     #[arg(long, global = true, default_value_t = 60, value_name = "SECONDS")]
     pub timeout: u64,
+}
+
+/// Where replicas run.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Runtime {
+    /// The worker binary as a child process per replica.
+    Process,
+    /// The worker image as a container per replica (`docker run --network host`).
+    Docker,
 }
 
 /// `lab executions -o …`.
@@ -122,7 +139,7 @@ impl LocalArgs {
 
     fn plan(
         &self,
-        worker: PathBuf,
+        worker: Worker,
         default_port: u16,
         default_health_port: u16,
     ) -> anyhow::Result<runtime::LabPlan> {
@@ -136,8 +153,28 @@ impl LocalArgs {
         })
     }
 
+    /// What replicas run: the image (`--runtime docker`), else the worker binary.
+    fn worker(&self, dry_run: bool) -> anyhow::Result<Worker> {
+        match self.runtime {
+            Runtime::Process => self.worker_binary(dry_run).map(Worker::Binary),
+            Runtime::Docker => {
+                let mut inspect = Command::new("docker");
+                inspect.args(["image", "inspect", "--format", "{{.Id}}", &self.image]);
+                let found = dry_run || inspect.output().is_ok_and(|output| output.status.success());
+                if !found {
+                    bail!(
+                        "the worker image {} is not on this machine (or Docker is not running); build it \
+                         with `cargo xtask images`, or leave out --runtime docker to run the worker as a process",
+                        self.image
+                    );
+                }
+                Ok(Worker::Image(self.image.clone()))
+            }
+        }
+    }
+
     /// The worker binary: `--worker-bin`, or built now next to this xtask binary.
-    fn worker(&self, dry_run: bool) -> anyhow::Result<PathBuf> {
+    fn worker_binary(&self, dry_run: bool) -> anyhow::Result<PathBuf> {
         if let Some(path) = &self.worker_bin {
             if !path.is_file() {
                 bail!(
@@ -218,10 +255,7 @@ async fn walkthrough(
         );
         ui.planned_command(
             "controller",
-            &format!(
-                "start the jobs controller running {}",
-                plan.worker.display()
-            ),
+            &format!("start the jobs controller running {}", plan.worker),
         );
         return Ok(ExitCode::SUCCESS);
     }

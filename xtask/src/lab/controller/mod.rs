@@ -8,6 +8,7 @@
 //! Time comes from tokio (intervals, deadlines) so the rules are tested under a paused clock; wall-clock
 //! timestamps for the history are derived from the same tokio clock ([`Clock`]) so they agree with it.
 
+pub mod docker;
 pub mod history;
 pub mod metrics;
 pub mod process;

@@ -49,50 +49,68 @@ impl ReplicaRunner for ProcessRunner {
         command
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            // The names Container Apps sets in every job replica.
-            .env("CONTAINER_APP_JOB_NAME", &spec.job_name)
-            .env("CONTAINER_APP_JOB_EXECUTION_NAME", &spec.execution_name)
-            .env("CONTAINER_APP_REPLICA_NAME", &spec.replica_name)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // If the controller itself dies, its replicas must not outlive it holding message locks.
-            .kill_on_drop(true);
-        let mut child = command.spawn().map_err(|error| {
+            .envs(container_app_env(&spec));
+        spawn(command, &spec).map_err(|error| {
             ReplicaError(format!(
                 "{} could not be started ({error}); build it with `cargo build -p aca-job-lab --bin servicebus-job` \
                  or pass its path with --worker-bin",
                 self.program.display()
             ))
-        })?;
-        let pid = child
-            .id()
-            .ok_or_else(|| ReplicaError("the replica exited before it could be watched".into()))?;
-        let mut readers = Vec::new();
-        if let Some(stdout) = child.stdout.take() {
-            readers.push(tokio::spawn(forward_lines(
-                stdout,
-                Stream::Stdout,
-                spec.log.clone(),
-            )));
-        }
-        if let Some(stderr) = child.stderr.take() {
-            readers.push(tokio::spawn(forward_lines(
-                stderr,
-                Stream::Stderr,
-                spec.log.clone(),
-            )));
-        }
-        spec.log.line(
-            Stream::System,
-            format!("started {} (pid {pid})", self.program.display()),
-        );
-        Ok(ProcessReplica {
-            child,
-            pid,
-            readers,
         })
     }
+}
+
+/// The names Container Apps sets in every job replica.
+pub(super) fn container_app_env(spec: &ReplicaSpec) -> [(&'static str, String); 3] {
+    [
+        ("CONTAINER_APP_JOB_NAME", spec.job_name.clone()),
+        (
+            "CONTAINER_APP_JOB_EXECUTION_NAME",
+            spec.execution_name.clone(),
+        ),
+        ("CONTAINER_APP_REPLICA_NAME", spec.replica_name.clone()),
+    ]
+}
+
+/// Start `command` with its output going line by line into the replica's log.
+pub(super) fn spawn(mut command: Command, spec: &ReplicaSpec) -> std::io::Result<ProcessReplica> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // If the controller itself dies, its replicas must not outlive it holding message locks.
+        .kill_on_drop(true);
+    let mut child = command.spawn()?;
+    let pid = child
+        .id()
+        .ok_or_else(|| std::io::Error::other("the replica exited before it could be watched"))?;
+    let mut readers = Vec::new();
+    if let Some(stdout) = child.stdout.take() {
+        readers.push(tokio::spawn(forward_lines(
+            stdout,
+            Stream::Stdout,
+            spec.log.clone(),
+        )));
+    }
+    if let Some(stderr) = child.stderr.take() {
+        readers.push(tokio::spawn(forward_lines(
+            stderr,
+            Stream::Stderr,
+            spec.log.clone(),
+        )));
+    }
+    let program = command
+        .as_std()
+        .get_program()
+        .to_string_lossy()
+        .into_owned();
+    spec.log
+        .line(Stream::System, format!("started {program} (pid {pid})"));
+    Ok(ProcessReplica {
+        child,
+        pid,
+        readers,
+    })
 }
 
 async fn forward_lines(output: impl AsyncRead + Unpin, stream: Stream, log: LogSink) {

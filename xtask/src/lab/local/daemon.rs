@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use time::OffsetDateTime;
 
+use super::runtime::{self, Worker};
 use super::state::{LabState, StateDir};
-use super::{LocalArgs, header, runtime};
+use super::{LocalArgs, Runtime, header};
 use crate::lab::controller::History;
 use crate::lab::controller::process::signal;
 use crate::lab::ui::Ui;
@@ -41,8 +42,7 @@ pub fn up(args: &LocalArgs, ui: &Ui, dry_run: bool) -> anyhow::Result<ExitCode> 
             "--polling-interval",
             &args.polling_interval.to_string(),
         ])
-        .arg("--worker-bin")
-        .arg(&worker)
+        .args(worker.serve_args())
         .arg("--settings")
         .arg(args.settings_path())
         .arg("--state-dir")
@@ -124,10 +124,13 @@ pub fn up(args: &LocalArgs, ui: &Ui, dry_run: bool) -> anyhow::Result<ExitCode> 
 /// The background lab (hidden subcommand; `up` starts it).
 pub async fn serve(args: &LocalArgs) -> anyhow::Result<ExitCode> {
     let state = args.state();
-    let worker = args
-        .worker_bin
-        .clone()
-        .context("`lab serve` needs --worker-bin; start the lab with `cargo xtask lab up`")?;
+    let worker = match (args.runtime, &args.worker_bin) {
+        (Runtime::Docker, _) => Worker::Image(args.image.clone()),
+        (Runtime::Process, Some(path)) => Worker::Binary(path.clone()),
+        (Runtime::Process, None) => {
+            bail!("`lab serve` needs --worker-bin; start the lab with `cargo xtask lab up`")
+        }
+    };
     let plan = args.plan(worker, DEFAULT_AMQP_PORT, DEFAULT_HEALTH_PORT)?;
     state.create()?;
     let emulator = runtime::start_emulator(&plan).await?;

@@ -10,19 +10,53 @@ use servicebus_emulator::config::Config;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::lab::controller::docker::DockerRunner;
 use crate::lab::controller::metrics::BrokerMetrics;
 use crate::lab::controller::process::ProcessRunner;
-use crate::lab::controller::{Controller, ControllerConfig, History};
+use crate::lab::controller::{Controller, ControllerConfig, History, ReplicaRunner};
 use crate::lab::settings::JobSettings;
 
 /// What the local lab runs with.
 #[derive(Debug, Clone)]
 pub struct LabPlan {
     pub settings: JobSettings,
-    pub worker: PathBuf,
+    pub worker: Worker,
     pub polling_interval: Duration,
     pub amqp: SocketAddr,
     pub health: SocketAddr,
+}
+
+/// What each replica runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Worker {
+    /// The worker binary, as a process.
+    Binary(PathBuf),
+    /// The worker image, as a container.
+    Image(String),
+}
+
+impl Worker {
+    /// The arguments that make `lab serve` run the same worker.
+    pub fn serve_args(&self) -> Vec<String> {
+        match self {
+            Worker::Binary(path) => vec!["--worker-bin".into(), path.display().to_string()],
+            Worker::Image(image) => vec![
+                "--runtime".into(),
+                "docker".into(),
+                "--image".into(),
+                image.clone(),
+            ],
+        }
+    }
+}
+
+impl std::fmt::Display for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Worker::Binary(path) => write!(f, "{}", path.display()),
+            Worker::Image(image) => write!(f, "{image}"),
+        }
+    }
 }
 
 /// Start the emulator with one queue: the settings' `queue_name` (the lab's Config.json when it matches).
@@ -74,18 +108,28 @@ pub struct RunningController {
 impl RunningController {
     /// Start polling the emulator's queue now.
     pub fn start(plan: &LabPlan, emulator: &Emulator) -> Self {
-        let mut config =
-            ControllerConfig::from_settings(&plan.settings, &plan.worker.display().to_string());
+        let mut config = ControllerConfig::from_settings(&plan.settings, &plan.worker.to_string());
         // The settings file holds Azure's interval (30 s); locally nobody wants to wait that long.
         config.polling_interval = plan.polling_interval;
         // A worker that ignores SIGTERM must not keep `lab down` waiting for half a minute.
         config.termination_grace_period = Duration::from_secs(5);
         let metrics = BrokerMetrics::new(emulator.broker().clone(), &plan.settings.queue_name);
-        let runner = ProcessRunner::new(
-            &plan.worker,
-            worker_env(&plan.settings, &emulator.connection_string()),
-        );
-        let controller = Controller::new(config, metrics, runner);
+        let env = worker_env(&plan.settings, &emulator.connection_string());
+        match &plan.worker {
+            Worker::Binary(path) => Self::spawn(Controller::new(
+                config,
+                metrics,
+                ProcessRunner::new(path, env),
+            )),
+            Worker::Image(image) => Self::spawn(Controller::new(
+                config,
+                metrics,
+                DockerRunner::new(image, env),
+            )),
+        }
+    }
+
+    fn spawn<R: ReplicaRunner>(controller: Controller<BrokerMetrics, R>) -> Self {
         let history = controller.history();
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(controller.run(async {
