@@ -154,7 +154,15 @@ impl StoredMessage {
                         .map_err(|e| malformed(format!("message-annotations: {e}")))?;
                     annotations = Some(ma.0);
                 }
-                code::PROPERTIES => properties = Some(r),
+                code::PROPERTIES => {
+                    if !matches!(raw[s.value.start], 0x45 | 0xc0 | 0xd0) {
+                        return Err(malformed(format!(
+                            "properties at byte {} is not a list",
+                            s.range.start
+                        )));
+                    }
+                    properties = Some(r)
+                }
                 code::APPLICATION_PROPERTIES => application_properties = Some(r),
                 code::FOOTER => footer = Some(r),
                 _ => {
@@ -193,14 +201,22 @@ impl StoredMessage {
             raw,
         };
         if let Some(r) = message.properties.clone() {
-            let p = serde_amqp::from_slice::<Properties>(&message.raw[r])
-                .map_err(|e| malformed(format!("properties: {e}")))?;
-            message.message_id = p.message_id.as_ref().map(display_message_id);
-            message.group_id = p.group_id;
-            message.absolute_expiry = p
-                .absolute_expiry_time
-                .as_ref()
-                .map(timestamp_to_system_time);
+            // The bare message is forwarded as is, so a properties list the strict codec rejects (say, a
+            // content-type sent as a string instead of a symbol) is no reason to refuse the message: it
+            // only goes without duplicate detection and its own expiry time.
+            match serde_amqp::from_slice::<Properties>(&message.raw[r]) {
+                Ok(p) => {
+                    message.message_id = p.message_id.as_ref().map(display_message_id);
+                    message.group_id = p.group_id;
+                    message.absolute_expiry = p
+                        .absolute_expiry_time
+                        .as_ref()
+                        .map(timestamp_to_system_time);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "message properties not understood; kept as sent")
+                }
+            }
         }
         Ok(message)
     }
@@ -915,6 +931,32 @@ mod tests {
             out.ends_with(parts[1].raw()),
             "an inner message with no header is all bare message"
         );
+    }
+
+    #[test]
+    fn properties_the_codec_rejects_are_kept_as_sent() {
+        // properties: message-id "x", five nulls, then content-type as a *string* (the spec says symbol).
+        let mut raw = vec![0x00, 0x53, 0x73, 0xc0, 0x0f, 0x07, 0xa1, 0x01, b'x'];
+        raw.extend_from_slice(&[0x40; 5]);
+        raw.extend_from_slice(&[0xa1, 0x04, b't', b'e', b'x', b't']);
+        raw.extend_from_slice(&[0x00, 0x53, 0x77, 0x40]);
+        let raw = Bytes::from(raw);
+        assert!(
+            serde_amqp::from_slice::<Properties>(&raw[..17]).is_err(),
+            "the codec refuses it"
+        );
+        let m = StoredMessage::parse(raw.clone()).unwrap();
+        assert_eq!(m.bare(), raw);
+        assert_eq!(
+            m.message_id(),
+            None,
+            "fields of properties it could not read are absent"
+        );
+        // Not a list at all is malformed.
+        let not_list =
+            Bytes::from_static(&[0x00, 0x53, 0x73, 0xa1, 0x01, b'x', 0x00, 0x53, 0x77, 0x40]);
+        let e = StoredMessage::parse(not_list).unwrap_err().to_string();
+        assert!(e.contains("properties at byte 0 is not a list"), "{e}");
     }
 
     #[test]
