@@ -397,7 +397,7 @@ fn plain_is_valid(validator: &SasValidator, rule: &str, key: &str) -> bool {
 enum LinkRole {
     /// A client sending to a queue.
     EntitySender { entity: EntityPath },
-    /// A client receiving from a queue; `echo` for rcv-settle-mode second.
+    /// A client receiving from a queue (or its dead-letter queue).
     EntityReceiver {
         entity: EntityPath,
         mode: ReceiveMode,

@@ -585,7 +585,9 @@ impl Engine {
     fn on_attach(&mut self, channel: u16, attach: Attach) -> Result<(), ConnectionError> {
         let input = attach.handle.0;
         let (handle_max, existing) = {
-            let session = self.sessions.get(&channel).expect("checked by caller");
+            let Some(session) = self.sessions.get(&channel) else {
+                return Ok(());
+            };
             (
                 session.peer_handle_max,
                 session.links_by_input.get(&input).copied(),
@@ -602,7 +604,9 @@ impl Engine {
             }
             self.forget_link(old);
         }
-        let session = self.sessions.get_mut(&channel).expect("checked by caller");
+        let Some(session) = self.sessions.get_mut(&channel) else {
+            return Ok(());
+        };
         let limit = handle_max.min(self.config.handle_max);
         let Some(output) = (0..=limit).find(|h| !session.output_handles.contains(h)) else {
             return Err(self.fail(
@@ -868,7 +872,9 @@ impl Engine {
 
     fn on_flow(&mut self, channel: u16, flow: Flow) -> Result<(), ConnectionError> {
         {
-            let session = self.sessions.get_mut(&channel).expect("checked by caller");
+            let Some(session) = self.sessions.get_mut(&channel) else {
+                return Ok(());
+            };
             let base = flow.next_incoming_id.unwrap_or(session.initial_outgoing_id);
             session.remote_incoming_window = base
                 .wrapping_add(flow.incoming_window)
@@ -947,7 +953,9 @@ impl Engine {
         let target_window = self.config.incoming_window;
         let max_message = self.config.max_message_size;
         let refill = {
-            let session = self.sessions.get_mut(&channel).expect("checked by caller");
+            let Some(session) = self.sessions.get_mut(&channel) else {
+                return Ok(());
+            };
             session.next_incoming_id = session.next_incoming_id.wrapping_add(1);
             session.incoming_window = session.incoming_window.saturating_sub(1);
             if session.incoming_window < target_window / 2 {
