@@ -562,3 +562,24 @@ async fn watch_without_a_recorded_send_says_to_send_first() {
     );
     assert_eq!(lab.calls(), "", "nothing to ask az or terraform yet");
 }
+
+#[tokio::test]
+async fn executions_lists_the_history_as_a_table_or_as_json() {
+    let lab = AzureLab::new("failed"); // its first listing: one Running execution
+    let output = lab.run(&["executions"]).await;
+    assert_eq!(exit_code(&output), 0, "{}", stdout(&output));
+    let text = stdout(&output);
+    assert!(text.contains(" ✔ 1 execution(s) of job-rust"), "{text}");
+    assert!(
+        text.contains("   job-rust-k3j9x2q         Running"),
+        "{text}"
+    );
+
+    let output = lab.run(&["executions", "-o", "json"]).await;
+    let text = stdout(&output);
+    let json = &text[text.find("[\n").unwrap()..text.rfind("\n]").unwrap() + 2];
+    let executions: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(executions[0]["name"], "job-rust-k3j9x2q");
+    assert_eq!(executions[0]["properties"]["status"], "Failed");
+    assert!(!lab.calls().contains("destroy"), "listing never tears down");
+}

@@ -207,8 +207,9 @@ impl<'a> Session<'a> {
             .await
         } else if matches!(step, Some(Step::Watch)) {
             self.watch_step().await
-        } else if matches!(step, Some(Step::Executions { .. })) {
-            self.executions_step().await
+        } else if let Some(Step::Executions { format }) = step {
+            self.executions_step(*format == Some(super::local::ListFormat::Json))
+                .await
         } else if matches!(step, Some(Step::Down)) {
             return self.down_step().await;
         } else {
@@ -352,7 +353,8 @@ impl<'a> Session<'a> {
         Ok(ExitCode::from(code))
     }
 
-    async fn executions_step(&mut self) -> anyhow::Result<()> {
+    /// The history as a table, or (`-o json`) as the JSON array `az` printed, sorted by start time.
+    async fn executions_step(&mut self, as_json: bool) -> anyhow::Result<()> {
         let outputs = self.outputs().await?;
         let invocation = az::execution_list(&outputs);
         let step = self.ui.step("executions", invocation.display());
@@ -368,6 +370,10 @@ impl<'a> Session<'a> {
             format!("{count} execution(s) of {}", outputs.job_name),
             json!({ "executions": executions }),
         );
+        if as_json {
+            println!("{}", serde_json::to_string_pretty(&executions)?);
+            return Ok(());
+        }
         for execution in &executions {
             self.ui.detail(execution_row(execution));
         }
