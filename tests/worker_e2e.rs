@@ -4,7 +4,9 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use aca_job_lab::servicebus::{ConnectionConfig, ServiceBusClient, ServiceBusMessage};
+use aca_job_lab::servicebus::{
+    ConnectionConfig, ReceivedMessage, ServiceBusClient, ServiceBusMessage,
+};
 use rstest::rstest;
 use servicebus_emulator::Emulator;
 use servicebus_emulator::config::Config;
@@ -44,6 +46,21 @@ async fn send(emu: &Emulator, messages: Vec<ServiceBusMessage>) {
     sender.send_all(messages).await.unwrap();
     sender.close().await.unwrap();
     client.close().await.unwrap();
+}
+
+/// Takes one message from `address` with our own receiver (within 5 s) and completes it.
+async fn take_one(emu: &Emulator, address: &str) -> ReceivedMessage {
+    let mut client = client(emu).await;
+    let mut receiver = client.receiver(address).await.unwrap();
+    let message = receiver
+        .receive(Duration::from_secs(5), 1)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no message available on {address}"));
+    receiver.complete(&message).await.unwrap();
+    receiver.close().await.unwrap();
+    client.close().await.unwrap();
+    message
 }
 
 fn counts(emu: &Emulator) -> (u64, u64) {
@@ -136,16 +153,7 @@ async fn poison_message_is_dead_lettered_with_our_reason() {
     );
     assert_eq!(summary["dead_lettered"], 1);
     assert_eq!(counts(&emu), (0, 1));
-    let mut client = client(&emu).await;
-    let mut dlq = client
-        .receiver(&format!("{QUEUE}/$DeadLetterQueue"))
-        .await
-        .unwrap();
-    let dead = dlq
-        .receive(Duration::from_secs(5), 1)
-        .await
-        .unwrap()
-        .expect("the dead-lettered message");
+    let dead = take_one(&emu, &format!("{QUEUE}/$DeadLetterQueue")).await;
     assert_eq!(dead.message_id.as_deref(), Some("poison-1"));
     let reason = dead.application_properties.get("DeadLetterReason");
     assert_eq!(
@@ -161,9 +169,6 @@ async fn poison_message_is_dead_lettered_with_our_reason() {
         panic!("no description: {:?}", dead.application_properties)
     };
     assert!(description.contains("not valid JSON"), "{description}");
-    dlq.complete(&dead).await.unwrap();
-    dlq.close().await.unwrap();
-    client.close().await.unwrap();
     emu.shutdown().await;
 }
 
@@ -280,18 +285,9 @@ async fn sigterm_mid_message_leaves_it_available_again() {
 
     // Available again now (its 1 min lock was released, not left to expire), nothing lost.
     assert_eq!(counts(&emu), (1, 0));
-    let mut client = client(&emu).await;
-    let mut receiver = client.receiver(QUEUE).await.unwrap();
-    let again = receiver
-        .receive(Duration::from_secs(5), 1)
-        .await
-        .unwrap()
-        .expect("the interrupted message");
+    let again = take_one(&emu, QUEUE).await;
     assert_eq!(again.message_id.as_deref(), Some("interrupted-1"));
     assert_eq!(again.body.as_bytes(), Some(&b"in progress"[..]));
-    receiver.complete(&again).await.unwrap();
-    receiver.close().await.unwrap();
-    client.close().await.unwrap();
     emu.shutdown().await;
 }
 
