@@ -45,11 +45,13 @@ resource "azurerm_container_app_job" "job" {
   }
 
   # Only in connection-string mode: the RootManageSharedAccessKey string has the Manage claim KEDA needs.
+  # (The for_each list holds the secret's name, not the connection string: a sensitive value may not
+  # decide how many blocks there are.)
   dynamic "secret" {
-    for_each = local.scaler_uses_identity ? [] : [azurerm_servicebus_namespace.lab.default_primary_connection_string]
+    for_each = local.scaler_uses_identity ? [] : ["service-bus-connection-string"]
     content {
-      name  = "service-bus-connection-string"
-      value = secret.value
+      name  = secret.value
+      value = azurerm_servicebus_namespace.lab.default_primary_connection_string
     }
   }
 
