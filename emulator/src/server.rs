@@ -558,8 +558,14 @@ impl Connection {
                 payload,
             } => {
                 let state = self.on_message(engine, link, format, payload);
-                if !settled {
-                    engine.ack(link, delivery_id, state);
+                match (settled, state) {
+                    (false, state) => engine.ack(link, delivery_id, state),
+                    // A pre-settled send cannot be rejected by disposition: detaching with the
+                    // error is the only way to tell the client it was not stored.
+                    (true, DeliveryState::Rejected(Rejected { error: Some(error) })) => {
+                        engine.detach(link, Some(error))
+                    }
+                    (true, _) => {}
                 }
             }
             Event::Settle {

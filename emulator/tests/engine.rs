@@ -1129,6 +1129,57 @@ mod wire {
         assert_eq!(condition_str(e), "com.microsoft:message-lock-lost");
         assert!(e.description.is_some() && e.info.is_some());
     }
+    #[tokio::test]
+    async fn a_presettled_send_that_cannot_be_stored_detaches_the_link() {
+        let mut raw = connect();
+        let mut burst = SASL_HEADER.to_vec();
+        burst.extend(sasl_init(
+            "PLAIN",
+            Some(b"\0RootManageSharedAccessKey\0SAS_KEY_VALUE"),
+        ));
+        burst.extend(AMQP_HEADER);
+        burst.extend(bytes_of(0, open(65536, None)));
+        burst.extend(bytes_of(1, begin(65536)));
+        let Performative::Attach(mut sender) = attach("s", 0, Role::Sender, "queue-messages")
+        else {
+            unreachable!()
+        };
+        sender.snd_settle_mode = SenderSettleMode::Settled;
+        burst.extend(bytes_of(1, Performative::Attach(sender)));
+        let Performative::Transfer(mut t) = transfer(0, Some(0), false) else {
+            unreachable!()
+        };
+        t.settled = Some(true);
+        let mut frame = BytesMut::new();
+        // Not an AMQP message: a lone byte that is no section.
+        write_performative(
+            &mut frame,
+            TYPE_AMQP,
+            1,
+            &Performative::Transfer(t),
+            &[0xff],
+        )
+        .unwrap();
+        burst.extend(frame);
+        raw.send(&burst).await;
+        expect_sasl_ok(&mut raw).await;
+        loop {
+            match raw.performative().await {
+                Performative::Detach(d) => {
+                    assert!(d.closed);
+                    assert_eq!(
+                        condition_of(&Performative::Detach(d)).as_deref(),
+                        Some("amqp:decode-error")
+                    );
+                    break;
+                }
+                Performative::Disposition(d) => {
+                    panic!("a settled transfer gets no disposition: {d:?}")
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 #[test]
