@@ -1,6 +1,7 @@
 //! The managed-identity path end to end on loopback: a fake Container Apps identity endpoint
 //! (`IDENTITY_ENDPOINT` / `IDENTITY_HEADER`) hands out a token, and a small AMQP peer (fe2o3's
-//! acceptor) plays the `$cbs` node and records the put-token the client sends with it.
+//! acceptor) plays the `$cbs` node and records the put-tokens the client sends with it: the first,
+//! and the refresh before the (short-lived) token expires.
 //!
 //! One test in this binary: it sets process environment variables, which the credential reads.
 
@@ -15,7 +16,7 @@ use fe2o3_amqp::types::messaging::{ApplicationProperties, Body, Message, Propert
 use fe2o3_amqp::types::primitives::{SimpleValue, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::mpsc;
 
 const CLIENT_ID: &str = "6d3f1c2e-0000-4000-8000-00000000c1d0";
 const IDENTITY_HEADER: &str = "identity-header-from-the-platform";
@@ -29,46 +30,57 @@ struct IdentityRequest {
     headers: HashMap<String, String>,
 }
 
-/// Answers one token request the way the Container Apps identity endpoint does.
+/// Answers token requests the way the Container Apps identity endpoint does: token `n` is
+/// `ACCESS_TOKEN-n`, valid for `lifetime` seconds.
 async fn identity_endpoint(
     listener: TcpListener,
-    expires_on: u64,
-    seen: oneshot::Sender<IdentityRequest>,
+    lifetime: u64,
+    seen: mpsc::UnboundedSender<(IdentityRequest, u64)>,
 ) {
-    let (mut socket, _) = listener.accept().await.unwrap();
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = socket.read(&mut buf).await.unwrap();
-        assert!(n > 0, "connection closed before the request head ended");
-        head.extend_from_slice(&buf[..n]);
+    for n in 1.. {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let read = socket.read(&mut buf).await.unwrap();
+            assert!(read > 0, "connection closed before the request head ended");
+            head.extend_from_slice(&buf[..read]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        let mut lines = head.split("\r\n");
+        let request_line = lines.next().unwrap().to_string();
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let expires_on = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + lifetime;
+        seen.send((
+            IdentityRequest {
+                request_line,
+                headers,
+            },
+            expires_on,
+        ))
+        .unwrap();
+        let body = format!(
+            r#"{{"access_token":"{ACCESS_TOKEN}-{n}","expires_on":"{expires_on}","resource":"https://servicebus.azure.net","token_type":"Bearer","client_id":"{CLIENT_ID}"}}"#
+        );
+        let response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        socket.write_all(response.as_bytes()).await.unwrap();
+        socket.shutdown().await.unwrap();
     }
-    let head = String::from_utf8(head).unwrap();
-    let mut lines = head.split("\r\n");
-    let request_line = lines.next().unwrap().to_string();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    seen.send(IdentityRequest {
-        request_line,
-        headers,
-    })
-    .unwrap();
-    let body = format!(
-        r#"{{"access_token":"{ACCESS_TOKEN}","expires_on":"{expires_on}","resource":"https://servicebus.azure.net","token_type":"Bearer","client_id":"{CLIENT_ID}"}}"#
-    );
-    let response = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    socket.write_all(response.as_bytes()).await.unwrap();
-    socket.shutdown().await.unwrap();
 }
 
 /// Plays just enough of a broker: accepts the connection, the `$cbs` link pair and the queue
-/// link, answers one put-token with 202, and hands the request over.
-async fn amqp_peer(listener: TcpListener, seen: oneshot::Sender<Message<Body<Value>>>) {
+/// link, answers every put-token with 202, and hands each request over.
+async fn amqp_peer(listener: TcpListener, seen: mpsc::UnboundedSender<Message<Body<Value>>>) {
     let (tcp, _) = listener.accept().await.unwrap();
     let acceptor = ConnectionAcceptor::builder()
         .container_id("fake-servicebus")
@@ -88,51 +100,47 @@ async fn amqp_peer(listener: TcpListener, seen: oneshot::Sender<Message<Body<Val
         }
     }
     let (mut cbs_in, mut cbs_out) = (cbs_in.unwrap(), cbs_out.unwrap());
-    let delivery = cbs_in.recv::<Body<Value>>().await.unwrap();
-    cbs_in.accept(&delivery).await.unwrap();
-    let request = delivery.into_message();
-    let reply = Message::builder()
-        .properties(
-            Properties::builder()
-                .correlation_id(
-                    request
-                        .properties
-                        .as_ref()
-                        .unwrap()
-                        .message_id
-                        .clone()
-                        .unwrap(),
-                )
-                .build(),
-        )
-        .application_properties(
-            ApplicationProperties::builder()
-                .insert("status-code", 202i32)
-                .insert("status-description", "Accepted")
-                .build(),
-        )
-        .body(Body::<Value>::Value(
-            fe2o3_amqp::types::messaging::AmqpValue(Value::Null),
-        ))
-        .build();
-    seen.send(request).unwrap();
-    cbs_out.send(reply).await.unwrap();
-    // The queue link the client attaches once authorised.
-    let _queue_link = links.accept(&mut session).await.unwrap();
-    // Keep the connection up until the test is done with it.
-    std::future::pending::<()>().await;
+    let mut queue_link = None;
+    loop {
+        let delivery = cbs_in.recv::<Body<Value>>().await.unwrap();
+        cbs_in.accept(&delivery).await.unwrap();
+        let request = delivery.into_message();
+        let correlation = request
+            .properties
+            .as_ref()
+            .unwrap()
+            .message_id
+            .clone()
+            .unwrap();
+        let reply = Message::builder()
+            .properties(Properties::builder().correlation_id(correlation).build())
+            .application_properties(
+                ApplicationProperties::builder()
+                    .insert("status-code", 202i32)
+                    .insert("status-description", "Accepted")
+                    .build(),
+            )
+            .body(Body::<Value>::Value(
+                fe2o3_amqp::types::messaging::AmqpValue(Value::Null),
+            ))
+            .build();
+        seen.send(request).unwrap();
+        cbs_out.send(reply).await.unwrap();
+        if queue_link.is_none() {
+            // The queue link the client attaches once authorised; kept open from then on.
+            queue_link = Some(links.accept(&mut session).await.unwrap());
+        }
+    }
 }
 
+/// Token lifetime the fake endpoint gives: short, so the refresh shows up within seconds.
+const LIFETIME_SECONDS: u64 = 4;
+
 #[tokio::test]
-async fn managed_identity_token_goes_out_in_cbs_put_token_as_jwt() {
+async fn managed_identity_token_goes_out_in_cbs_put_token_as_jwt_and_is_refreshed() {
     aca_job_lab::servicebus::install_crypto_provider();
     let identity = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let broker = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let expires_on = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 3600;
     // SAFETY: this binary has one test and sets the variables before any thread reads them.
     unsafe {
         std::env::set_var(
@@ -141,9 +149,9 @@ async fn managed_identity_token_goes_out_in_cbs_put_token_as_jwt() {
         );
         std::env::set_var("IDENTITY_HEADER", IDENTITY_HEADER);
     }
-    let (identity_seen, identity_request) = oneshot::channel();
-    let (put_token_seen, put_token) = oneshot::channel();
-    tokio::spawn(identity_endpoint(identity, expires_on, identity_seen));
+    let (identity_seen, mut identity_requests) = mpsc::unbounded_channel();
+    let (put_token_seen, mut put_tokens) = mpsc::unbounded_channel();
+    tokio::spawn(identity_endpoint(identity, LIFETIME_SECONDS, identity_seen));
     let peer_port = broker.local_addr().unwrap().port();
     let peer = tokio::spawn(amqp_peer(broker, put_token_seen));
 
@@ -157,16 +165,16 @@ async fn managed_identity_token_goes_out_in_cbs_put_token_as_jwt() {
         },
     };
     // A dead identity endpoint retries for ~80 s; a working one answers at once.
-    let flow = async {
+    let (_client, _sender) = tokio::time::timeout(Duration::from_secs(30), async {
         let mut client = ServiceBusClient::connect(&config).await.unwrap();
         let sender = client.sender("queue-messages").await.unwrap();
-        drop(sender);
-    };
-    tokio::time::timeout(Duration::from_secs(30), flow)
-        .await
-        .expect("connect + authorise timed out");
+        (client, sender)
+    })
+    .await
+    .expect("connect + authorise timed out");
 
-    let request = identity_request.await.unwrap();
+    // What the identity endpoint was asked.
+    let (request, expires_on) = identity_requests.recv().await.unwrap();
     let (path, query) = request
         .request_line
         .strip_prefix("GET ")
@@ -192,8 +200,26 @@ async fn managed_identity_token_goes_out_in_cbs_put_token_as_jwt() {
         Some(IDENTITY_HEADER)
     );
 
-    let put_token = put_token.await.unwrap();
-    let props = put_token.application_properties.unwrap();
+    // What went out on the wire: that token, as a jwt, for the queue.
+    let put_token = put_tokens.recv().await.unwrap();
+    assert_put_token(&put_token, &format!("{ACCESS_TOKEN}-1"), expires_on);
+
+    // Before the first token runs out, a fresh one is fetched and put again, without any help.
+    let (_, second_expiry) =
+        tokio::time::timeout(Duration::from_secs(20), identity_requests.recv())
+            .await
+            .expect("a second token request before the first expired")
+            .unwrap();
+    let refreshed = tokio::time::timeout(Duration::from_secs(20), put_tokens.recv())
+        .await
+        .expect("a second put-token")
+        .unwrap();
+    assert_put_token(&refreshed, &format!("{ACCESS_TOKEN}-2"), second_expiry);
+    peer.abort();
+}
+
+fn assert_put_token(message: &Message<Body<Value>>, token: &str, expires_on: u64) {
+    let props = message.application_properties.as_ref().unwrap();
     assert_eq!(
         props.get("operation"),
         Some(&SimpleValue::String("put-token".into()))
@@ -212,9 +238,8 @@ async fn managed_identity_token_goes_out_in_cbs_put_token_as_jwt() {
         expiration.milliseconds(),
         i64::try_from(expires_on * 1000).unwrap()
     );
-    match put_token.body {
-        Body::Value(v) => assert_eq!(v.0, Value::String(ACCESS_TOKEN.into())),
+    match &message.body {
+        Body::Value(v) => assert_eq!(v.0, Value::String(token.into())),
         other => panic!("body: {other:?}"),
     }
-    peer.abort();
 }
