@@ -332,3 +332,51 @@ async fn management_replies_follow_reply_to_else_the_node_response_link() {
     connection.close().await.unwrap();
     emu.shutdown().await;
 }
+
+/// The worker's path: SASL ANONYMOUS, then a SAS token on `$cbs` with fe2o3-amqp-cbs, then the links.
+#[tokio::test]
+async fn cbs_put_token_grants_access_and_a_bad_token_does_not() {
+    use fe2o3_amqp::types::primitives::Timestamp;
+    use fe2o3_amqp_cbs::client::CbsClient;
+    use fe2o3_amqp_cbs::token::CbsToken;
+    use servicebus_emulator::auth::make_token;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    let emu = emulator().await;
+    let url = format!("amqp://127.0.0.1:{}", emu.amqp_addr().port());
+    let audience = format!("sb://127.0.0.1:{}/{QUEUE}", emu.amqp_addr().port());
+    let expires = SystemTime::now() + Duration::from_secs(3600);
+    let expires_ms = expires.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+
+    for (key, allowed) in [("not-the-key", false), ("SAS_KEY_VALUE", true)] {
+        let mut connection = Connection::builder()
+            .container_id("cbs-peer")
+            .sasl_profile(SaslProfile::Anonymous)
+            .open(url.as_str())
+            .await
+            .unwrap();
+        let mut session = Session::begin(&mut connection).await.unwrap();
+        let mut cbs = CbsClient::attach(&mut session).await.unwrap();
+        let token = make_token(&audience, "RootManageSharedAccessKey", key, expires);
+        let put = cbs
+            .put_token(
+                audience.as_str(),
+                CbsToken::new(
+                    token,
+                    "servicebus.windows.net:sastoken",
+                    Timestamp::from_milliseconds(expires_ms),
+                ),
+            )
+            .await;
+        assert_eq!(put.is_ok(), allowed, "put-token with key {key}: {put:?}");
+        let sender = Sender::attach(&mut session, "after-cbs", QUEUE).await;
+        assert_eq!(
+            sender.is_ok(),
+            allowed,
+            "attach after put-token with key {key}: {:?}",
+            sender.as_ref().err()
+        );
+        let _ = connection.close().await;
+    }
+    emu.shutdown().await;
+}
