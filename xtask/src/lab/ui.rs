@@ -58,7 +58,7 @@ impl Ui {
         let title = title.into();
         let bar = self.spinners.then(|| {
             let bar = ProgressBar::new_spinner();
-            if let Ok(style) = ProgressStyle::with_template(" {spinner} {msg}") {
+            if let Ok(style) = ProgressStyle::with_template(" {spinner} {wide_msg}") {
                 bar.set_style(style);
             }
             bar.set_message(title.clone());

@@ -23,6 +23,8 @@ pub struct Invocation {
     pub env: Vec<(&'static str, String)>,
     /// Let the child finish even after Ctrl-C (teardown must not be cut short).
     pub shielded: bool,
+    /// Show its output lines in the step's spinner (progress of long commands; not for JSON replies).
+    pub streamed: bool,
 }
 
 impl Invocation {
@@ -32,6 +34,7 @@ impl Invocation {
             args: args.into_iter().map(Into::into).collect(),
             env: Vec::new(),
             shielded: false,
+            streamed: false,
         }
     }
 
@@ -42,6 +45,11 @@ impl Invocation {
 
     pub fn shielded(mut self) -> Self {
         self.shielded = true;
+        self
+    }
+
+    pub fn streamed(mut self) -> Self {
+        self.streamed = true;
         self
     }
 
@@ -106,7 +114,8 @@ impl Runner {
             .spawn()
             .with_context(|| format!("could not start `{shown}`"))?;
         let pid = child.id();
-        let stdout = child.stdout.take().map(|out| collect_lines(out, step));
+        let live = step.filter(|_| invocation.streamed);
+        let stdout = child.stdout.take().map(|out| collect_lines(out, live));
         let stderr = child.stderr.take().map(|err| collect_lines(err, None));
         let collect = async {
             let (stdout, stderr) = tokio::join!(

@@ -35,11 +35,12 @@ pub fn version() -> Invocation {
 }
 
 pub fn init(subscription: &str) -> Invocation {
-    terraform(&["init", "-input=false"], subscription)
+    terraform(&["init", "-input=false"], subscription).streamed()
 }
 
 pub fn plan(subscription: &str, variables: &Variables) -> Invocation {
-    let mut invocation = terraform(&["plan", "-input=false", "-out", "tfplan"], subscription);
+    let mut invocation =
+        terraform(&["plan", "-input=false", "-out", "tfplan"], subscription).streamed();
     if let Some(file) = &variables.var_file {
         // -var-file wins over *.auto.tfvars.json, so these settings replace the committed ones.
         invocation
@@ -59,7 +60,7 @@ pub fn plan(subscription: &str, variables: &Variables) -> Invocation {
 }
 
 pub fn apply(subscription: &str) -> Invocation {
-    terraform(&["apply", "-input=false", "tfplan"], subscription)
+    terraform(&["apply", "-input=false", "tfplan"], subscription).streamed()
 }
 
 pub fn output(subscription: &str) -> Invocation {
@@ -68,7 +69,9 @@ pub fn output(subscription: &str) -> Invocation {
 
 /// Teardown runs shielded: a second Ctrl-C must not leave half a lab billing.
 pub fn destroy(subscription: &str) -> Invocation {
-    terraform(&["destroy", "-input=false", "-auto-approve"], subscription).shielded()
+    terraform(&["destroy", "-input=false", "-auto-approve"], subscription)
+        .shielded()
+        .streamed()
 }
 
 /// `terraform version -json` → `1.11.4`; the lab needs 1.9 or newer (cross-variable validations).
