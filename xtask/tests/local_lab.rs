@@ -183,6 +183,7 @@ fn story(output: &str) -> String {
                 || l.starts_with(" ✔")
                 || l.starts_with(" ✘")
                 || l.starts_with("Done")
+                || l.starts_with("Failed")
         })
         .collect::<Vec<_>>()
         .join("\n")
@@ -456,4 +457,68 @@ fn every_command_in_the_workshop_is_exercised() {
             "`{command}` is tested but not in lab/README.md"
         );
     }
+}
+
+#[test]
+fn a_failing_job_ends_the_story_with_the_reason_and_still_tears_down() {
+    let lab = Lab::new();
+    // Every replica exits 1: the first attempt and the tutorial's one retry fail, so the execution fails.
+    let assert = lab
+        .command(&["lab", "--worker-bin", "/bin/false"])
+        .assert()
+        .failure();
+    let output = stdout(&assert);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    insta::with_settings!({ filters => filters() }, {
+        insta::assert_snapshot!("failing_job_story", story(&output));
+        insta::assert_snapshot!("failing_job_error", stderr);
+    });
+}
+
+#[test]
+fn a_replica_past_its_timeout_is_stopped_and_its_message_stays_in_the_queue() {
+    let lab = Lab::new();
+    let dir = tempfile::tempdir().unwrap();
+    let settings_file =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../terraform/job.auto.tfvars.json");
+    let mut settings: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(settings_file).unwrap()).unwrap();
+    settings["replica_timeout_in_seconds"] = 1.into();
+    let settings_path = dir.path().join("job.json");
+    std::fs::write(&settings_path, settings.to_string()).unwrap();
+    // A job that ignores SIGTERM: only the SIGKILL after the grace period ends it.
+    let worker = dir.path().join("stubborn-job");
+    std::fs::write(&worker, "#!/bin/sh\ntrap 'echo got SIGTERM, ignoring it' TERM\necho working\nwhile :; do sleep 0.1; done\n").unwrap();
+    let mut permissions = std::fs::metadata(&worker).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&worker, permissions).unwrap();
+
+    let assert = lab
+        .command(&[
+            "lab",
+            "--settings",
+            settings_path.to_str().unwrap(),
+            "--worker-bin",
+            worker.to_str().unwrap(),
+        ])
+        .assert()
+        .failure();
+    let output = stdout(&assert);
+    assert!(
+        output.contains("working") && output.contains("got SIGTERM, ignoring it"),
+        "{output}"
+    );
+    assert!(
+        output.contains("still running 5 s after SIGTERM; killing it (SIGKILL)"),
+        "{output}"
+    );
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("the replica timeout of 1 s was reached"),
+        "{stderr}"
+    );
+    assert!(
+        output.contains("1 message(s) were still in the queue"),
+        "the message was lost:\n{output}"
+    );
 }

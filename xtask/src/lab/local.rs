@@ -357,10 +357,24 @@ async fn send_and_watch(
         poll_interval: Duration::from_millis(100),
         deadline: Duration::from_secs(args.timeout),
     };
-    let execution = wait(ui, &mut source, &watch).await?;
-    let record = history.get(&execution.name);
+    let result = wait(ui, &mut source, &watch).await;
+    // Success or not, the participant sees the executions and the log of ours.
+    let name = match &result {
+        Ok(execution) => Some(execution.name.clone()),
+        Err(_) => latest_of_ours(&history.executions(), &watch),
+    };
+    let record = name.and_then(|name| history.get(&name));
     show_evidence(ui, &history.executions(), record.as_ref());
-    Ok(())
+    result.map(|_| ())
+}
+
+/// The most recent execution the wait would have counted as ours.
+fn latest_of_ours(executions: &[Execution], plan: &WatchPlan) -> Option<String> {
+    executions
+        .iter()
+        .filter(|e| plan.is_ours(e))
+        .max_by_key(|e| e.start_time())
+        .map(|e| e.name.clone())
 }
 
 /// Wait with a live line; ✔ with the execution, or ✘ with its reason and log.
@@ -409,7 +423,7 @@ async fn wait<S: ExecutionSource + ActiveCount>(
                 .clone()
                 .unwrap_or_else(|| "no reason given".to_owned());
             let error = anyhow::anyhow!(
-                "execution {} ended {}: {reason}; its replica log is below (`cargo xtask lab executions` lists all)",
+                "execution {} ended {}: {reason}; its replica log is shown with the executions",
                 execution.name,
                 execution.status()
             );
@@ -590,11 +604,7 @@ async fn watch_step(args: &LocalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     let result = wait(ui, &mut source, &plan).await;
     let name = match &result {
         Ok(execution) => Some(execution.name.clone()),
-        Err(_) => read_executions(&state)?
-            .into_iter()
-            .filter(|e| plan.is_ours(e))
-            .map(|e| e.name)
-            .next_back(),
+        Err(_) => latest_of_ours(&read_executions(&state)?, &plan),
     };
     let record = name.and_then(|name| state.records().into_iter().find(|r| r.name() == name));
     show_evidence(ui, &read_executions(&state)?, record.as_ref());

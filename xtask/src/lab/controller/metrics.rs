@@ -198,30 +198,22 @@ mod tests {
         addr
     }
 
+    async fn count(response: &'static str) -> u64 {
+        let addr = serve_once(response).await;
+        HealthEndpointMetrics::new(addr, "queue-messages")
+            .active_message_count()
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn reads_the_flat_and_the_nested_count() {
-        let flat = serve_once(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"activeMessageCount\":3}",
-        )
-        .await;
-        assert_eq!(
-            HealthEndpointMetrics::new(flat, "queue-messages")
-                .active_message_count()
-                .await
-                .unwrap(),
-            3
-        );
-        let nested = serve_once(
-            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1e\r\n{\"countDetails\":{\"activeMessag\r\n10\r\neCount\":7,\"x\":0}\r\n1\r\n}\r\n0\r\n\r\n",
-        )
-        .await;
-        assert_eq!(
-            HealthEndpointMetrics::new(nested, "queue-messages")
-                .active_message_count()
-                .await
-                .unwrap(),
-            7
-        );
+        let flat =
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"activeMessageCount\":3}";
+        assert_eq!(count(flat).await, 3);
+        let nested = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1e\r\n{\"countDetails\":{\"activeMessag\r\n\
+                      10\r\neCount\":7,\"x\":0}\r\n1\r\n}\r\n0\r\n\r\n";
+        assert_eq!(count(nested).await, 7);
     }
 
     #[tokio::test]

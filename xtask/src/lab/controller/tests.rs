@@ -61,6 +61,15 @@ enum Behaviour {
     Hang { honours_sigterm: bool },
 }
 
+/// Runs until SIGTERM.
+const STOPS_ON_SIGTERM: Behaviour = Behaviour::Hang {
+    honours_sigterm: true,
+};
+/// Runs until SIGKILL.
+const IGNORES_SIGTERM: Behaviour = Behaviour::Hang {
+    honours_sigterm: false,
+};
+
 #[derive(Clone)]
 struct FakeRunner {
     queue: FakeQueue,
@@ -320,12 +329,7 @@ async fn max_five_executions_with_message_count_one_run_in_parallel() {
 #[tokio::test(start_paused = true)]
 async fn message_count_sets_messages_per_execution() {
     let queue = FakeQueue::with(7);
-    let runner = FakeRunner::new(
-        &queue,
-        Behaviour::Hang {
-            honours_sigterm: true,
-        },
-    );
+    let runner = FakeRunner::new(&queue, STOPS_ON_SIGTERM);
     let mut config = config(10);
     config.scale.message_count = 3;
     let history = run_for(config, &queue, &runner, Duration::from_millis(500)).await;
@@ -373,12 +377,7 @@ async fn retry_limit_zero_fails_on_the_first_failure() {
 #[tokio::test(start_paused = true)]
 async fn a_replica_past_its_timeout_is_terminated_then_killed_and_its_message_redelivered() {
     let queue = FakeQueue::with(1);
-    let runner = FakeRunner::new(
-        &queue,
-        Behaviour::Hang {
-            honours_sigterm: false,
-        },
-    );
+    let runner = FakeRunner::new(&queue, IGNORES_SIGTERM);
     let mut config = config(1);
     config.replica_timeout = Duration::from_secs(10);
     config.replica_retry_limit = 3;
@@ -420,12 +419,7 @@ async fn a_replica_past_its_timeout_is_terminated_then_killed_and_its_message_re
 #[tokio::test(start_paused = true)]
 async fn a_replica_that_honours_sigterm_at_the_timeout_ends_without_a_kill() {
     let queue = FakeQueue::with(1);
-    let runner = FakeRunner::new(
-        &queue,
-        Behaviour::Hang {
-            honours_sigterm: true,
-        },
-    );
+    let runner = FakeRunner::new(&queue, STOPS_ON_SIGTERM);
     let mut config = config(1);
     config.replica_timeout = Duration::from_secs(10);
     let history = run_for(config, &queue, &runner, Duration::from_millis(10_500)).await;
@@ -479,12 +473,7 @@ async fn the_activation_threshold_is_respected() {
 #[tokio::test(start_paused = true)]
 async fn min_executions_run_even_with_an_empty_queue() {
     let queue = FakeQueue::with(0);
-    let runner = FakeRunner::new(
-        &queue,
-        Behaviour::Hang {
-            honours_sigterm: true,
-        },
-    );
+    let runner = FakeRunner::new(&queue, STOPS_ON_SIGTERM);
     let mut config = config(3);
     config.scale.min_executions = 2;
     let history = run_for(config, &queue, &runner, Duration::from_millis(5500)).await;
@@ -515,12 +504,7 @@ async fn parallelism_and_completion_count_shape_one_execution() {
 #[tokio::test(start_paused = true)]
 async fn stopping_the_controller_stops_running_executions() {
     let queue = FakeQueue::with(1);
-    let runner = FakeRunner::new(
-        &queue,
-        Behaviour::Hang {
-            honours_sigterm: true,
-        },
-    );
+    let runner = FakeRunner::new(&queue, STOPS_ON_SIGTERM);
     let history = run_for(config(1), &queue, &runner, Duration::from_secs(4)).await;
     let first = &history.records()[0];
     assert_eq!(first.status(), ExecutionStatus::Stopped);

@@ -2,7 +2,7 @@
 //! replica's log lines.
 
 use crate::lab::controller::{ExecutionRecord, Stream};
-use crate::lab::executions::Execution;
+use crate::lab::executions::{Execution, ExecutionStatus};
 use crate::lab::ui::human_duration;
 
 /// Whole seconds, as the Azure CLI shows start times.
@@ -50,21 +50,21 @@ pub fn table(executions: &[Execution]) -> Vec<String> {
         .collect()
 }
 
-/// The replica's own output; the controller's lines (start, SIGTERM, exit) only when there is none.
+/// The replica's own output. When the execution did not succeed (or printed nothing), the controller's
+/// lines too (`[controller] …`: start, SIGTERM, SIGKILL, exit code), since they tell why.
 pub fn log_lines(record: &ExecutionRecord) -> Vec<String> {
-    let output: Vec<String> = record
-        .log
-        .iter()
-        .filter(|l| l.stream != Stream::System)
-        .map(|l| l.text.clone())
-        .collect();
-    if !output.is_empty() {
-        return output;
+    let output = || record.log.iter().filter(|l| l.stream != Stream::System);
+    let succeeded = record.status() == ExecutionStatus::Succeeded;
+    if succeeded && output().next().is_some() {
+        return output().map(|l| l.text.clone()).collect();
     }
     record
         .log
         .iter()
-        .map(|l| format!("[{}] {}", l.replica, l.text))
+        .map(|l| match l.stream {
+            Stream::System => format!("[controller] {}: {}", l.replica, l.text),
+            Stream::Stdout | Stream::Stderr => l.text.clone(),
+        })
         .collect()
 }
 
@@ -73,7 +73,7 @@ mod tests {
     use time::macros::datetime;
 
     use super::*;
-    use crate::lab::executions::{ExecutionProperties, ExecutionStatus};
+    use crate::lab::executions::ExecutionProperties;
 
     #[test]
     fn the_table_lines_up_and_sorts_by_start_time() {
