@@ -86,6 +86,7 @@ resource "azurerm_container_app_job" "job" {
   # first execution can start; role assignments are not implied by the references above.
   depends_on = [
     terraform_data.image,
+    terraform_data.image_docker,
     azurerm_role_assignment.job_acr_pull,
     azurerm_role_assignment.job_receiver,
     azurerm_role_assignment.scaler_owner,

@@ -33,6 +33,8 @@ locals {
 # The command runs without a shell (interpreter = the az argv, command = the build context), so it works
 # the same from bash, zsh and PowerShell.
 resource "terraform_data" "image" {
+  count = var.image_builder == "acr" ? 1 : 0
+
   triggers_replace = {
     source   = local.source_hash
     registry = azurerm_container_registry.lab.id
@@ -47,5 +49,32 @@ resource "terraform_data" "image" {
       "--file", "Dockerfile",
     ]
     command = local.repo_root
+  }
+}
+
+# The same image built by the local Docker engine and pushed, for subscriptions where ACR Tasks are not
+# available (free credit, trials: `TasksOperationsNotAllowed`). Provisioners run in order; each is one
+# program without a shell. linux/amd64 because Container Apps runs amd64 (and laptops may be arm64).
+resource "terraform_data" "image_docker" {
+  count = var.image_builder == "docker" ? 1 : 0
+
+  triggers_replace = {
+    source   = local.source_hash
+    registry = azurerm_container_registry.lab.id
+  }
+
+  provisioner "local-exec" {
+    interpreter = ["az", "acr", "login", "--name"]
+    command     = azurerm_container_registry.lab.name
+  }
+
+  provisioner "local-exec" {
+    interpreter = ["docker", "build", "--platform", "linux/amd64", "--file", "${local.repo_root}/Dockerfile", "--tag", local.image]
+    command     = local.repo_root
+  }
+
+  provisioner "local-exec" {
+    interpreter = ["docker", "push"]
+    command     = local.image
   }
 }

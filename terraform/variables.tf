@@ -46,6 +46,17 @@ variable "scaler_auth" {
   }
 }
 
+variable "image_builder" {
+  description = "How the worker image gets into the registry: `acr` (az acr build, in Azure, no local Docker) or `docker` (local docker build + push, for subscriptions without ACR Tasks such as free credit)."
+  type        = string
+  default     = "acr"
+
+  validation {
+    condition     = contains(["acr", "docker"], var.image_builder)
+    error_message = "image_builder must be \"acr\" or \"docker\"."
+  }
+}
+
 variable "operator_object_id" {
   description = "Entra object id that gets Service Bus Data Sender on the queue so `cargo xtask lab send` works with the az login token. Null means whoever runs Terraform; empty string grants nobody."
   type        = string

@@ -174,7 +174,7 @@ def check_job(parsed, problems):
         if f"${{var.env_names.{key}}}" not in env_names:
             problems.append(f"{file}: container env {key} must be named by var.env_names.{key}")
     depends = " ".join(job.get("depends_on", []))
-    for needed in ("terraform_data.image", "azurerm_role_assignment.job_acr_pull", "azurerm_role_assignment.job_receiver"):
+    for needed in ("terraform_data.image", "terraform_data.image_docker", "azurerm_role_assignment.job_acr_pull", "azurerm_role_assignment.job_receiver"):
         if needed not in depends:
             problems.append(f"{file}: the job must depend on {needed} (the first execution needs it)")
 
@@ -190,6 +190,15 @@ def check_job(parsed, problems):
         exec_ = dig(image, ("provisioner", "local-exec")) or {}
         if exec_.get("interpreter", [])[:3] != ["az", "acr", "build"]:
             problems.append(f"{file}: the image is built with `az acr build` as the local-exec interpreter (no shell)")
+    file, docker = res.get("terraform_data.image_docker", (None, None))
+    if docker is None:
+        problems.append("no `resource \"terraform_data\" \"image_docker\"` (the fallback without ACR Tasks) found")
+    else:
+        steps = [p.get("local-exec", {}).get("interpreter", [])[:2] for p in docker.get("provisioner", [])]
+        if steps != [["az", "acr"], ["docker", "build"], ["docker", "push"]]:
+            problems.append(f"{file}: terraform_data.image_docker must run az acr login, docker build, docker push in order; found {steps}")
+        if "source_hash" not in str(docker.get("triggers_replace")):
+            problems.append(f"{file}: terraform_data.image_docker must be re-triggered by local.source_hash")
 
     for name in ("azurerm_container_registry.lab", "azurerm_servicebus_namespace.lab"):
         file, body = res.get(name, (None, {}))

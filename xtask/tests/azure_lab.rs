@@ -202,11 +202,13 @@ async fn dry_run_prints_every_command_and_runs_none() {
             "swedencentral",
             "--scaler-auth",
             "connection-string",
+            "--image-builder",
+            "docker",
         ])
         .await;
     let text = stdout(&output);
     assert!(
-        text.contains("-var location=swedencentral -var scaler_auth=connection_string"),
+        text.contains("-var location=swedencentral -var scaler_auth=connection_string -var image_builder=docker"),
         "{text}"
     );
     assert!(
@@ -392,6 +394,38 @@ async fn missing_tools_are_named_with_where_to_get_them() {
     );
     assert!(
         text.contains("`terraform` is not on PATH: install Terraform 1.9 or newer"),
+        "{text}"
+    );
+    assert_eq!(lab.calls(), "");
+}
+
+#[tokio::test]
+async fn the_docker_image_builder_needs_docker_and_says_so() {
+    let lab = AzureLab::new("succeeded");
+    // PATH: the fakes and python3 only, so no docker whatever this machine has.
+    let python = lab.dir.path().join("python");
+    std::fs::create_dir(&python).unwrap();
+    let real_python = std::env::split_paths(&std::env::var_os("PATH").unwrap())
+        .map(|dir| dir.join("python3"))
+        .find(|path| path.exists())
+        .unwrap();
+    std::os::unix::fs::symlink(real_python, python.join("python3")).unwrap();
+    let mut command = lab.command(&["--image-builder", "docker"]);
+    command.env(
+        "PATH",
+        std::env::join_paths([lab.dir.path().join("bin"), python]).unwrap(),
+    );
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(exit_code(&output), 1);
+    let text = stdout(&output);
+    assert!(
+        text.contains("`docker` is not on PATH, and --image-builder docker needs it"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("`az` (the Azure CLI) is not on PATH"),
         "{text}"
     );
     assert_eq!(lab.calls(), "");

@@ -47,6 +47,9 @@ pub struct AzureArgs {
     /// How the KEDA scaler authenticates to Service Bus (Terraform variable `scaler_auth`).
     #[arg(long, value_enum, global = true)]
     pub scaler_auth: Option<ScalerAuth>,
+    /// How the worker image gets into the registry (Terraform variable `image_builder`; default acr).
+    #[arg(long, value_enum, global = true)]
+    pub image_builder: Option<ImageBuilder>,
     /// Stop watching if no execution that started after the send has succeeded by then (e.g. 15m, 90s).
     #[arg(long, default_value = "15m", value_parser = parse_duration, global = true)]
     pub deadline: Duration,
@@ -80,6 +83,14 @@ pub enum ScalerAuth {
     ManagedIdentity,
     /// The namespace's RootManageSharedAccessKey connection string as a job secret (the tutorial's way).
     ConnectionString,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ImageBuilder {
+    /// `az acr build`: built in the registry, no local Docker needed.
+    Acr,
+    /// Local `docker build` + `docker push` (subscriptions without ACR Tasks, e.g. free credit).
+    Docker,
 }
 
 impl ScalerAuth {
@@ -188,6 +199,13 @@ impl<'a> Session<'a> {
                 .args
                 .scaler_auth
                 .map(|s| s.terraform_value().to_owned()),
+            image_builder: self.args.image_builder.map(|b| {
+                match b {
+                    ImageBuilder::Acr => "acr",
+                    ImageBuilder::Docker => "docker",
+                }
+                .to_owned()
+            }),
             var_file: self.settings_file.clone(),
         }
     }
@@ -402,6 +420,11 @@ impl<'a> Session<'a> {
         if !on_path("terraform") {
             missing.push(
                 "`terraform` is not on PATH: install Terraform 1.9 or newer (https://developer.hashicorp.com/terraform/install)",
+            );
+        }
+        if self.args.image_builder == Some(ImageBuilder::Docker) && !on_path("docker") {
+            missing.push(
+                "`docker` is not on PATH, and --image-builder docker needs it: install Docker, or drop the flag to build with `az acr build`",
             );
         }
         if !missing.is_empty() {

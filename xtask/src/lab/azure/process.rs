@@ -243,7 +243,7 @@ fn hint_for(output: &str) -> Option<&'static str> {
         ),
         (
             "TasksOperationsNotAllowed",
-            "ACR Tasks (`az acr build`) are not available on free-credit and trial subscriptions; use a pay-as-you-go subscription (see lab/azure.md)",
+            "ACR Tasks (`az acr build`) are not available on free-credit and trial subscriptions: run again with `--image-builder docker` (builds and pushes with your local Docker), or use a pay-as-you-go subscription",
         ),
         (
             "QuotaExceeded",

@@ -15,6 +15,7 @@ const CHDIR: &str = "-chdir=terraform";
 pub struct Variables {
     pub location: Option<String>,
     pub scaler_auth: Option<String>,
+    pub image_builder: Option<String>,
     /// A job settings file other than `terraform/job.auto.tfvars.json` (`--settings`); absolute, because
     /// terraform resolves relative paths from `-chdir`.
     pub var_file: Option<std::path::PathBuf>,
@@ -50,6 +51,7 @@ pub fn plan(subscription: &str, variables: &Variables) -> Invocation {
     for (name, value) in [
         ("location", &variables.location),
         ("scaler_auth", &variables.scaler_auth),
+        ("image_builder", &variables.image_builder),
     ] {
         if let Some(value) = value {
             invocation.args.push("-var".into());
