@@ -319,7 +319,7 @@ async fn a_failed_execution_fails_fast_and_still_tears_down() {
 async fn never_triggered_gives_up_at_the_deadline_and_still_tears_down() {
     let lab = AzureLab::with_emulator("never-triggered").await;
     let output = lab
-        .run(&["--poll-interval", "100ms", "--deadline", "3s"])
+        .run(&["--poll-interval", "100ms", "--deadline", "5s"])
         .await;
     assert_eq!(exit_code(&output), 1, "{}", stdout(&output));
     // The only listed execution predates the send, so it must not count as ours.

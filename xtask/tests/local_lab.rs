@@ -295,6 +295,21 @@ fn the_workshop_steps_keep_one_lab_running_across_commands() {
         stdout(&up)
     );
     let pid = lab.pid().unwrap();
+    // One lab per state directory: a second `up` names the running one and the way out.
+    let again = lab.command(&["lab", "up"]).assert().failure();
+    let stderr = String::from_utf8_lossy(&again.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains(&format!("a local lab is already running (pid {pid}"))
+            && stderr.contains("cargo xtask lab down"),
+        "{stderr}"
+    );
+    let zero = lab
+        .command(&["lab", "send", "--count", "0"])
+        .assert()
+        .failure();
+    assert!(
+        String::from_utf8_lossy(&zero.get_output().stderr).contains("--count must be at least 1")
+    );
 
     lab.readme_command("cargo xtask lab send").success();
     let watch = lab.readme_command("cargo xtask lab watch").success();
