@@ -256,11 +256,16 @@ impl<'a> Session<'a> {
         let closing = match (code, step) {
             (0, None) => "Done".to_owned(),
             (0, Some(Step::Up)) => {
-                "Lab is up (it bills until `cargo xtask lab --azure down`). Next: `cargo xtask lab --azure send`, then `watch`; done"
-                    .to_owned()
+                self.ui.detail(
+                    "The lab is running, and billing, until `cargo xtask lab --azure down`. \
+                     Next: `cargo xtask lab --azure send`, then `cargo xtask lab --azure watch`.",
+                );
+                "Up".to_owned()
             }
             (0, Some(_)) => "Done".to_owned(),
-            (EXIT_TEARDOWN_FAILED, _) => "Teardown FAILED: resources may still be billing; see above. Ended".to_owned(),
+            (EXIT_TEARDOWN_FAILED, _) => {
+                "Teardown FAILED: resources may still be billing; see above. Ended".to_owned()
+            }
             (EXIT_INTERRUPTED, _) => "Interrupted; ended".to_owned(),
             _ => "Failed; ended".to_owned(),
         };
