@@ -339,13 +339,33 @@ fn the_workshop_steps_keep_one_lab_running_across_commands() {
         );
         std::thread::sleep(Duration::from_millis(200));
     };
-    for execution in executions.as_array().unwrap() {
-        assert_eq!(execution["type"], "Microsoft.App/jobs/executions");
-        let (start, end) = (
-            execution["properties"]["startTime"].as_str().unwrap(),
-            execution["properties"]["endTime"].as_str().unwrap(),
+    // max_executions is 1: each execution starts after the previous one ended, never beside it.
+    let parse = |value: &serde_json::Value| {
+        time::OffsetDateTime::parse(
+            value.as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+    };
+    let mut spans: Vec<_> = executions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|execution| {
+            assert_eq!(execution["type"], "Microsoft.App/jobs/executions");
+            let properties = &execution["properties"];
+            (
+                parse(&properties["startTime"]),
+                parse(&properties["endTime"]),
+            )
+        })
+        .collect();
+    spans.sort();
+    for pair in spans.windows(2) {
+        assert!(
+            pair[0].0 <= pair[0].1 && pair[0].1 <= pair[1].0,
+            "executions overlap: {executions:#}"
         );
-        assert!(start <= end, "{execution:#}");
     }
     let table = lab.readme_command("cargo xtask lab executions").success();
     insta::with_settings!({ filters => filters() }, {
