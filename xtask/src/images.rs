@@ -553,7 +553,7 @@ fn parse_ldd(output: &str) -> anyhow::Result<Vec<PathBuf>> {
     {
         let path = match line.split_once("=>") {
             Some((name, rest)) => {
-                let path = rest.trim().split_whitespace().next().unwrap_or("");
+                let path = rest.split_whitespace().next().unwrap_or("");
                 if path == "not" {
                     bail!(
                         "the binary needs {} which is not installed on this machine",

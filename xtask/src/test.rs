@@ -40,16 +40,37 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
 
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(&cargo);
-    build.current_dir(&root).args(["test", "--workspace", "--all-features", "--no-run"]);
+    build
+        .current_dir(&root)
+        .args(["test", "--workspace", "--all-features", "--no-run"]);
     run_checked(&mut build, args.dry_run)?;
 
+    // Step 3: package the binaries that build just produced into the images (no second compile), and
+    // then require the backends that run on them: a missing image must fail CI, not skip quietly.
+    let docker = crate::images::docker_answers();
+    if docker {
+        if args.dry_run {
+            println!("cargo xtask images --prebuilt");
+        } else {
+            crate::images::run(crate::images::ImagesArgs::prebuilt())?;
+        }
+    } else {
+        eprintln!(
+            "no Docker engine answers: the container backends of tests/backends.rs will be reported as skipped"
+        );
+    }
+
     let mut test = Command::new(&cargo);
-    test.current_dir(&root).args(["test", "--workspace", "--all-features"]);
+    test.current_dir(&root)
+        .args(["test", "--workspace", "--all-features"]);
     if !args.cargo_test_args.is_empty() {
         test.arg("--").args(&args.cargo_test_args);
     }
     if let Some(python) = &python {
         test.env("ACA_LAB_PYTHON", python);
+    }
+    if docker && std::env::var_os("SERVICEBUS_BACKENDS").is_none() {
+        test.env("SERVICEBUS_BACKENDS", "embedded,container");
     }
     if args.dry_run {
         run_checked(&mut test, true)?;
@@ -58,7 +79,11 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     let status = test
         .status()
         .with_context(|| format!("could not start `{}`", crate::util::display_command(&test)))?;
-    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Create `.venv` with the pinned Python test dependencies unless it already has them.
@@ -77,7 +102,14 @@ fn ensure_venv(root: &Path, dry_run: bool) -> anyhow::Result<PathBuf> {
     }
     let mut install = Command::new(&python);
     install
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
         .arg(&requirements);
     run_checked(&mut install, dry_run)?;
     Ok(python)
@@ -85,16 +117,26 @@ fn ensure_venv(root: &Path, dry_run: bool) -> anyhow::Result<PathBuf> {
 
 /// True when every pinned `name==version` line in the requirements file is installed in the venv.
 fn venv_satisfies(python: &Path, requirements: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string(requirements) else { return false };
+    let Ok(text) = std::fs::read_to_string(requirements) else {
+        return false;
+    };
     text.lines()
         .map(str::trim)
         .filter(|line| !line.is_empty() && !line.starts_with('#'))
         .all(|pin| {
-            let Some((name, version)) = pin.split_once("==") else { return false };
+            let Some((name, version)) = pin.split_once("==") else {
+                return false;
+            };
             Command::new(python)
-                .args(["-c", "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))", name])
+                .args([
+                    "-c",
+                    "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))",
+                    name,
+                ])
                 .output()
-                .is_ok_and(|out| out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == version)
+                .is_ok_and(|out| {
+                    out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == version
+                })
         })
 }
 
@@ -105,5 +147,7 @@ fn find_system_python() -> anyhow::Result<PathBuf> {
             return Ok(PathBuf::from(candidate));
         }
     }
-    bail!("no python3 on PATH: the emulator's SDK tests need Python 3.9+ with venv (install python3 and python3-venv)")
+    bail!(
+        "no python3 on PATH: the emulator's SDK tests need Python 3.9+ with venv (install python3 and python3-venv)"
+    )
 }
