@@ -135,6 +135,10 @@ impl OfficialServiceBusEmulator {
     /// A password that meets SQL Server's complexity rules; the sidecar is private to the test network.
     pub const DEFAULT_SA_PASSWORD: &str = "AcaJobLab#Emulator1";
 
+    /// SQL Server and then the emulator each take tens of seconds to come up, more on a loaded machine;
+    /// testcontainers' default of 60 s is too tight for either.
+    pub const STARTUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);
+
     /// Accept the emulator's licence (`ACCEPT_EULA=Y`); also accepts the sidecar's in [`requests`](Self::requests).
     pub fn with_accept_eula(mut self) -> Self {
         self.env_vars.insert("ACCEPT_EULA".into(), "Y".into());
@@ -190,12 +194,14 @@ impl OfficialServiceBusEmulator {
         }
         let sidecar = sidecar
             .with_network(network)
-            .with_container_name(&sql_server);
+            .with_container_name(&sql_server)
+            .with_startup_timeout(Self::STARTUP_TIMEOUT);
         let emulator = self
             .with_sql_server(sql_server)
             .with_sa_password(password)
             .with_network(network)
-            .with_container_name(unique_name("servicebus-emulator"));
+            .with_container_name(unique_name("servicebus-emulator"))
+            .with_startup_timeout(Self::STARTUP_TIMEOUT);
         (sidecar, emulator)
     }
 
@@ -398,6 +404,14 @@ mod tests {
         assert_eq!(mounts[0].access_mode(), AccessMode::ReadOnly);
 
         assert_eq!(emulator.expose_ports(), &[AMQP_PORT, HEALTH_PORT]);
+        assert_eq!(
+            emulator.startup_timeout(),
+            Some(OfficialServiceBusEmulator::STARTUP_TIMEOUT)
+        );
+        assert_eq!(
+            sidecar.startup_timeout(),
+            Some(OfficialServiceBusEmulator::STARTUP_TIMEOUT)
+        );
         let ready = format!("{:?}", emulator.ready_conditions());
         assert!(
             ready.contains("Emulator Service is Successfully Up!"),
