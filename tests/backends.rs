@@ -14,10 +14,14 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use aca_job_lab::servicebus::{PropertyValue, ServiceBusMessage};
+use aca_job_lab::servicebus::{
+    ConnectionConfig, PropertyValue, ServiceBusClient, ServiceBusMessage,
+};
 use rstest::rstest;
 use serde_json::json;
+use servicebus_emulator::testcontainers::{AMQP_PORT, ServiceBusEmulator, connection_string};
 use support::{Backend, JobRun, QUEUE, json_messages, snapshot_settings};
+use testcontainers::runners::AsyncRunner;
 
 /// Runs a test once per backend (`case_1_embedded`, `case_2_container`, `case_3_official`), each in a
 /// multi-threaded runtime: the embedded emulator serves from the test's runtime while the test waits
@@ -264,6 +268,51 @@ backend_matrix! {
             });
         }
     }
+}
+
+/// `with_config` replaces the Config.json baked into our image: the given queue exists and the lab's
+/// queue does not. (The matrix passes the lab's own file, which would pass even if it were ignored.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_emulator_image_serves_the_config_it_is_given() {
+    if !support::runnable(Backend::Container, "with-config").await {
+        return;
+    }
+    support::ran(Backend::Container, "with-config");
+    let lab = std::fs::read_to_string(support::LAB_CONFIG).unwrap();
+    let config = lab.replace(QUEUE, "custom-queue");
+    let emulator = ServiceBusEmulator::default()
+        .with_config(config.into_bytes())
+        .start()
+        .await
+        .expect("our emulator image starts with the given config");
+    let port = emulator.get_host_port_ipv4(AMQP_PORT).await.unwrap();
+    let (connection, _) =
+        ConnectionConfig::from_connection_string(&connection_string("127.0.0.1", port)).unwrap();
+
+    let mut client = ServiceBusClient::connect(&connection).await.unwrap();
+    let mut sender = client.sender("custom-queue").await.unwrap();
+    sender
+        .send(ServiceBusMessage::new("hello").with_message_id("custom-01"))
+        .await
+        .unwrap();
+    let mut receiver = client.receiver("custom-queue").await.unwrap();
+    let received = receiver
+        .receive(Duration::from_secs(5), 1)
+        .await
+        .unwrap()
+        .expect("the message comes back");
+    receiver.complete(&received).await.unwrap();
+    assert_eq!(received.message_id.as_deref(), Some("custom-01"));
+
+    let mut other = ServiceBusClient::connect(&connection).await.unwrap();
+    let lab_queue = match other.sender(QUEUE).await {
+        Ok(mut sender) => sender.send(ServiceBusMessage::new("x")).await,
+        Err(error) => Err(error),
+    };
+    assert!(
+        lab_queue.is_err(),
+        "the image's built-in queue `{QUEUE}` is still served"
+    );
 }
 
 /// Wait until the worker has logged that it is processing a message (it holds the lock from then on).

@@ -226,6 +226,26 @@ enum Running {
 /// Start `backend` for `case`, or report it absent and return `None` (the case then returns early).
 /// Panics when `SERVICEBUS_BACKENDS` asked for this backend and it cannot run.
 pub async fn start(backend: Backend, case: &'static str) -> Option<Stack> {
+    if !runnable(backend, case).await {
+        return None;
+    }
+    let started = Instant::now();
+    let stack = Stack::start(backend).await;
+    let ready = started.elapsed().as_micros();
+    record(backend, |r| {
+        r.ran.push(case);
+        r.ready_us.push(ready);
+    });
+    Some(stack)
+}
+
+/// Count `case` as run on `backend`, for a test that starts its own containers after [`runnable`].
+pub fn ran(backend: Backend, case: &'static str) {
+    record(backend, |r| r.ran.push(case));
+}
+
+/// Whether `backend` can run `case` here; when not, says why (and panics when it was requested).
+pub async fn runnable(backend: Backend, case: &'static str) -> bool {
     let requested = requested();
     let skip = match &requested {
         Some(names) if !names.iter().any(|n| n == backend.name()) => Some(format!(
@@ -248,16 +268,9 @@ pub async fn start(backend: Backend, case: &'static str) -> Option<Stack> {
             r.skipped.push(case);
             r.reason = Some(reason);
         });
-        return None;
+        return false;
     }
-    let started = Instant::now();
-    let stack = Stack::start(backend).await;
-    let ready = started.elapsed().as_micros();
-    record(backend, |r| {
-        r.ran.push(case);
-        r.ready_us.push(ready);
-    });
-    Some(stack)
+    true
 }
 
 /// A name unique to this test, for containers and networks.
