@@ -4,7 +4,7 @@
 //! `docs/benchmarks.md`, headed by the machine and the command, so numbers always travel with their context.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -40,7 +40,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     ]);
     run_checked(&mut build, args.dry_run)?;
 
-    let release = target_dir(&root).join("release");
+    let release = crate::util::target_dir(&root)?.join("release");
     let emulator = release.join("servicebus-emulator");
     let job = release.join("servicebus-job");
 
@@ -115,10 +115,6 @@ fn binary_start(emulator: &Path, runs: usize) -> anyhow::Result<(Duration, Durat
     }
     times.sort();
     Ok((times[times.len() / 2], times[times.len() - 1]))
-}
-
-fn target_dir(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
 }
 
 fn machine() -> String {

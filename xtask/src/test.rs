@@ -3,9 +3,11 @@
 //! This is the one test command the README names and `.ci/run` executes. It keeps the machine set-up
 //! in code rather than in a shell script, so a developer and CI run exactly the same steps:
 //! 1. a Python virtualenv at `.venv` with the real `azure-servicebus` SDK (the emulator's peer);
-//! 2. one build of every test target in the workspace;
-//! 3. the container images, packaged from that build, when a Docker engine answers;
-//! 4. `cargo test --workspace`, last, so its summary lines close the output.
+//! 2. the static checks of `terraform/` (python-hcl2 parse + invariants, checkov), each tool in its own
+//!    virtualenv under `target/venvs/` because checkov ships a clashing `hcl2` package;
+//! 3. one build of every test target in the workspace;
+//! 4. the container images, packaged from that build, when a Docker engine answers;
+//! 5. `cargo test --workspace`, last, so its summary lines close the output.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -19,6 +21,9 @@ pub struct TestArgs {
     /// Skip creating or updating the Python virtualenv (use whatever `ACA_LAB_PYTHON` points at).
     #[arg(long)]
     pub no_venv: bool,
+    /// Skip the static checks of `terraform/` (python-hcl2 and checkov).
+    #[arg(long)]
+    pub no_terraform_checks: bool,
     /// Print the steps and run none.
     #[arg(long)]
     pub dry_run: bool,
@@ -35,8 +40,16 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     let python = if args.no_venv {
         std::env::var_os("ACA_LAB_PYTHON").map(PathBuf::from)
     } else {
-        Some(ensure_venv(&root, args.dry_run)?)
+        let requirements = root.join("tests").join("requirements.txt");
+        Some(ensure_venv(
+            &root.join(VENV_DIR),
+            &requirements,
+            args.dry_run,
+        )?)
     };
+    if !args.no_terraform_checks {
+        terraform_checks(&root, args.dry_run)?;
+    }
 
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(&cargo);
@@ -86,18 +99,54 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Create `.venv` with the pinned Python test dependencies unless it already has them.
-fn ensure_venv(root: &Path, dry_run: bool) -> anyhow::Result<PathBuf> {
-    let venv = root.join(VENV_DIR);
+/// Terraform cannot run here (no binary, no provider downloads), so `terraform/` is checked statically:
+/// every file parses and the lab's invariants hold (`check_terraform.py`, `--terraform` when a binary is
+/// on PATH), and checkov's policies pass with each skip justified in `checkov.yaml`.
+fn terraform_checks(root: &Path, dry_run: bool) -> anyhow::Result<()> {
+    let checks = root.join("terraform").join("checks");
+    let venvs = crate::util::target_dir(root)?.join("venvs");
+    let hcl2 = ensure_venv(
+        &venvs.join("hcl2"),
+        &checks.join("requirements-hcl2.txt"),
+        dry_run,
+    )?;
+    let checkov = ensure_venv(
+        &venvs.join("checkov"),
+        &checks.join("requirements-checkov.txt"),
+        dry_run,
+    )?;
+
+    let mut parse = Command::new(&hcl2);
+    parse
+        .current_dir(root)
+        .arg(checks.join("check_terraform.py"));
+    if crate::lab::azure::process::on_path("terraform") {
+        parse.arg("--terraform");
+    }
+    run_checked(&mut parse, dry_run)?;
+
+    let checkov_bin = checkov.with_file_name("checkov");
+    let mut scan = Command::new(checkov_bin);
+    scan.current_dir(root).args([
+        "--config-file",
+        "terraform/checks/checkov.yaml",
+        "--quiet",
+        "--compact",
+    ]);
+    run_checked(&mut scan, dry_run)
+}
+
+/// Create the virtualenv `venv` with the pinned `requirements` unless it already has them; returns its
+/// python.
+fn ensure_venv(venv: &Path, requirements: &Path, dry_run: bool) -> anyhow::Result<PathBuf> {
     let python = venv.join("bin").join("python");
-    let requirements = root.join("tests").join("requirements.txt");
-    if !dry_run && python.exists() && venv_satisfies(&python, &requirements) {
+    if !dry_run && python.exists() && venv_satisfies(&python, requirements) {
         return Ok(python);
     }
     let system_python = find_system_python()?;
     if dry_run || !python.exists() {
         let mut create = Command::new(&system_python);
-        create.args(["-m", "venv"]).arg(&venv);
+        create.args(["-m", "venv"]).arg(venv);
         run_checked(&mut create, dry_run)?;
     }
     let mut install = Command::new(&python);
@@ -110,7 +159,7 @@ fn ensure_venv(root: &Path, dry_run: bool) -> anyhow::Result<PathBuf> {
             "--disable-pip-version-check",
             "-r",
         ])
-        .arg(&requirements);
+        .arg(requirements);
     run_checked(&mut install, dry_run)?;
     Ok(python)
 }

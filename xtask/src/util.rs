@@ -36,9 +36,33 @@ pub fn run_checked(cmd: &mut Command, dry_run: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     eprintln!("$ {shown}");
-    let status = cmd.status().with_context(|| format!("could not start `{shown}`"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start `{shown}`"))?;
     if !status.success() {
         bail!("`{shown}` failed ({status})");
     }
     Ok(())
+}
+
+/// The target directory cargo uses here (honours `CARGO_TARGET_DIR` and `build.target-dir`).
+pub fn target_dir(root: &Path) -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(root)
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .output()
+        .context("could not run `cargo metadata` to find the target directory")?;
+    if !out.status.success() {
+        bail!(
+            "`cargo metadata` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .context("`cargo metadata` printed something that is not JSON")?;
+    let dir = meta["target_directory"]
+        .as_str()
+        .context("`cargo metadata` did not report a target_directory")?;
+    Ok(PathBuf::from(dir))
 }

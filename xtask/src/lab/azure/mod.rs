@@ -8,7 +8,7 @@
 
 mod az;
 mod interrupt;
-mod process;
+pub(crate) mod process;
 mod send;
 mod terraform;
 
