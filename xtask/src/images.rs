@@ -222,7 +222,7 @@ pub fn run(args: ImagesArgs) -> anyhow::Result<ExitCode> {
     };
     let specs: Vec<ImageSpec> = names.iter().map(|name| name.spec()).collect();
     let packages: Vec<&str> = specs.iter().map(|spec| spec.package).collect();
-    let target_dir = target_dir(&root)?;
+    let target_dir = crate::util::target_dir(&root)?;
     let Source { bin_dir, build } = source(&args, &target_dir, &packages);
     let contexts = target_dir.join("images");
 
@@ -367,28 +367,6 @@ fn legacy_builder_env() -> Option<(&'static str, &'static str)> {
         Ok(out) if out.status.success() => None,
         _ => Some(("DOCKER_BUILDKIT", "0")),
     }
-}
-
-/// The target directory cargo uses here (honours `CARGO_TARGET_DIR` and `build.target-dir`).
-fn target_dir(root: &Path) -> anyhow::Result<PathBuf> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(cargo)
-        .current_dir(root)
-        .args(["metadata", "--format-version", "1", "--no-deps"])
-        .output()
-        .context("could not run `cargo metadata` to find the target directory")?;
-    if !out.status.success() {
-        bail!(
-            "`cargo metadata` failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .context("`cargo metadata` printed something that is not JSON")?;
-    let dir = meta["target_directory"]
-        .as_str()
-        .context("`cargo metadata` did not report a target_directory")?;
-    Ok(PathBuf::from(dir))
 }
 
 /// One file of the image: where it comes from on the host, or its literal contents.
