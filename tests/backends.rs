@@ -7,7 +7,8 @@
 //! messages). One snapshot serves all backends, so a backend that behaves differently fails visibly.
 //!
 //! Run: `cargo xtask images && cargo test --test backends` (`SERVICEBUS_BACKENDS=embedded,container` to
-//! insist on those two; `TESTCONTAINERS_COMMAND=keep` keeps the containers for a look afterwards).
+//! insist on those two, `embedded,container,official?` to also run Microsoft's where its images are
+//! present; `TESTCONTAINERS_COMMAND=keep` keeps the containers for a look afterwards).
 
 mod support;
 

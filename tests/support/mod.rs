@@ -10,7 +10,9 @@
 //! are present runs, and an absent one is skipped *visibly*: a `SKIPPED` line at once, and a summary
 //! after cargo's own result line naming each backend, the cases it ran and, for an absent one, why.
 //! A backend named in `SERVICEBUS_BACKENDS` that cannot run fails the test instead: CI names the
-//! backends it promises, so a missing image there is an error, not a quiet pass.
+//! backends it promises, so a missing image there is an error, not a quiet pass. A name ending in `?`
+//! (`official?`) is optional: it runs where its images are present and is skipped, with the reason,
+//! where they are not (`cargo xtask test` asks for `embedded,container,official?`).
 
 #![allow(dead_code)] // each test binary uses its own part of the support code
 
@@ -84,6 +86,32 @@ fn descriptor<I: Image>(image: &I) -> String {
     format!("{}:{}", image.name(), image.tag())
 }
 
+/// How `SERVICEBUS_BACKENDS` treats a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wanted {
+    /// Named: it must run; a missing image fails the test.
+    Required,
+    /// Named with a trailing `?`, or the variable is unset: run it where it can run, else skip visibly.
+    IfPresent,
+    /// Left out of the list: skip it.
+    NotSelected,
+}
+
+fn wanted(backend: Backend) -> Wanted {
+    match requested() {
+        None => Wanted::IfPresent,
+        Some(names) if names.iter().any(|n| n == backend.name()) => Wanted::Required,
+        Some(names)
+            if names
+                .iter()
+                .any(|n| n.strip_suffix('?') == Some(backend.name())) =>
+        {
+            Wanted::IfPresent
+        }
+        Some(_) => Wanted::NotSelected,
+    }
+}
+
 /// What `SERVICEBUS_BACKENDS` asks for: `None` = not set (run what is present).
 fn requested() -> Option<Vec<String>> {
     let value = std::env::var("SERVICEBUS_BACKENDS").ok()?;
@@ -99,9 +127,10 @@ fn requested() -> Option<Vec<String>> {
         .map(|s| s.trim().to_ascii_lowercase())
         .collect();
     for name in &names {
+        let name = name.strip_suffix('?').unwrap_or(name);
         assert!(
             Backend::ALL.iter().any(|b| b.name() == name),
-            "SERVICEBUS_BACKENDS names `{name}`, which is not a backend: use a comma-separated list of embedded, container, official (or `all`)"
+            "SERVICEBUS_BACKENDS names `{name}`, which is not a backend: use a comma-separated list of embedded, container, official (a trailing `?` makes one optional), or `all`"
         );
     }
     Some(names)
@@ -246,13 +275,12 @@ pub fn ran(backend: Backend, case: &'static str) {
 
 /// Whether `backend` can run `case` here; when not, says why (and panics when it was requested).
 pub async fn runnable(backend: Backend, case: &'static str) -> bool {
-    let requested = requested();
-    let skip = match &requested {
-        Some(names) if !names.iter().any(|n| n == backend.name()) => Some(format!(
+    let skip = match wanted(backend) {
+        Wanted::NotSelected => Some(format!(
             "not selected (SERVICEBUS_BACKENDS={})",
-            names.join(",")
+            requested().unwrap_or_default().join(",")
         )),
-        Some(_) => {
+        Wanted::Required => {
             if let Err(reason) = availability(backend).await {
                 panic!(
                     "backend `{backend}` was requested by SERVICEBUS_BACKENDS but cannot run: {reason}"
@@ -260,7 +288,7 @@ pub async fn runnable(backend: Backend, case: &'static str) -> bool {
             }
             None
         }
-        None => availability(backend).await.err(),
+        Wanted::IfPresent => availability(backend).await.err(),
     };
     if let Some(reason) = skip {
         let _ = writeln!(std::io::stderr(), "SKIPPED {case} on {backend}: {reason}");

@@ -83,7 +83,7 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         test.env("ACA_LAB_PYTHON", python);
     }
     if docker && std::env::var_os("SERVICEBUS_BACKENDS").is_none() {
-        test.env("SERVICEBUS_BACKENDS", "embedded,container");
+        test.env("SERVICEBUS_BACKENDS", "embedded,container,official?");
     }
     if args.dry_run {
         run_checked(&mut test, true)?;
