@@ -84,7 +84,7 @@ impl AzureLab {
                     .join("scenarios")
                     .join(format!("{}.json", self.scenario)),
             )
-            .env("ACA_LAB_AZURE_STATE_DIR", self.dir.path().join("state"))
+            .env("LAB_STATE_DIR", self.dir.path().join("state"))
             .env_remove("ACA_LAB_SERVICEBUS_CONNECTION_STRING")
             .stdin(Stdio::null());
         if let Some(emulator) = &self.emulator {
@@ -265,9 +265,9 @@ async fn running_then_succeeded_sends_for_real_and_tears_down() {
         .run(&[
             "--servicebus-connection-string",
             &connection_string,
-            "--poll-interval",
+            "--polling-interval",
             "50ms",
-            "--deadline",
+            "--timeout",
             "30s",
         ])
         .await;
@@ -308,7 +308,7 @@ async fn a_failed_execution_fails_fast_and_still_tears_down() {
     let lab = AzureLab::with_emulator("failed").await;
     // A deadline far away: only failing fast can end this test quickly.
     let output = lab
-        .run(&["--poll-interval", "50ms", "--deadline", "10m"])
+        .run(&["--polling-interval", "50ms", "--timeout", "10m"])
         .await;
     assert_eq!(exit_code(&output), 1, "{}", stdout(&output));
     assert!(lab.calls().ends_with(TEARDOWN), "{}", lab.calls());
@@ -319,7 +319,7 @@ async fn a_failed_execution_fails_fast_and_still_tears_down() {
 async fn never_triggered_gives_up_at_the_deadline_and_still_tears_down() {
     let lab = AzureLab::with_emulator("never-triggered").await;
     let output = lab
-        .run(&["--poll-interval", "100ms", "--deadline", "5s"])
+        .run(&["--polling-interval", "100ms", "--timeout", "5s"])
         .await;
     assert_eq!(exit_code(&output), 1, "{}", stdout(&output));
     // The only listed execution predates the send, so it must not count as ours.
@@ -333,7 +333,7 @@ async fn never_triggered_gives_up_at_the_deadline_and_still_tears_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_lettered_message_fails_the_lab_even_after_a_succeeded_execution() {
     let lab = AzureLab::with_emulator("dead-lettered").await;
-    let output = lab.run(&["--poll-interval", "50ms"]).await;
+    let output = lab.run(&["--polling-interval", "50ms"]).await;
     assert_eq!(exit_code(&output), 1, "{}", stdout(&output));
     let text = stdout(&output);
     assert!(text.contains(" ✘ Checking queue queue-messages"), "{text}");
@@ -435,7 +435,7 @@ async fn the_docker_image_builder_needs_docker_and_says_so() {
 async fn ctrl_c_while_watching_still_tears_down() {
     let lab = AzureLab::with_emulator("running-forever").await;
     let child = lab
-        .command(&["--poll-interval", "50ms"])
+        .command(&["--polling-interval", "50ms"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -515,7 +515,7 @@ async fn wait_for_call(lab: &AzureLab, call: &str) {
 async fn json_output_is_one_object_per_step() {
     let lab = AzureLab::with_emulator("succeeded").await;
     let output = lab
-        .run(&["--output", "json", "--poll-interval", "50ms"])
+        .run(&["--output", "json", "--polling-interval", "50ms"])
         .await;
     assert_eq!(exit_code(&output), 0);
     let records: Vec<serde_json::Value> = stdout(&output)
@@ -560,7 +560,7 @@ async fn step_by_step_up_send_watch_down() {
             "terraform -chdir=terraform apply -input=false tfplan",
         ),
         (vec!["send", "--count", "2"], "Sent 2 messages"),
-        (vec!["watch", "--poll-interval", "50ms"], "Succeeded"),
+        (vec!["watch", "--polling-interval", "50ms"], "Succeeded"),
         (vec!["down"], "terraform -chdir=terraform destroy"),
     ] {
         let output = lab.run(&step).await;

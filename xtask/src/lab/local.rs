@@ -45,24 +45,29 @@ pub struct LocalArgs {
     /// The worker binary replicas run; by default it is built with cargo (`servicebus-job`).
     #[arg(long, global = true, env = "LAB_WORKER_BIN", value_name = "PATH")]
     pub worker_bin: Option<PathBuf>,
-    /// Seconds between two looks at the queue (the settings file's 30 s is Azure's; locally 1 s).
-    #[arg(long, global = true, default_value_t = 1, value_name = "SECONDS")]
-    pub polling_interval: u64,
     /// The job settings file shared with Terraform.
     #[arg(long, global = true, value_name = "FILE")]
     pub settings: Option<PathBuf>,
-    /// Where `lab up` keeps pids, addresses and executions for the other steps.
-    #[arg(long, global = true, env = "LAB_STATE_DIR", value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
     /// AMQP port of the emulator (`cargo xtask lab`: a free one; `lab up`: 5672, the emulator's usual).
     #[arg(long, global = true, env = "LAB_AMQP_PORT")]
     pub port: Option<u16>,
     /// HTTP port for /health and /queues/{name} (`lab up`: 5300; 0 picks a free one).
     #[arg(long, global = true, env = "LAB_HEALTH_PORT")]
     pub health_port: Option<u16>,
-    /// Give up waiting for a succeeded execution after this many seconds.
-    #[arg(long, global = true, default_value_t = 60, value_name = "SECONDS")]
-    pub timeout: u64,
+}
+
+/// `--timeout`'s local default: the execution usually succeeds within a few seconds.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// `--polling-interval`'s local default: Container Apps' minimum, so the lab reacts at once.
+const DEFAULT_POLLING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What the local steps go by: the local flags, and the shared `LabArgs` ones with the local defaults.
+#[derive(Debug, Clone)]
+pub struct Options {
+    flags: LocalArgs,
+    timeout: Duration,
+    polling_interval: Duration,
+    state_dir: PathBuf,
 }
 
 /// Where replicas run.
@@ -84,7 +89,15 @@ pub enum ListFormat {
 }
 
 pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
-    let local = args.local.clone();
+    let local = Options {
+        flags: args.local.clone(),
+        timeout: args.timeout.unwrap_or(DEFAULT_TIMEOUT),
+        polling_interval: args.polling_interval.unwrap_or(DEFAULT_POLLING_INTERVAL),
+        state_dir: args
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| project_root().join(".lab")),
+    };
     let ui = Ui::new(args.output);
     let runtime = tokio::runtime::Runtime::new().context("could not start the async runtime")?;
     if args.keep && args.step.is_none() {
@@ -109,9 +122,10 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
     result
 }
 
-impl LocalArgs {
+impl Options {
     fn settings_path(&self) -> PathBuf {
-        self.settings
+        self.flags
+            .settings
             .clone()
             .unwrap_or_else(JobSettings::default_path)
     }
@@ -121,20 +135,19 @@ impl LocalArgs {
     }
 
     fn state(&self) -> state::StateDir {
-        state::StateDir::new(
-            self.state_dir
-                .clone()
-                .unwrap_or_else(|| project_root().join(".lab")),
-        )
+        state::StateDir::new(self.state_dir.clone())
     }
 
+    /// Container Apps polls in whole seconds, at least one; so does the local controller.
     fn polling_interval(&self) -> anyhow::Result<Duration> {
-        if self.polling_interval == 0 {
+        let interval = self.polling_interval;
+        if interval < Duration::from_secs(1) || interval.subsec_nanos() != 0 {
             bail!(
-                "--polling-interval must be at least 1 second (Container Apps' minimum); the local default is 1"
+                "--polling-interval must be whole seconds, at least 1 (Container Apps' minimum), e.g. 1s or 5s; \
+                 the local default is 1s"
             );
         }
-        Ok(Duration::from_secs(self.polling_interval))
+        Ok(interval)
     }
 
     fn plan(
@@ -148,34 +161,34 @@ impl LocalArgs {
             settings: self.settings()?,
             worker,
             polling_interval: self.polling_interval()?,
-            amqp: loopback(self.port.unwrap_or(default_port)),
-            health: loopback(self.health_port.unwrap_or(default_health_port)),
+            amqp: loopback(self.flags.port.unwrap_or(default_port)),
+            health: loopback(self.flags.health_port.unwrap_or(default_health_port)),
         })
     }
 
     /// What replicas run: the image (`--runtime docker`), else the worker binary.
     fn worker(&self, dry_run: bool) -> anyhow::Result<Worker> {
-        match self.runtime {
+        match self.flags.runtime {
             Runtime::Process => self.worker_binary(dry_run).map(Worker::Binary),
             Runtime::Docker => {
                 let mut inspect = Command::new("docker");
-                inspect.args(["image", "inspect", "--format", "{{.Id}}", &self.image]);
+                inspect.args(["image", "inspect", "--format", "{{.Id}}", &self.flags.image]);
                 let found = dry_run || inspect.output().is_ok_and(|output| output.status.success());
                 if !found {
                     bail!(
                         "the worker image {} is not on this machine (or Docker is not running); build it \
                          with `cargo xtask images`, or leave out --runtime docker to run the worker as a process",
-                        self.image
+                        self.flags.image
                     );
                 }
-                Ok(Worker::Image(self.image.clone()))
+                Ok(Worker::Image(self.flags.image.clone()))
             }
         }
     }
 
     /// The worker binary: `--worker-bin`, or built now next to this xtask binary.
     fn worker_binary(&self, dry_run: bool) -> anyhow::Result<PathBuf> {
-        if let Some(path) = &self.worker_bin {
+        if let Some(path) = &self.flags.worker_bin {
             if !path.is_file() {
                 bail!(
                     "the worker binary {} does not exist; build it with `cargo build -p aca-job-lab --bin servicebus-job` \
@@ -240,7 +253,7 @@ fn header(ui: &Ui, settings: &JobSettings) {
 
 /// The whole walkthrough in one process.
 async fn walkthrough(
-    args: &LocalArgs,
+    args: &Options,
     output: OutputFormat,
     dry_run: bool,
 ) -> anyhow::Result<ExitCode> {
@@ -322,7 +335,7 @@ fn display_settings_path(path: &Path) -> String {
 }
 
 async fn send_and_watch(
-    args: &LocalArgs,
+    args: &Options,
     ui: &Ui,
     plan: &runtime::LabPlan,
     emulator: &servicebus_emulator::Emulator,
@@ -355,7 +368,7 @@ async fn send_and_watch(
         clock_skew: Duration::from_secs(1),
         ignore: existing,
         poll_interval: Duration::from_millis(100),
-        deadline: Duration::from_secs(args.timeout),
+        deadline: args.timeout,
     };
     let result = wait(ui, &mut source, &watch).await;
     // Success or not, the participant sees the executions and the log of ours.
@@ -539,7 +552,7 @@ fn read_executions(state: &state::StateDir) -> anyhow::Result<Vec<Execution>> {
 
 /// `lab send`: put messages on the running lab's queue and remember when, for `watch`.
 async fn send_step(
-    args: &LocalArgs,
+    args: &Options,
     ui: &Ui,
     count: u32,
     body: Option<&str>,
@@ -583,7 +596,7 @@ async fn send_step(
 }
 
 /// `lab watch`: wait for an execution that started after the last `send` to succeed.
-async fn watch_step(args: &LocalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
+async fn watch_step(args: &Options, ui: &Ui) -> anyhow::Result<ExitCode> {
     let state = args.state();
     let lab = state.lab()?;
     let Some(last) = state.last_send() else {
@@ -599,7 +612,7 @@ async fn watch_step(args: &LocalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
         clock_skew: Duration::from_secs(1),
         ignore: last.existing.into_iter().collect(),
         poll_interval: Duration::from_millis(250),
-        deadline: Duration::from_secs(args.timeout),
+        deadline: args.timeout,
     };
     let result = wait(ui, &mut source, &plan).await;
     let name = match &result {
@@ -613,7 +626,7 @@ async fn watch_step(args: &LocalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
 
 /// `lab executions`: the running lab's executions, as a table or as az's JSON.
 fn list_step(
-    args: &LocalArgs,
+    args: &Options,
     output: OutputFormat,
     format: Option<ListFormat>,
 ) -> anyhow::Result<ExitCode> {

@@ -16,9 +16,13 @@ pub mod settings;
 #[allow(dead_code)]
 pub mod ui;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
+
+use self::azure::process::parse_duration;
 
 #[derive(Args, Debug)]
 pub struct LabArgs {
@@ -34,6 +38,19 @@ pub struct LabArgs {
     /// Leave everything running at the end (no teardown).
     #[arg(long, global = true)]
     pub keep: bool,
+    /// Give up waiting for an execution that started after the send to succeed after this long
+    /// (e.g. 90s, 15m, or plain seconds) [default: 60s locally, 15m with --azure].
+    #[arg(long, global = true, value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Option<Duration>,
+    /// How often the lab looks. Locally: how often the jobs controller counts the queue, in whole
+    /// seconds (the settings file's 30 s is Azure's) [default: 1s]. With --azure: the pause between two
+    /// `az containerapp job execution list` calls [default: 10s].
+    #[arg(long, global = true, value_parser = parse_duration, value_name = "DURATION")]
+    pub polling_interval: Option<Duration>,
+    /// Where the lab keeps its state between steps (`up`'s pids, addresses and executions; the Azure
+    /// path's last send) [default: .lab locally, .lab/azure with --azure].
+    #[arg(long, global = true, env = "LAB_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     #[command(flatten)]
     pub local: local::LocalArgs,
     #[command(flatten)]

@@ -36,6 +36,10 @@ const EXIT_FAILED: u8 = 1;
 const EXIT_TEARDOWN_FAILED: u8 = 3;
 /// Ctrl-C or SIGTERM; teardown ran.
 const EXIT_INTERRUPTED: u8 = 130;
+/// `--timeout`'s Azure default: a new role assignment for the scaler can take minutes.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// `--polling-interval`'s Azure default: each look is an `az` call taking seconds itself.
+const DEFAULT_POLLING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Options of the Azure path.
 #[derive(Args, Debug, Clone)]
@@ -50,12 +54,6 @@ pub struct AzureArgs {
     /// How the worker image gets into the registry (Terraform variable `image_builder`; default acr).
     #[arg(long, value_enum, global = true)]
     pub image_builder: Option<ImageBuilder>,
-    /// Stop watching if no execution that started after the send has succeeded by then (e.g. 15m, 90s).
-    #[arg(long, default_value = "15m", value_parser = parse_duration, global = true)]
-    pub deadline: Duration,
-    /// Pause between two `az containerapp job execution list` calls.
-    #[arg(long, default_value = "10s", value_parser = parse_duration, global = true)]
-    pub poll_interval: Duration,
     /// How long the send keeps retrying while the new Data Sender role assignment propagates.
     #[arg(long, default_value = "5m", value_parser = parse_duration, global = true)]
     pub role_wait: Duration,
@@ -67,14 +65,6 @@ pub struct AzureArgs {
         global = true
     )]
     pub servicebus_connection_string: Option<String>,
-    /// Where the Azure runner remembers the last send between `send` and `watch` (default .lab/azure).
-    #[arg(
-        long,
-        env = "ACA_LAB_AZURE_STATE_DIR",
-        value_name = "DIR",
-        global = true
-    )]
-    pub azure_state_dir: Option<PathBuf>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -145,6 +135,12 @@ struct Session<'a> {
     settings: JobSettings,
     /// `--settings`, when it replaces terraform/job.auto.tfvars.json.
     settings_file: Option<PathBuf>,
+    /// `--timeout`: how long `watch` waits for a succeeded execution.
+    timeout: Duration,
+    /// `--polling-interval`: the pause between two execution listings.
+    polling_interval: Duration,
+    /// `--state-dir`: where the last send is remembered between `send` and `watch`.
+    state_dir: PathBuf,
     account: Option<Account>,
     /// `terraform apply` has started, so resources may exist.
     provisioned: bool,
@@ -165,6 +161,12 @@ impl<'a> Session<'a> {
             interrupt,
             settings,
             settings_file,
+            timeout: lab.timeout.unwrap_or(DEFAULT_TIMEOUT),
+            polling_interval: lab.polling_interval.unwrap_or(DEFAULT_POLLING_INTERVAL),
+            state_dir: lab
+                .state_dir
+                .clone()
+                .unwrap_or_else(|| crate::util::project_root().join(".lab").join("azure")),
             account: None,
             provisioned: false,
         }
@@ -176,13 +178,6 @@ impl<'a> Session<'a> {
             self.settings.queue_name,
             self.settings.summary()
         )
-    }
-
-    fn state_dir(&self) -> PathBuf {
-        self.args
-            .azure_state_dir
-            .clone()
-            .unwrap_or_else(|| crate::util::project_root().join(".lab").join("azure"))
     }
 
     fn subscription(&self) -> String {
@@ -348,7 +343,7 @@ impl<'a> Session<'a> {
     }
 
     async fn watch_step(&mut self) -> anyhow::Result<()> {
-        let sent = SentMessage::load(&self.state_dir())?;
+        let sent = SentMessage::load(&self.state_dir)?;
         let outputs = self.outputs().await?;
         self.watch(&outputs, &sent).await
     }
@@ -564,7 +559,7 @@ impl<'a> Session<'a> {
             let sent =
                 send::send_batch(&target, batch, self.args.role_wait, &self.interrupt, &step)
                     .await?;
-            sent.save(&self.state_dir())?;
+            sent.save(&self.state_dir)?;
             Ok(sent)
         }
         .await;
@@ -588,12 +583,12 @@ impl<'a> Session<'a> {
 
     async fn watch(&self, outputs: &LabOutputs, sent: &SentMessage) -> anyhow::Result<()> {
         let invocation = az::execution_list(outputs);
-        let every = human_duration(self.args.poll_interval);
+        let every = human_duration(self.polling_interval);
         let step = self.ui.step(
             "watch",
             format!("Watching `az containerapp job execution list` every {every}"),
         );
-        let plan = WatchPlan::new(sent.sent_at, self.args.poll_interval, self.args.deadline);
+        let plan = WatchPlan::new(sent.sent_at, self.polling_interval, self.timeout);
         let mut source = AzExecutions {
             runner: &self.runner,
             invocation,
@@ -624,7 +619,7 @@ impl<'a> Session<'a> {
                 "no execution of {} that started after the send succeeded within {} ({})\nhint: check the queue \
                  (`az servicebus queue show -g {} --namespace-name {} -n {} --query countDetails`) and the scale \
                  rule (`az containerapp job show -n {} -g {} --query properties.configuration.eventTriggerConfig`); \
-                 a new role assignment for the scaler can take minutes; raise --deadline to wait longer",
+                 a new role assignment for the scaler can take minutes; raise --timeout to wait longer",
                 outputs.job_name,
                 human_duration(waited),
                 match ours.last() {
@@ -741,8 +736,8 @@ impl<'a> Session<'a> {
                 "watch",
                 format!(
                     "repeat every {} until an execution that started after the send is Succeeded (at most {})",
-                    human_duration(self.args.poll_interval),
-                    human_duration(self.args.deadline)
+                    human_duration(self.polling_interval),
+                    human_duration(self.timeout)
                 ),
             );
             comment(

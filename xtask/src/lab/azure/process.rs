@@ -320,7 +320,7 @@ fn is_executable(path: &std::path::Path) -> bool {
     path.is_file()
 }
 
-/// `42s`, `4m12s`, `500ms` or plain seconds (`10`), for the `--deadline`/`--poll-interval` flags.
+/// `42s`, `4m12s`, `500ms` or plain seconds (`10`), for the `--timeout`/`--polling-interval`/`--role-wait` flags.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text

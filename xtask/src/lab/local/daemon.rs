@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 
 use super::runtime::{self, Worker};
 use super::state::{LabState, StateDir};
-use super::{LocalArgs, Runtime, header};
+use super::{Options, Runtime, header};
 use crate::lab::controller::History;
 use crate::lab::controller::process::signal;
 use crate::lab::ui::Ui;
@@ -29,7 +29,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `down` waits after SIGTERM before killing.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
-pub fn up(args: &LocalArgs, ui: &Ui, dry_run: bool) -> anyhow::Result<ExitCode> {
+pub fn up(args: &Options, ui: &Ui, dry_run: bool) -> anyhow::Result<ExitCode> {
     let state = args.state();
     let worker = args.worker(dry_run)?;
     let plan = args.plan(worker.clone(), DEFAULT_AMQP_PORT, DEFAULT_HEALTH_PORT)?;
@@ -40,7 +40,7 @@ pub fn up(args: &LocalArgs, ui: &Ui, dry_run: bool) -> anyhow::Result<ExitCode> 
             "lab",
             "serve",
             "--polling-interval",
-            &args.polling_interval.to_string(),
+            &format!("{}s", plan.polling_interval.as_secs()),
         ])
         .args(worker.serve_args())
         .arg("--settings")
@@ -122,10 +122,10 @@ pub fn up(args: &LocalArgs, ui: &Ui, dry_run: bool) -> anyhow::Result<ExitCode> 
 }
 
 /// The background lab (hidden subcommand; `up` starts it).
-pub async fn serve(args: &LocalArgs) -> anyhow::Result<ExitCode> {
+pub async fn serve(args: &Options) -> anyhow::Result<ExitCode> {
     let state = args.state();
-    let worker = match (args.runtime, &args.worker_bin) {
-        (Runtime::Docker, _) => Worker::Image(args.image.clone()),
+    let worker = match (args.flags.runtime, &args.flags.worker_bin) {
+        (Runtime::Docker, _) => Worker::Image(args.flags.image.clone()),
         (Runtime::Process, Some(path)) => Worker::Binary(path.clone()),
         (Runtime::Process, None) => {
             bail!("`lab serve` needs --worker-bin; start the lab with `cargo xtask lab up`")
@@ -189,7 +189,7 @@ fn write_files(history: &History, state: &StateDir) -> anyhow::Result<()> {
     state.write_records(&history.records())
 }
 
-pub fn down(args: &LocalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
+pub fn down(args: &Options, ui: &Ui) -> anyhow::Result<ExitCode> {
     let state = args.state();
     let progress = ui.step("down", "Stopping the local lab");
     let Some(pid) = state.pid() else {
