@@ -53,6 +53,13 @@ fn events(engine: &mut Engine) -> Vec<Event> {
     std::iter::from_fn(|| engine.poll_event()).collect()
 }
 
+/// Feed one frame on the client's session channel (1), now.
+fn feed(engine: &mut Engine, p: Performative, payload: &[u8]) {
+    engine
+        .on_frame(frame(1, p, payload), Instant::now())
+        .unwrap();
+}
+
 fn open(max_frame: u32, idle_ms: Option<u32>) -> Performative {
     Performative::Open(Open {
         container_id: "client".into(),
@@ -132,6 +139,16 @@ fn link_flow_window(
     })
 }
 
+/// A session-level flow (no link fields): the client's window moves on.
+fn session_flow(next_incoming_id: u32, window: u32) -> Performative {
+    let Performative::Flow(mut f) = link_flow_window(0, 0, 0, false, window) else {
+        unreachable!()
+    };
+    f.next_incoming_id = Some(next_incoming_id);
+    (f.handle, f.delivery_count, f.link_credit) = (None, None, None);
+    Performative::Flow(f)
+}
+
 /// An engine with an open connection and one session on client channel 1, output drained.
 fn opened(max_frame: u32, window: u32) -> Engine {
     let now = Instant::now();
@@ -146,12 +163,7 @@ fn opened(max_frame: u32, window: u32) -> Engine {
 
 /// Feed a client sender's attach; returns the link the engine reports (not yet answered).
 fn attach_client_sender(engine: &mut Engine, name: &str, handle: u32, address: &str) -> u64 {
-    engine
-        .on_frame(
-            frame(1, attach(name, handle, Role::Sender, address), &[]),
-            Instant::now(),
-        )
-        .unwrap();
+    feed(engine, attach(name, handle, Role::Sender, address), &[]);
     match events(engine).as_slice() {
         [Event::Attached { link, .. }] => *link,
         other => panic!("expected one attach event, got {other:?}"),
@@ -159,16 +171,11 @@ fn attach_client_sender(engine: &mut Engine, name: &str, handle: u32, address: &
 }
 
 fn attached_receiver(engine: &mut Engine, handle: u32) -> u64 {
-    engine
-        .on_frame(
-            frame(
-                1,
-                attach("r", handle, Role::Receiver, "amqps://localhost/q"),
-                &[],
-            ),
-            Instant::now(),
-        )
-        .unwrap();
+    feed(
+        engine,
+        attach("r", handle, Role::Receiver, "amqps://localhost/q"),
+        &[],
+    );
     let link = match events(engine).as_slice() {
         [Event::Attached { link, info }] => {
             assert_eq!(info.node_address(), Some("amqps://localhost/q"));
@@ -179,6 +186,16 @@ fn attached_receiver(engine: &mut Engine, handle: u32) -> u64 {
     engine.accept_link(link, None);
     let _ = output(engine);
     link
+}
+
+/// `opened(max_frame, window)` with an accepted receiver on handle 0 that got the `flow`'s credit;
+/// output and events drained.
+fn receiver_with_credit(max_frame: u32, window: u32, flow: Performative) -> (Engine, u64) {
+    let mut engine = opened(max_frame, window);
+    let link = attached_receiver(&mut engine, 0);
+    feed(&mut engine, flow, &[]);
+    let _ = events(&mut engine);
+    (engine, link)
 }
 
 #[test]
@@ -270,12 +287,7 @@ fn refused_attach_has_null_termini_and_a_closing_detach_with_three_error_fields(
         "pyamqp indexes all three fields"
     );
     // The client may reuse the handle without detaching (pyamqp does): accepted as a new link.
-    engine
-        .on_frame(
-            frame(1, attach("s2", 0, Role::Sender, "q"), &[]),
-            Instant::now(),
-        )
-        .unwrap();
+    feed(&mut engine, attach("s2", 0, Role::Sender, "q"), &[]);
     assert!(matches!(events(&mut engine)[..], [Event::Attached { .. }]));
 }
 
@@ -283,9 +295,7 @@ fn refused_attach_has_null_termini_and_a_closing_detach_with_three_error_fields(
 fn drain_uses_up_credit_and_reports_zero() {
     let mut engine = opened(65536, 65536);
     let link = attached_receiver(&mut engine, 0);
-    engine
-        .on_frame(frame(1, link_flow(0, 0, 5, true), &[]), Instant::now())
-        .unwrap();
+    feed(&mut engine, link_flow(0, 0, 5, true), &[]);
     assert!(matches!(events(&mut engine)[..], [Event::Credit { link: l }] if l == link));
     assert_eq!(engine.credit(link), 5);
     engine.no_more_messages(link);
@@ -305,31 +315,16 @@ fn stale_or_wrapped_delivery_count_never_yields_huge_credit() {
     let mut engine = opened(65536, 65536);
     let link = attached_receiver(&mut engine, 0);
     // Client thinks delivery-count is u32::MAX (one behind our 0) and grants 0: limit is behind us.
-    engine
-        .on_frame(
-            frame(1, link_flow(0, u32::MAX, 0, false), &[]),
-            Instant::now(),
-        )
-        .unwrap();
+    feed(&mut engine, link_flow(0, u32::MAX, 0, false), &[]);
     assert_eq!(engine.credit(link), 0);
     // Across the wrap: client count u32::MAX with 3 credits leaves 2 for us at count 0.
-    engine
-        .on_frame(
-            frame(1, link_flow(0, u32::MAX, 3, false), &[]),
-            Instant::now(),
-        )
-        .unwrap();
+    feed(&mut engine, link_flow(0, u32::MAX, 3, false), &[]);
     assert_eq!(engine.credit(link), 2);
 }
 
 #[test]
 fn second_mode_settlement_is_reported_and_echoed_settled() {
-    let mut engine = opened(65536, 65536);
-    let link = attached_receiver(&mut engine, 0);
-    engine
-        .on_frame(frame(1, link_flow(0, 0, 10, false), &[]), Instant::now())
-        .unwrap();
-    let _ = events(&mut engine);
+    let (mut engine, link) = receiver_with_credit(65536, 65536, link_flow(0, 0, 10, false));
     let tag = Bytes::from_static(&[7; 16]);
     let id = engine
         .send(
@@ -356,9 +351,7 @@ fn second_mode_settlement_is_reported_and_echoed_settled() {
         state: Some(DeliveryState::Accepted(Accepted {})),
         batchable: false,
     };
-    engine
-        .on_frame(frame(1, Performative::Disposition(d), &[]), Instant::now())
-        .unwrap();
+    feed(&mut engine, Performative::Disposition(d), &[]);
     let evs = events(&mut engine);
     let [
         Event::Settle {
@@ -386,15 +379,7 @@ fn second_mode_settlement_is_reported_and_echoed_settled() {
 #[test]
 fn large_delivery_is_split_and_waits_for_the_session_window() {
     // Peer accepts 512-byte frames and a session window of 1 frame.
-    let mut engine = opened(512, 1);
-    let link = attached_receiver(&mut engine, 0);
-    engine
-        .on_frame(
-            frame(1, link_flow_window(0, 0, 10, false, 1), &[]),
-            Instant::now(),
-        )
-        .unwrap();
-    let _ = events(&mut engine);
+    let (mut engine, link) = receiver_with_credit(512, 1, link_flow_window(0, 0, 10, false, 1));
     let payload: Vec<u8> = (0..1200u32).map(|i| i as u8).collect();
     engine
         .send(
@@ -412,22 +397,7 @@ fn large_delivery_is_split_and_waits_for_the_session_window() {
     );
     let mut next_incoming = 1;
     while frames.len() < 3 {
-        let f = Flow {
-            next_incoming_id: Some(next_incoming),
-            incoming_window: 1,
-            next_outgoing_id: 0,
-            outgoing_window: 65536,
-            handle: None,
-            delivery_count: None,
-            link_credit: None,
-            available: None,
-            drain: false,
-            echo: false,
-            properties: None,
-        };
-        engine
-            .on_frame(frame(1, Performative::Flow(f), &[]), Instant::now())
-            .unwrap();
+        feed(&mut engine, session_flow(next_incoming, 1), &[]);
         let more = output(&mut engine);
         assert_eq!(more.len(), 1);
         frames.extend(more);
@@ -480,15 +450,8 @@ fn client_multi_frame_transfer_is_reassembled_and_oversize_detaches() {
     let link = attach_client_sender(&mut engine, "s", 3, "q");
     engine.accept_link(link, None);
     let _ = output(&mut engine);
-    engine
-        .on_frame(
-            frame(1, transfer(3, Some(0), true), b"hello "),
-            Instant::now(),
-        )
-        .unwrap();
-    engine
-        .on_frame(frame(1, transfer(3, None, false), b"world"), Instant::now())
-        .unwrap();
+    feed(&mut engine, transfer(3, Some(0), true), b"hello ");
+    feed(&mut engine, transfer(3, None, false), b"world");
     let evs = events(&mut engine);
     let [
         Event::Message {
@@ -505,19 +468,9 @@ fn client_multi_frame_transfer_is_reassembled_and_oversize_detaches() {
     assert_eq!((*l, &payload[..]), (link, &b"hello world"[..]));
 
     let big = vec![0u8; 200_000];
-    engine
-        .on_frame(
-            frame(1, transfer(3, Some(1), true), &big[..60_000]),
-            Instant::now(),
-        )
-        .unwrap();
+    feed(&mut engine, transfer(3, Some(1), true), &big[..60_000]);
     for _ in 0..4 {
-        engine
-            .on_frame(
-                frame(1, transfer(3, None, true), &big[..60_000]),
-                Instant::now(),
-            )
-            .unwrap();
+        feed(&mut engine, transfer(3, None, true), &big[..60_000]);
     }
     let out = output(&mut engine);
     let detach = out.iter().find_map(|(_, p, _)| match p {
@@ -691,9 +644,32 @@ mod wire {
     }
 
     fn bytes_of(channel: u16, p: Performative) -> Vec<u8> {
+        bytes_with_payload(channel, p, &[])
+    }
+
+    fn bytes_with_payload(channel: u16, p: Performative, payload: &[u8]) -> Vec<u8> {
         let mut b = BytesMut::new();
-        write_performative(&mut b, TYPE_AMQP, channel, &p, &[]).unwrap();
+        write_performative(&mut b, TYPE_AMQP, channel, &p, payload).unwrap();
         b.to_vec()
+    }
+
+    /// The emulator's default SAS key as a SASL PLAIN response.
+    const PLAIN_ROOT_KEY: &[u8] = b"\0RootManageSharedAccessKey\0SAS_KEY_VALUE";
+
+    /// What a client pipelines before its first session: SASL header and init, AMQP header, open.
+    fn connection_burst(mechanism: &str, response: Option<&[u8]>) -> Vec<u8> {
+        let mut burst = SASL_HEADER.to_vec();
+        burst.extend(sasl_init(mechanism, response));
+        burst.extend(AMQP_HEADER);
+        burst.extend(bytes_of(0, open(65536, None)));
+        burst
+    }
+
+    /// `connection_burst` plus a begin on channel 1.
+    fn session_burst(mechanism: &str, response: Option<&[u8]>) -> Vec<u8> {
+        let mut burst = connection_burst(mechanism, response);
+        burst.extend(bytes_of(1, begin(65536)));
+        burst
     }
 
     fn sasl_init(mechanism: &str, response: Option<&[u8]>) -> Vec<u8> {
@@ -715,11 +691,15 @@ mod wire {
         )
     }
 
-    /// A connection task on one end of a duplex pipe; the other end is returned.
+    /// A connection task for the lab's queue on one end of a duplex pipe; the other end is returned.
     fn connect() -> Raw<tokio::io::DuplexStream> {
+        connect_to(shared())
+    }
+
+    /// A connection task serving `shared` on one end of a duplex pipe; the other end is returned.
+    fn connect_to(shared: Arc<Shared>) -> Raw<tokio::io::DuplexStream> {
         let (client, server) = tokio::io::duplex(1 << 20);
         let (_stop_tx, stop) = tokio::sync::watch::channel(false);
-        let shared = shared();
         tokio::spawn(async move {
             let _keep = _stop_tx;
             let _ = serve_connection(server, shared, stop).await;
@@ -799,14 +779,7 @@ mod wire {
         assert!(raw.eof().await);
 
         let mut raw = connect();
-        let mut burst = SASL_HEADER.to_vec();
-        burst.extend(sasl_init(
-            "PLAIN",
-            Some(b"\0RootManageSharedAccessKey\0SAS_KEY_VALUE"),
-        ));
-        burst.extend(AMQP_HEADER);
-        burst.extend(bytes_of(0, open(65536, None)));
-        burst.extend(bytes_of(1, begin(65536)));
+        let mut burst = session_burst("PLAIN", Some(PLAIN_ROOT_KEY));
         burst.extend(bytes_of(
             1,
             attach(
@@ -842,11 +815,7 @@ mod wire {
     #[tokio::test]
     async fn links_without_a_token_or_to_unknown_entities_are_refused() {
         let mut raw = connect();
-        let mut burst = SASL_HEADER.to_vec();
-        burst.extend(sasl_init("ANONYMOUS", None));
-        burst.extend(AMQP_HEADER);
-        burst.extend(bytes_of(0, open(65536, None)));
-        burst.extend(bytes_of(1, begin(65536)));
+        let mut burst = session_burst("ANONYMOUS", None);
         burst.extend(bytes_of(
             1,
             attach("r", 0, Role::Receiver, "queue-messages"),
@@ -874,30 +843,30 @@ mod wire {
         );
     }
 
+    async fn start_emulator() -> servicebus_emulator::Emulator {
+        servicebus_emulator::Emulator::builder()
+            .listen("127.0.0.1:0".parse().unwrap())
+            .health_listen("127.0.0.1:0".parse().unwrap())
+            .start()
+            .await
+            .unwrap()
+    }
+
+    async fn connect_tcp(addr: std::net::SocketAddr) -> Raw<tokio::net::TcpStream> {
+        Raw::new(tokio::net::TcpStream::connect(addr).await.unwrap())
+    }
+
     async fn open_plain<S: AsyncRead + AsyncWrite + Unpin>(raw: &mut Raw<S>) {
-        let mut burst = SASL_HEADER.to_vec();
-        burst.extend(sasl_init("ANONYMOUS", None));
-        burst.extend(AMQP_HEADER);
-        burst.extend(bytes_of(0, open(65536, None)));
-        raw.send(&burst).await;
+        raw.send(&connection_burst("ANONYMOUS", None)).await;
         expect_sasl_ok(raw).await;
         assert!(matches!(raw.performative().await, Performative::Open(_)));
     }
 
     #[tokio::test]
     async fn malformed_frames_close_the_connection_and_the_server_keeps_serving() {
-        let emu = servicebus_emulator::Emulator::builder()
-            .listen("127.0.0.1:0".parse().unwrap())
-            .health_listen("127.0.0.1:0".parse().unwrap())
-            .start()
-            .await
-            .unwrap();
+        let emu = start_emulator().await;
         // An undecodable performative: decode-error.
-        let mut bad = Raw::new(
-            tokio::net::TcpStream::connect(emu.amqp_addr())
-                .await
-                .unwrap(),
-        );
+        let mut bad = connect_tcp(emu.amqp_addr()).await;
         open_plain(&mut bad).await;
         let mut garbage = BytesMut::new();
         write_frame(
@@ -917,11 +886,7 @@ mod wire {
         assert!(bad.eof().await);
 
         // A frame size below 8: framing-error.
-        let mut tiny = Raw::new(
-            tokio::net::TcpStream::connect(emu.amqp_addr())
-                .await
-                .unwrap(),
-        );
+        let mut tiny = connect_tcp(emu.amqp_addr()).await;
         open_plain(&mut tiny).await;
         tiny.send(&[0, 0, 0, 4, 2, 0, 0, 0]).await;
         let close = tiny.performative().await;
@@ -932,11 +897,7 @@ mod wire {
         assert!(tiny.eof().await);
 
         // Others are still served.
-        let mut good = Raw::new(
-            tokio::net::TcpStream::connect(emu.amqp_addr())
-                .await
-                .unwrap(),
-        );
+        let mut good = connect_tcp(emu.amqp_addr()).await;
         open_plain(&mut good).await;
         good.send(&bytes_of(0, Performative::Close(Close { error: None })))
             .await;
@@ -949,14 +910,9 @@ mod wire {
 
     #[tokio::test]
     async fn shutdown_closes_open_connections_with_forced() {
-        let emu = servicebus_emulator::Emulator::builder()
-            .listen("127.0.0.1:0".parse().unwrap())
-            .health_listen("127.0.0.1:0".parse().unwrap())
-            .start()
-            .await
-            .unwrap();
+        let emu = start_emulator().await;
         let addr = emu.amqp_addr();
-        let mut raw = Raw::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+        let mut raw = connect_tcp(addr).await;
         open_plain(&mut raw).await;
         emu.shutdown().await;
         let close = raw.performative().await;
@@ -1024,31 +980,16 @@ mod wire {
         .unwrap();
         let shared = shared_with(config);
         let broker = shared.broker.clone();
-        let (client, server) = tokio::io::duplex(1 << 20);
-        let (_stop_tx, stop) = tokio::sync::watch::channel(false);
-        tokio::spawn(serve_connection(server, shared, stop));
-        let mut raw = Raw::new(client);
+        let mut raw = connect_to(shared);
 
-        let mut burst = SASL_HEADER.to_vec();
-        burst.extend(sasl_init(
-            "PLAIN",
-            Some(b"\0RootManageSharedAccessKey\0SAS_KEY_VALUE"),
-        ));
-        burst.extend(AMQP_HEADER);
-        burst.extend(bytes_of(0, open(65536, None)));
-        burst.extend(bytes_of(1, begin(65536)));
+        let mut burst = session_burst("PLAIN", Some(PLAIN_ROOT_KEY));
         burst.extend(bytes_of(1, attach("s", 0, Role::Sender, "q")));
         for (id, text) in ["dead", "abandon", "late"].iter().enumerate() {
-            let mut frame = BytesMut::new();
-            write_performative(
-                &mut frame,
-                TYPE_AMQP,
+            burst.extend(bytes_with_payload(
                 1,
-                &transfer(0, Some(id as u32), false),
+                transfer(0, Some(id as u32), false),
                 &message_bytes(text),
-            )
-            .unwrap();
-            burst.extend(frame);
+            ));
         }
         burst.extend(bytes_of(1, attach("r", 1, Role::Receiver, "q")));
         burst.extend(bytes_of(1, link_flow(1, 0, 3, false)));
@@ -1132,14 +1073,7 @@ mod wire {
     #[tokio::test]
     async fn a_presettled_send_that_cannot_be_stored_detaches_the_link() {
         let mut raw = connect();
-        let mut burst = SASL_HEADER.to_vec();
-        burst.extend(sasl_init(
-            "PLAIN",
-            Some(b"\0RootManageSharedAccessKey\0SAS_KEY_VALUE"),
-        ));
-        burst.extend(AMQP_HEADER);
-        burst.extend(bytes_of(0, open(65536, None)));
-        burst.extend(bytes_of(1, begin(65536)));
+        let mut burst = session_burst("PLAIN", Some(PLAIN_ROOT_KEY));
         let Performative::Attach(mut sender) = attach("s", 0, Role::Sender, "queue-messages")
         else {
             unreachable!()
@@ -1150,17 +1084,8 @@ mod wire {
             unreachable!()
         };
         t.settled = Some(true);
-        let mut frame = BytesMut::new();
         // Not an AMQP message: a lone byte that is no section.
-        write_performative(
-            &mut frame,
-            TYPE_AMQP,
-            1,
-            &Performative::Transfer(t),
-            &[0xff],
-        )
-        .unwrap();
-        burst.extend(frame);
+        burst.extend(bytes_with_payload(1, Performative::Transfer(t), &[0xff]));
         raw.send(&burst).await;
         expect_sasl_ok(&mut raw).await;
         loop {
@@ -1186,16 +1111,11 @@ mod wire {
 fn late_frames_for_an_ended_session_are_ignored_but_attach_is_an_error() {
     let mut engine = opened(65536, 65536);
     let _link = attached_receiver(&mut engine, 0);
-    engine
-        .on_frame(
-            frame(
-                1,
-                Performative::End(fe2o3_amqp_types::performatives::End { error: None }),
-                &[],
-            ),
-            Instant::now(),
-        )
-        .unwrap();
+    feed(
+        &mut engine,
+        Performative::End(fe2o3_amqp_types::performatives::End { error: None }),
+        &[],
+    );
     let out = output(&mut engine);
     assert!(matches!(out[0].1, Some(Performative::End(_))));
     assert!(matches!(events(&mut engine)[..], [Event::Detached { .. }]));
@@ -1205,9 +1125,7 @@ fn late_frames_for_an_ended_session_are_ignored_but_attach_is_an_error() {
         closed: true,
         error: None,
     };
-    engine
-        .on_frame(frame(1, Performative::Detach(late), &[]), Instant::now())
-        .unwrap();
+    feed(&mut engine, Performative::Detach(late), &[]);
     assert!(!engine.is_closed());
     let err = engine
         .on_frame(
