@@ -58,6 +58,14 @@ pub fn connection_string(host: impl std::fmt::Display, port: u16) -> String {
     )
 }
 
+/// What both emulators expose: AMQP and health.
+const EMULATOR_PORTS: &[ContainerPort] = &[AMQP_PORT, HEALTH_PORT];
+
+/// Both emulators print the same ready line (ours copies the official one so clients wait alike).
+fn emulator_ready() -> Vec<WaitFor> {
+    vec![WaitFor::message_on_either_std(crate::READY_LINE)]
+}
+
 /// A name unique to this process and call, for containers and networks of tests that run in parallel.
 fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
@@ -100,7 +108,7 @@ impl Image for ServiceBusEmulator {
     }
 
     fn ready_conditions(&self) -> Vec<WaitFor> {
-        vec![WaitFor::message_on_either_std(crate::READY_LINE)]
+        emulator_ready()
     }
 
     fn copy_to_sources(&self) -> impl IntoIterator<Item = &CopyToContainer> {
@@ -108,7 +116,7 @@ impl Image for ServiceBusEmulator {
     }
 
     fn expose_ports(&self) -> &[ContainerPort] {
-        &[AMQP_PORT, HEALTH_PORT]
+        EMULATOR_PORTS
     }
 }
 
@@ -249,7 +257,7 @@ impl Image for OfficialServiceBusEmulator {
     }
 
     fn ready_conditions(&self) -> Vec<WaitFor> {
-        vec![WaitFor::message_on_either_std(crate::READY_LINE)]
+        emulator_ready()
     }
 
     fn env_vars(
@@ -263,7 +271,7 @@ impl Image for OfficialServiceBusEmulator {
     }
 
     fn expose_ports(&self) -> &[ContainerPort] {
-        &[AMQP_PORT, HEALTH_PORT]
+        EMULATOR_PORTS
     }
 }
 
