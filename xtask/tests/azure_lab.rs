@@ -96,12 +96,9 @@ impl AzureLab {
         command
     }
 
-    /// Run to the end (off the async runtime, so the emulator keeps serving meanwhile).
+    /// Run to the end.
     async fn run(&self, args: &[&str]) -> Output {
-        let mut command = self.command(args);
-        tokio::task::spawn_blocking(move || command.output().unwrap())
-            .await
-            .unwrap()
+        run_to_end(self.command(args)).await
     }
 
     /// The fakes' log, with runs of the same call (polling, as often as timing allows) folded into one.
@@ -383,9 +380,7 @@ async fn missing_tools_are_named_with_where_to_get_them() {
     std::fs::create_dir(&empty).unwrap();
     let mut command = lab.command(&[]);
     command.env("PATH", &empty);
-    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
+    let output = run_to_end(command).await;
     assert_eq!(exit_code(&output), 1);
     let text = stdout(&output);
     assert!(
@@ -415,9 +410,7 @@ async fn the_docker_image_builder_needs_docker_and_says_so() {
         "PATH",
         std::env::join_paths([lab.dir.path().join("bin"), python]).unwrap(),
     );
-    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
+    let output = run_to_end(command).await;
     assert_eq!(exit_code(&output), 1);
     let text = stdout(&output);
     assert!(
@@ -439,19 +432,8 @@ async fn ctrl_c_while_watching_still_tears_down() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until it is watching, then press Ctrl-C (SIGINT to the runner alone).
-    wait_for_call(&lab, "az containerapp job execution list").await;
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
+    // Wait until it is watching, then press Ctrl-C.
+    let output = ctrl_c_after(&lab, child, "az containerapp job execution list").await;
     assert_eq!(exit_code(&output), 130, "{}", stdout(&output));
     assert!(lab.calls().ends_with(TEARDOWN), "{}", lab.calls());
     let text = stdout(&output);
@@ -466,18 +448,7 @@ async fn ctrl_c_during_apply_stops_terraform_once_and_tears_down() {
     // The fake `terraform apply` would take two minutes; only a forwarded SIGINT ends it early.
     let lab = AzureLab::new("apply-interrupted");
     let child = lab.command(&[]).stdout(Stdio::piped()).spawn().unwrap();
-    wait_for_call(&lab, "terraform -chdir=terraform apply").await;
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
+    let output = ctrl_c_after(&lab, child, "terraform -chdir=terraform apply").await;
     assert_eq!(exit_code(&output), 130, "{}", stdout(&output));
     let text = stdout(&output);
     assert!(text.contains(" ✘ terraform apply tfplan"), "{text}");
@@ -495,6 +466,29 @@ async fn ctrl_c_during_apply_stops_terraform_once_and_tears_down() {
         "{}",
         lab.calls()
     );
+}
+
+/// Run to the end, off the async runtime, so an emulator in this test keeps serving meanwhile.
+async fn run_to_end(mut command: Command) -> Output {
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap()
+}
+
+/// Once `call` has run, press Ctrl-C (SIGINT to the runner alone) and wait for the runner to end.
+async fn ctrl_c_after(lab: &AzureLab, child: std::process::Child, call: &str) -> Output {
+    wait_for_call(lab, call).await;
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap()
 }
 
 /// Poll the fakes' log until a call shows up (the runner is a separate process).

@@ -259,7 +259,7 @@ pub async fn wait_for_success<S: ExecutionSource>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::VecDeque;
 
     use time::macros::datetime;
@@ -293,7 +293,12 @@ mod tests {
         }
     }
 
-    fn execution(name: &str, status: ExecutionStatus, start: Option<OffsetDateTime>) -> Execution {
+    /// An execution as a listing shows it (also used by the table's tests).
+    pub(crate) fn execution(
+        name: &str,
+        status: ExecutionStatus,
+        start: Option<OffsetDateTime>,
+    ) -> Execution {
         Execution {
             id: None,
             name: name.into(),

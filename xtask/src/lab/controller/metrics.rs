@@ -198,10 +198,14 @@ mod tests {
         addr
     }
 
-    async fn count(response: &'static str) -> u64 {
-        let addr = serve_once(response).await;
-        HealthEndpointMetrics::new(addr, "queue-messages")
+    async fn count_at(addr: SocketAddr, queue: &str) -> Result<u64, MetricsError> {
+        HealthEndpointMetrics::new(addr, queue)
             .active_message_count()
+            .await
+    }
+
+    async fn count(response: &'static str) -> u64 {
+        count_at(serve_once(response).await, "queue-messages")
             .await
             .unwrap()
     }
@@ -219,10 +223,7 @@ mod tests {
     #[tokio::test]
     async fn a_missing_queue_names_the_setting_to_fix() {
         let addr = serve_once("HTTP/1.1 404 Not Found\r\n\r\n").await;
-        let error = HealthEndpointMetrics::new(addr, "queue-messages")
-            .active_message_count()
-            .await
-            .unwrap_err();
+        let error = count_at(addr, "queue-messages").await.unwrap_err();
         assert!(
             error
                 .to_string()
@@ -236,10 +237,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let error = HealthEndpointMetrics::new(addr, "q")
-            .active_message_count()
-            .await
-            .unwrap_err();
+        let error = count_at(addr, "q").await.unwrap_err();
         assert!(
             error
                 .to_string()

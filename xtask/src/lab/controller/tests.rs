@@ -264,6 +264,26 @@ fn seconds_after_t0(time: Option<OffsetDateTime>) -> f64 {
     (time.unwrap() - T0).as_seconds_f64()
 }
 
+fn statuses(records: &[ExecutionRecord]) -> Vec<ExecutionStatus> {
+    records.iter().map(ExecutionRecord::status).collect()
+}
+
+/// When each execution started, in seconds after T0.
+fn starts(records: &[ExecutionRecord]) -> Vec<f64> {
+    records
+        .iter()
+        .map(|r| seconds_after_t0(r.execution.start_time()))
+        .collect()
+}
+
+/// When each execution ended, in seconds after T0.
+fn ends(records: &[ExecutionRecord]) -> Vec<f64> {
+    records
+        .iter()
+        .map(|r| seconds_after_t0(r.execution.properties.end_time))
+        .collect()
+}
+
 #[tokio::test(start_paused = true)]
 async fn five_messages_with_max_one_execution_run_one_after_another_until_the_queue_is_empty() {
     let queue = FakeQueue::with(5);
@@ -276,11 +296,7 @@ async fn five_messages_with_max_one_execution_run_one_after_another_until_the_qu
         5,
         "one execution per message, and none once the queue is empty"
     );
-    assert!(
-        records
-            .iter()
-            .all(|r| r.status() == ExecutionStatus::Succeeded)
-    );
+    assert_eq!(statuses(&records), [ExecutionStatus::Succeeded; 5]);
     assert_eq!(runner.peak(), 1);
     for pair in records.windows(2) {
         let (earlier, later) = (&pair[0].execution.properties, &pair[1].execution.properties);
@@ -290,11 +306,7 @@ async fn five_messages_with_max_one_execution_run_one_after_another_until_the_qu
         );
     }
     // Each runs 2.5 s and the next starts on the following 1 s poll.
-    let starts: Vec<f64> = records
-        .iter()
-        .map(|r| seconds_after_t0(r.execution.start_time()))
-        .collect();
-    assert_eq!(starts, [0.0, 3.0, 6.0, 9.0, 12.0]);
+    assert_eq!(starts(&records), [0.0, 3.0, 6.0, 9.0, 12.0]);
     let state = queue.state();
     assert_eq!((state.available, state.locked, state.completed), (0, 0, 5));
 }
@@ -308,21 +320,9 @@ async fn max_five_executions_with_message_count_one_run_in_parallel() {
     let records = history.records();
     assert_eq!(records.len(), 5);
     assert_eq!(runner.peak(), 5, "all five ran at once");
-    assert!(
-        records
-            .iter()
-            .all(|r| r.status() == ExecutionStatus::Succeeded)
-    );
-    assert!(
-        records
-            .iter()
-            .all(|r| seconds_after_t0(r.execution.start_time()) == 0.0)
-    );
-    assert!(
-        records
-            .iter()
-            .all(|r| seconds_after_t0(r.execution.properties.end_time) == 3.0)
-    );
+    assert_eq!(statuses(&records), [ExecutionStatus::Succeeded; 5]);
+    assert_eq!(starts(&records), [0.0; 5]);
+    assert_eq!(ends(&records), [3.0; 5]);
     assert_eq!(queue.state().completed, 5);
 }
 
@@ -479,11 +479,7 @@ async fn min_executions_run_even_with_an_empty_queue() {
     let history = run_for(config, &queue, &runner, Duration::from_millis(5500)).await;
     let records = history.records();
     assert_eq!(records.len(), 2);
-    assert!(
-        records
-            .iter()
-            .all(|r| r.status() == ExecutionStatus::Stopped)
-    );
+    assert_eq!(statuses(&records), [ExecutionStatus::Stopped; 2]);
 }
 
 #[tokio::test(start_paused = true)]

@@ -73,20 +73,14 @@ mod tests {
     use time::macros::datetime;
 
     use super::*;
-    use crate::lab::executions::ExecutionProperties;
+    use crate::lab::executions;
 
     #[test]
     fn the_table_lines_up_and_sorts_by_start_time() {
-        let execution = |name: &str, status, start, end| Execution {
-            id: None,
-            name: name.into(),
-            resource_type: None,
-            properties: ExecutionProperties {
-                status,
-                start_time: start,
-                end_time: end,
-                ..Default::default()
-            },
+        let execution = |name: &str, status, start, end| {
+            let mut execution = executions::tests::execution(name, status, start);
+            execution.properties.end_time = end;
+            execution
         };
         let rows = table(&[
             execution(
