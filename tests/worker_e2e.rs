@@ -9,27 +9,26 @@ use aca_job_lab::servicebus::{
 };
 use rstest::rstest;
 use servicebus_emulator::Emulator;
-use servicebus_emulator::config::Config;
+use servicebus_emulator::config::{Config, QueueProperties};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const QUEUE: &str = "queue-messages";
 const JOB: &str = env!("CARGO_BIN_EXE_servicebus-job");
 
-/// An emulator with one queue, `queue-messages`, with these properties.
-async fn emulator(lock_duration: &str, max_delivery_count: u32) -> Emulator {
-    let config = Config::from_json_str(&format!(
-        r#"{{"UserConfig": {{"Namespaces": [{{"Name": "sbemulatorns", "Queues": [{{"Name": "{QUEUE}",
-            "Properties": {{"LockDuration": "{lock_duration}", "MaxDeliveryCount": {max_delivery_count},
-            "DefaultMessageTimeToLive": "PT1H", "RequiresSession": false, "RequiresDuplicateDetection": false,
-            "DeadLetteringOnMessageExpiration": false, "DuplicateDetectionHistoryTimeWindow": "PT20S",
-            "ForwardTo": "", "ForwardDeadLetteredMessagesTo": ""}}}}], "Topics": []}}],
-            "Logging": {{"Type": "Console"}}}}}}"#
-    ))
-    .unwrap();
+/// An emulator with one queue, `queue-messages`, with this lock duration and max delivery count (the
+/// other properties at the official emulator's defaults).
+async fn emulator(lock_duration: Duration, max_delivery_count: u32) -> Emulator {
+    let config = Config::single_queue(
+        QUEUE,
+        QueueProperties {
+            lock_duration,
+            max_delivery_count,
+            ..QueueProperties::default()
+        },
+    );
     Emulator::builder()
         .config(config)
-        .listen("127.0.0.1:0".parse().unwrap())
-        .health_listen("127.0.0.1:0".parse().unwrap())
+        .loopback()
         .start()
         .await
         .unwrap()
@@ -110,7 +109,7 @@ fn summary_of(stdout: &str) -> Option<serde_json::Value> {
 #[case::a_thousand(1000, &["--max-messages", "0", "--max-wait", "1s"])]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drains_the_queue_and_exits_0(#[case] n: usize, #[case] args: &[&str]) {
-    let emu = emulator("PT1M", 10).await;
+    let emu = emulator(Duration::from_secs(60), 10).await;
     let messages = (0..n)
         .map(|i| {
             ServiceBusMessage::new(format!(r#"{{"order":{i}}}"#))
@@ -134,7 +133,7 @@ async fn drains_the_queue_and_exits_0(#[case] n: usize, #[case] args: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_message_is_dead_lettered_with_our_reason() {
-    let emu = emulator("PT1M", 10).await;
+    let emu = emulator(Duration::from_secs(60), 10).await;
     send(
         &emu,
         vec![
@@ -174,7 +173,7 @@ async fn poison_message_is_dead_lettered_with_our_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_failure_is_redelivered_with_delivery_count_plus_one() {
-    let emu = emulator("PT1M", 10).await;
+    let emu = emulator(Duration::from_secs(60), 10).await;
     send(
         &emu,
         vec![
@@ -213,7 +212,7 @@ fn delivery_count_logged(stdout: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_processing_keeps_its_lock_through_renew_lock() {
     // A 2 s lock and 5 s of work: without renewal the lock is lost and the message comes back.
-    let emu = emulator("PT2S", 10).await;
+    let emu = emulator(Duration::from_secs(2), 10).await;
     send(
         &emu,
         vec![ServiceBusMessage::new("slow").with_message_id("slow-1")],
@@ -236,7 +235,7 @@ async fn long_processing_keeps_its_lock_through_renew_lock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_message_leaves_it_available_again() {
-    let emu = emulator("PT1M", 10).await;
+    let emu = emulator(Duration::from_secs(60), 10).await;
     send(
         &emu,
         vec![ServiceBusMessage::new("in progress").with_message_id("interrupted-1")],
@@ -293,7 +292,7 @@ async fn sigterm_mid_message_leaves_it_available_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_never_reach_the_logs_even_at_trace_level() {
-    let emu = emulator("PT1M", 10).await;
+    let emu = emulator(Duration::from_secs(60), 10).await;
     send(&emu, vec![ServiceBusMessage::new("x")]).await;
     let mut cmd = job(&emu);
     cmd.env("RUST_LOG", "trace");
@@ -318,7 +317,7 @@ async fn secrets_never_reach_the_logs_even_at_trace_level() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_that_does_not_exist_is_a_runtime_error_naming_it() {
-    let emu = emulator("PT1M", 10).await;
+    let emu = emulator(Duration::from_secs(60), 10).await;
     let mut cmd = job(&emu);
     cmd.env("SERVICEBUS_QUEUE_NAME", "no-such-queue")
         .env("LOG_FORMAT", "text");
@@ -335,7 +334,7 @@ async fn a_queue_that_does_not_exist_is_a_runtime_error_naming_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_to_a_plain_port_fails_fast_instead_of_hanging() {
-    let emu = emulator("PT1M", 10).await;
+    let emu = emulator(Duration::from_secs(60), 10).await;
     let (mut config, _) =
         ConnectionConfig::from_connection_string(&emu.connection_string()).unwrap();
     config.tls = true;

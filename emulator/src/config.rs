@@ -183,16 +183,32 @@ impl Config {
 
     /// A config with the given queues (default properties) in namespace `sbemulatorns`; handy in tests.
     pub fn with_queues<S: Into<String>>(names: impl IntoIterator<Item = S>) -> Config {
+        Self::in_default_namespace(
+            names
+                .into_iter()
+                .map(|n| QueueConfig {
+                    name: n.into(),
+                    properties: QueueProperties::default(),
+                })
+                .collect(),
+        )
+    }
+
+    /// A config with one queue with these properties in namespace `sbemulatorns`; handy in tests:
+    /// `Config::single_queue("q", QueueProperties { max_delivery_count: 2, ..Default::default() })`.
+    pub fn single_queue(name: impl Into<String>, properties: QueueProperties) -> Config {
+        Self::in_default_namespace(vec![QueueConfig {
+            name: name.into(),
+            properties,
+        }])
+    }
+
+    /// The official emulator's namespace name, as in the lab's Config.json.
+    fn in_default_namespace(queues: Vec<QueueConfig>) -> Config {
         Config {
             namespaces: vec![NamespaceConfig {
                 name: "sbemulatorns".to_string(),
-                queues: names
-                    .into_iter()
-                    .map(|n| QueueConfig {
-                        name: n.into(),
-                        properties: QueueProperties::default(),
-                    })
-                    .collect(),
+                queues,
             }],
             logging_type: None,
             warnings: Vec::new(),

@@ -100,6 +100,13 @@ impl EmulatorBuilder {
         self
     }
 
+    /// Both listeners on 127.0.0.1 with free ports, so tests can run side by side: the same as
+    /// `.listen("127.0.0.1:0")` and `.health_listen("127.0.0.1:0")`.
+    pub fn loopback(self) -> Self {
+        let free = SocketAddr::from(([127, 0, 0, 1], 0));
+        self.listen(free).health_listen(free)
+    }
+
     /// Protocol tunables (frame size, idle timeout, windows); tests use it to exercise limits.
     pub fn engine_config(mut self, engine: EngineConfig) -> Self {
         self.engine = engine;

@@ -845,8 +845,7 @@ mod wire {
 
     async fn start_emulator() -> servicebus_emulator::Emulator {
         servicebus_emulator::Emulator::builder()
-            .listen("127.0.0.1:0".parse().unwrap())
-            .health_listen("127.0.0.1:0".parse().unwrap())
+            .loopback()
             .start()
             .await
             .unwrap()

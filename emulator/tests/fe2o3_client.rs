@@ -14,12 +14,7 @@ use servicebus_emulator::Emulator;
 const QUEUE: &str = "queue-messages";
 
 async fn emulator() -> Emulator {
-    Emulator::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
-        .health_listen("127.0.0.1:0".parse().unwrap())
-        .start()
-        .await
-        .unwrap()
+    Emulator::builder().loopback().start().await.unwrap()
 }
 
 async fn connect(emu: &Emulator, max_frame_size: u32) -> (ConnectionHandle<()>, SessionHandle<()>) {

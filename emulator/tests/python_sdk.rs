@@ -7,10 +7,11 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::time::Duration;
 
 use serde_json::Value;
 use servicebus_emulator::Emulator;
-use servicebus_emulator::config::Config;
+use servicebus_emulator::config::{Config, QueueProperties};
 
 const QUEUE: &str = "queue-messages";
 
@@ -33,22 +34,15 @@ fn python() -> PathBuf {
     path
 }
 
-/// A config with one queue `queue-messages` and the given queue properties (JSON object text).
-fn config_with(properties: &str) -> Config {
-    let text = format!(
-        r#"{{"UserConfig":{{"Namespaces":[{{"Name":"sbemulatorns","Queues":[{{"Name":"{QUEUE}","Properties":{properties}}}],"Topics":[]}}],"Logging":{{"Type":"File"}}}}}}"#
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("Config.json");
-    std::fs::write(&file, text).unwrap();
-    Config::load(&file).unwrap()
+/// A config with one queue `queue-messages` and these properties.
+fn config_with(properties: QueueProperties) -> Config {
+    Config::single_queue(QUEUE, properties)
 }
 
 async fn start(config: Config) -> Emulator {
     Emulator::builder()
         .config(config)
-        .listen("127.0.0.1:0".parse().unwrap())
-        .health_listen("127.0.0.1:0".parse().unwrap())
+        .loopback()
         .start()
         .await
         .unwrap()
@@ -202,9 +196,11 @@ async fn receive_and_delete_removes_on_delivery() {
 
 #[tokio::test]
 async fn lock_is_lost_after_lock_duration() {
-    let emu = start(config_with(
-        r#"{"LockDuration":"PT2S","MaxDeliveryCount":10}"#,
-    ))
+    let emu = start(config_with(QueueProperties {
+        lock_duration: Duration::from_secs(2),
+        max_delivery_count: 10,
+        ..QueueProperties::default()
+    }))
     .await;
     let r = scenario(&emu, "lock_lost").await;
     assert_eq!(r["error"], "MessageLockLostError");
@@ -215,7 +211,11 @@ async fn lock_is_lost_after_lock_duration() {
 
 #[tokio::test]
 async fn max_delivery_count_moves_to_dead_letter_queue() {
-    let emu = start(config_with(r#"{"MaxDeliveryCount":2}"#)).await;
+    let emu = start(config_with(QueueProperties {
+        max_delivery_count: 2,
+        ..QueueProperties::default()
+    }))
+    .await;
     let r = scenario(&emu, "max_delivery").await;
     assert_eq!(r["left_in_queue"], 0);
     assert_eq!(r["dlq_body"], "flaky");
