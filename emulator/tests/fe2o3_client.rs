@@ -43,6 +43,19 @@ async fn receiver(session: &mut SessionHandle<()>, name: &str, snd: SenderSettle
         .unwrap()
 }
 
+/// An emulator whose queue holds one message with `body`, and a connection and session to it.
+async fn one_message_queued(body: &str) -> (Emulator, ConnectionHandle<()>, SessionHandle<()>) {
+    let emu = emulator().await;
+    let (connection, mut session) = connect(&emu, 65_536).await;
+    let mut sender = Sender::attach(&mut session, "s", QUEUE).await.unwrap();
+    sender
+        .send(Message::builder().data(Binary::from(body)).build())
+        .await
+        .unwrap();
+    sender.close().await.unwrap();
+    (emu, connection, session)
+}
+
 fn annotation(delivery: &Delivery<Body<Value>>, key: &str) -> Option<Value> {
     let annotations = delivery.message().message_annotations.as_ref()?;
     annotations
@@ -175,13 +188,7 @@ async fn messages_over_256_kib_are_refused_by_the_advertised_limit() {
 
 #[tokio::test]
 async fn receive_and_delete_needs_no_settlement() {
-    let emu = emulator().await;
-    let (mut connection, mut session) = connect(&emu, 65_536).await;
-    let mut sender = Sender::attach(&mut session, "s", QUEUE).await.unwrap();
-    sender
-        .send(Message::builder().data(Binary::from("gone")).build())
-        .await
-        .unwrap();
+    let (emu, mut connection, mut session) = one_message_queued("gone").await;
     let mut receiver = receiver(&mut session, "rd", SenderSettleMode::Settled).await;
     let delivery: Delivery<Body<Value>> = receiver.recv().await.unwrap();
     assert_eq!(data(&delivery), b"gone");
@@ -197,13 +204,7 @@ async fn receive_and_delete_needs_no_settlement() {
 
 #[tokio::test]
 async fn released_message_comes_back_without_counting_an_attempt() {
-    let emu = emulator().await;
-    let (mut connection, mut session) = connect(&emu, 65_536).await;
-    let mut sender = Sender::attach(&mut session, "s", QUEUE).await.unwrap();
-    sender
-        .send(Message::builder().data(Binary::from("boomerang")).build())
-        .await
-        .unwrap();
+    let (emu, mut connection, mut session) = one_message_queued("boomerang").await;
     let mut receiver = receiver(&mut session, "r", SenderSettleMode::Unsettled).await;
     let first: Delivery<Body<Value>> = receiver.recv().await.unwrap();
     receiver.release(&first).await.unwrap();

@@ -36,6 +36,12 @@ def body(msg):
     return b"".join(msg.body).decode()
 
 
+def send(sb, messages):
+    """Send one message or a list with a sender of its own, closed before what follows."""
+    with sb.get_queue_sender(QUEUE) as sender:
+        sender.send_messages(messages)
+
+
 def receive_one(receiver):
     got = receiver.receive_messages(max_message_count=1, max_wait_time=WAIT)
     assert len(got) == 1, f"expected one message, got {len(got)}"
@@ -71,8 +77,7 @@ def send_receive_complete():
 
 def abandon():
     with client() as sb:
-        with sb.get_queue_sender(QUEUE) as sender:
-            sender.send_messages(ServiceBusMessage("again"))
+        send(sb, ServiceBusMessage("again"))
         with sb.get_queue_receiver(QUEUE) as receiver:
             first = receive_one(receiver)
             first_token = str(first.lock_token)
@@ -89,8 +94,7 @@ def abandon():
 
 def dead_letter():
     with client() as sb:
-        with sb.get_queue_sender(QUEUE) as sender:
-            sender.send_messages(ServiceBusMessage("poison"))
+        send(sb, ServiceBusMessage("poison"))
         with sb.get_queue_receiver(QUEUE) as receiver:
             m = receive_one(receiver)
             receiver.dead_letter_message(m, reason="BadInput", error_description="field x is missing")
@@ -108,8 +112,7 @@ def dead_letter():
 
 def defer():
     with client() as sb:
-        with sb.get_queue_sender(QUEUE) as sender:
-            sender.send_messages(ServiceBusMessage("later"))
+        send(sb, ServiceBusMessage("later"))
         with sb.get_queue_receiver(QUEUE) as receiver:
             m = receive_one(receiver)
             seq = m.sequence_number
@@ -128,8 +131,7 @@ def defer():
 
 def peek():
     with client() as sb:
-        with sb.get_queue_sender(QUEUE) as sender:
-            sender.send_messages([ServiceBusMessage(f"p{i}") for i in range(3)])
+        send(sb, [ServiceBusMessage(f"p{i}") for i in range(3)])
         with sb.get_queue_receiver(QUEUE) as receiver:
             peeked = receiver.peek_messages(max_message_count=5)
             received = []
@@ -148,8 +150,7 @@ def peek():
 
 def renew_lock():
     with client() as sb:
-        with sb.get_queue_sender(QUEUE) as sender:
-            sender.send_messages(ServiceBusMessage("slow"))
+        send(sb, ServiceBusMessage("slow"))
         with sb.get_queue_receiver(QUEUE) as receiver:
             m = receive_one(receiver)
             before = m.locked_until_utc
@@ -194,8 +195,7 @@ def schedule():
 
 def receive_and_delete():
     with client() as sb:
-        with sb.get_queue_sender(QUEUE) as sender:
-            sender.send_messages([ServiceBusMessage("rd-0"), ServiceBusMessage("rd-1")])
+        send(sb, [ServiceBusMessage("rd-0"), ServiceBusMessage("rd-1")])
         with sb.get_queue_receiver(
             QUEUE, receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE
         ) as receiver:
@@ -212,8 +212,7 @@ def receive_and_delete():
 def lock_lost():
     """Needs a queue with a short LockDuration (the Rust test configures PT2S)."""
     with client() as sb:
-        with sb.get_queue_sender(QUEUE) as sender:
-            sender.send_messages(ServiceBusMessage("too-slow"))
+        send(sb, ServiceBusMessage("too-slow"))
         with sb.get_queue_receiver(QUEUE) as receiver:
             m = receive_one(receiver)
             time.sleep(3)
@@ -234,8 +233,7 @@ def lock_lost():
 def max_delivery():
     """Needs a queue with MaxDeliveryCount 2."""
     with client() as sb:
-        with sb.get_queue_sender(QUEUE) as sender:
-            sender.send_messages(ServiceBusMessage("flaky"))
+        send(sb, ServiceBusMessage("flaky"))
         with sb.get_queue_receiver(QUEUE) as receiver:
             for _ in range(2):
                 receiver.abandon_message(receive_one(receiver))
@@ -279,8 +277,7 @@ def properties():
         time_to_live=datetime.timedelta(minutes=5),
     )
     with client() as sb:
-        with sb.get_queue_sender(QUEUE) as sender:
-            sender.send_messages(sent)
+        send(sb, sent)
         with sb.get_queue_receiver(QUEUE) as receiver:
             m = receive_one(receiver)
             receiver.complete_message(m)
