@@ -728,27 +728,28 @@ impl Connection {
         }
     }
 
+    /// Store one message, or a batch (format 0x80013700) all or nothing: a batch refused midway must
+    /// not leave its first messages behind, or the client's retry would store them twice.
     fn enqueue(&self, entity: &EntityPath, format: u32, payload: Bytes) -> DeliveryState {
-        let messages = if format == BATCH_MESSAGE_FORMAT {
+        let broker = &self.shared.broker;
+        let stored = if format == BATCH_MESSAGE_FORMAT {
             StoredMessage::split_batch(payload)
+                .map(|messages| broker.send_batch(entity, messages).map(drop))
         } else {
-            StoredMessage::parse(payload).map(|m| vec![m])
+            StoredMessage::parse(payload).map(|message| broker.send(entity, message).map(drop))
         };
-        let messages = match messages {
-            Ok(m) => m,
-            Err(e) => return rejected(amqp_error("amqp:decode-error", e.to_string())),
-        };
-        for message in messages {
-            if let Err(e) = self.shared.broker.send(entity, message) {
+        match stored {
+            Err(e) => rejected(amqp_error("amqp:decode-error", e.to_string())),
+            Ok(Err(e)) => {
                 let condition = match e {
                     BrokerError::NotFound(_) => "amqp:not-found",
                     BrokerError::MessageTooLarge { .. } => "amqp:link:message-size-exceeded",
                     BrokerError::SequenceNotFound(_) => "com.microsoft:message-not-found",
                 };
-                return rejected(amqp_error(condition, e.to_string()));
+                rejected(amqp_error(condition, e.to_string()))
             }
+            Ok(Ok(())) => accepted(),
         }
-        accepted()
     }
 
     /// Deliver a reply on the link whose target is `reply_to`, else on the node's reply link.

@@ -1069,6 +1069,68 @@ mod wire {
         assert_eq!(condition_str(e), "com.microsoft:message-lock-lost");
         assert!(e.description.is_some() && e.info.is_some());
     }
+    /// A data section holding `bytes` (how a batch carries each message).
+    fn data_section(bytes: &[u8]) -> Vec<u8> {
+        let mut section = vec![0x00, 0x53, 0x75, 0xb0];
+        section.extend(u32::try_from(bytes.len()).unwrap().to_be_bytes());
+        section.extend(bytes);
+        section
+    }
+
+    #[tokio::test]
+    async fn a_batch_with_an_oversized_message_is_refused_whole_and_nothing_is_stored() {
+        use servicebus_emulator::broker::MAX_MESSAGE_SIZE;
+        // The link takes bigger deliveries than the broker stores, so the batch reaches the broker.
+        let engine = EngineConfig {
+            max_message_size: 1 << 20,
+            ..EngineConfig::default()
+        };
+        let shared = Shared::new(
+            Broker::new(&Config::with_queues(["q"])),
+            SasValidator::emulator_default(),
+            engine,
+        );
+        let broker = shared.broker.clone();
+        let mut raw = connect_to(shared);
+
+        let mut batch = data_section(&message_bytes("fits"));
+        batch.extend(data_section(&message_bytes(&"x".repeat(MAX_MESSAGE_SIZE))));
+        let mut burst = session_burst("PLAIN", Some(PLAIN_ROOT_KEY));
+        burst.extend(bytes_of(1, attach("s", 0, Role::Sender, "q")));
+        let chunks: Vec<&[u8]> = batch.chunks(60_000).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let more = i + 1 < chunks.len();
+            let Performative::Transfer(mut t) = transfer(0, (i == 0).then_some(0), more) else {
+                unreachable!()
+            };
+            if i == 0 {
+                t.message_format = Some(0x8001_3700);
+            }
+            burst.extend(bytes_with_payload(1, Performative::Transfer(t), chunk));
+        }
+        raw.send(&burst).await;
+        expect_sasl_ok(&mut raw).await;
+
+        // The broker as receiver settles the client's delivery with the outcome.
+        let d = loop {
+            if let Performative::Disposition(d) = raw.performative().await {
+                break d;
+            }
+        };
+        assert!(d.settled && d.first == 0, "{d:?}");
+        let Some(DeliveryState::Rejected(fe2o3_amqp_types::messaging::Rejected { error: Some(e) })) =
+            &d.state
+        else {
+            panic!("{d:?}")
+        };
+        assert_eq!(condition_str(e), "amqp:link:message-size-exceeded");
+        assert_eq!(
+            broker.counts("q").unwrap().active_message_count,
+            0,
+            "the message that fits was not stored either"
+        );
+    }
+
     #[tokio::test]
     async fn a_presettled_send_that_cannot_be_stored_detaches_the_link() {
         let mut raw = connect();
