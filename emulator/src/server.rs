@@ -54,12 +54,48 @@ use crate::nodes::{self, Request, cbs, management};
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error(
-        "cannot listen on {addr}: {source}; pick another address (e.g. --listen 127.0.0.1:0 for a free port) or stop the process using it"
+        "cannot listen on {addr}: {source}; pick another address (e.g. {} 127.0.0.1:0 for a free port) or stop the process using it",
+        listener.flag()
     )]
     Bind {
         addr: SocketAddr,
+        listener: Listener,
         source: std::io::Error,
     },
+}
+
+/// Which of the emulator's two listeners an error is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// AMQP, set with [`EmulatorBuilder::listen`].
+    Amqp,
+    /// Health/HTTP, set with [`EmulatorBuilder::health_listen`].
+    Health,
+}
+
+impl Listener {
+    /// The command-line flag that moves this listener, for the fix in error messages.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Listener::Amqp => "--listen",
+            Listener::Health => "--health-listen",
+        }
+    }
+}
+
+/// Bind `addr` and learn the address actually bound (port 0 picks one).
+async fn bind(
+    addr: SocketAddr,
+    listener: Listener,
+) -> Result<(TcpListener, SocketAddr), ServerError> {
+    let error = |source| ServerError::Bind {
+        addr,
+        listener,
+        source,
+    };
+    let bound = TcpListener::bind(addr).await.map_err(error)?;
+    let local = bound.local_addr().map_err(error)?;
+    Ok((bound, local))
 }
 
 /// Builder for [`Emulator`].
@@ -116,26 +152,8 @@ impl EmulatorBuilder {
     /// Bind both listeners and start serving. Returns once both are accepting.
     pub async fn start(self) -> Result<Emulator, ServerError> {
         let config = self.config.unwrap_or_else(Config::lab_default);
-        let amqp = TcpListener::bind(self.listen)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: self.listen,
-                source,
-            })?;
-        let health = TcpListener::bind(self.health_listen)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: self.health_listen,
-                source,
-            })?;
-        let amqp_addr = amqp.local_addr().map_err(|source| ServerError::Bind {
-            addr: self.listen,
-            source,
-        })?;
-        let health_addr = health.local_addr().map_err(|source| ServerError::Bind {
-            addr: self.health_listen,
-            source,
-        })?;
+        let (amqp, amqp_addr) = bind(self.listen, Listener::Amqp).await?;
+        let (health, health_addr) = bind(self.health_listen, Listener::Health).await?;
         let broker = Broker::new(&config);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {

@@ -113,6 +113,20 @@ fn environment_overrides_apply() {
     );
 }
 
+/// When the health port is the one taken, the fix names `--health-listen`, not `--listen`.
+#[test]
+fn health_port_in_use_names_the_health_flag() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = emulator()
+        .args(["--listen", "127.0.0.1:0", "--health-listen", &addr])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = user_lines(&out.stderr).replace(&addr, "127.0.0.1:[PORT]");
+    insta::assert_snapshot!(stderr);
+}
+
 #[test]
 fn port_in_use_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
