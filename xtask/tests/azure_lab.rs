@@ -598,8 +598,11 @@ async fn executions_lists_the_history_as_a_table_or_as_json() {
     assert_eq!(exit_code(&output), 0, "{}", stdout(&output));
     let text = stdout(&output);
     assert!(text.contains(" ✔ 1 execution(s) of job-rust"), "{text}");
+    // The same table as the local lab's `executions`.
     assert!(
-        text.contains("   job-rust-k3j9x2q         Running"),
+        text.contains(
+            "   NAME              STATUS   STARTED               DURATION\n   job-rust-k3j9x2q  Running  "
+        ),
         "{text}"
     );
 

@@ -9,13 +9,14 @@
 //! on it.
 //!
 //! The poller runs over [`ExecutionSource`], so the Azure runner (which shells out to `az`) and the local
-//! lab (which asks its controller) share one waiting rule.
+//! lab (which asks its controller) share one waiting rule; [`table`] is how both show the executions.
 
 use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
+use crate::lab::ui::human_duration;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -258,8 +259,53 @@ pub async fn wait_for_success<S: ExecutionSource>(
     }
 }
 
+/// Whole seconds, as the Azure CLI shows start times.
+const STARTED: &[time::format_description::BorrowedFormatItem<'static>] =
+    time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+
+/// `NAME  STATUS  STARTED  DURATION`, one row per execution, oldest first.
+pub fn table(executions: &[Execution]) -> Vec<String> {
+    let mut rows = vec![[
+        "NAME".to_owned(),
+        "STATUS".to_owned(),
+        "STARTED".to_owned(),
+        "DURATION".to_owned(),
+    ]];
+    let mut sorted: Vec<&Execution> = executions.iter().collect();
+    sorted.sort_by_key(|e| (e.start_time(), e.name.clone()));
+    for execution in sorted {
+        let started = execution
+            .start_time()
+            .and_then(|t| t.format(STARTED).ok())
+            .unwrap_or_else(|| "-".to_owned());
+        let duration = execution
+            .run_time()
+            .map(human_duration)
+            .unwrap_or_else(|| "-".to_owned());
+        rows.push([
+            execution.name.clone(),
+            execution.status().to_string(),
+            started,
+            duration,
+        ]);
+    }
+    let widths: Vec<usize> = (0..4)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    rows.iter()
+        .map(|row| {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .map(|(cell, width)| format!("{cell:<width$}"))
+                .collect();
+            cells.join("  ").trim_end().to_owned()
+        })
+        .collect()
+}
+
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use std::collections::VecDeque;
 
     use time::macros::datetime;
@@ -293,12 +339,8 @@ pub(crate) mod tests {
         }
     }
 
-    /// An execution as a listing shows it (also used by the table's tests).
-    pub(crate) fn execution(
-        name: &str,
-        status: ExecutionStatus,
-        start: Option<OffsetDateTime>,
-    ) -> Execution {
+    /// An execution as a listing shows it.
+    fn execution(name: &str, status: ExecutionStatus, start: Option<OffsetDateTime>) -> Execution {
         Execution {
             id: None,
             name: name.into(),
@@ -527,6 +569,37 @@ pub(crate) mod tests {
         assert!(
             error.contains("expected a JSON array of job executions"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn the_table_lines_up_and_sorts_by_start_time() {
+        let ended = |name: &str, status, start, end| {
+            let mut execution = execution(name, status, start);
+            execution.properties.end_time = end;
+            execution
+        };
+        let rows = table(&[
+            ended(
+                "job-rust-bbbbbbb",
+                ExecutionStatus::Running,
+                Some(datetime!(2026-11-25 12:00:05 UTC)),
+                None,
+            ),
+            ended(
+                "job-rust-aaaaaaa",
+                ExecutionStatus::Succeeded,
+                Some(datetime!(2026-11-25 12:00:03 UTC)),
+                Some(datetime!(2026-11-25 12:00:03.120 UTC)),
+            ),
+        ]);
+        assert_eq!(
+            rows,
+            [
+                "NAME              STATUS     STARTED               DURATION",
+                "job-rust-aaaaaaa  Succeeded  2026-11-25T12:00:03Z  0.12 s",
+                "job-rust-bbbbbbb  Running    2026-11-25T12:00:05Z  -",
+            ]
         );
     }
 }

@@ -481,7 +481,7 @@ fn show_evidence(ui: &Ui, executions: &[Execution], record: Option<&ExecutionRec
         return;
     }
     println!();
-    for row in display::table(executions) {
+    for row in executions::table(executions) {
         println!("  {row}");
     }
     if let Some(record) = record {
@@ -643,7 +643,7 @@ fn list_step(
     } else if executions.is_empty() {
         println!("No executions yet; `cargo xtask lab send` puts a message on the queue.");
     } else {
-        for row in display::table(&executions) {
+        for row in executions::table(&executions) {
             println!("{row}");
         }
     }

@@ -392,8 +392,8 @@ impl<'a> Session<'a> {
             println!("{}", serde_json::to_string_pretty(&executions)?);
             return Ok(());
         }
-        for execution in &executions {
-            self.ui.detail(execution_row(execution));
+        for row in super::executions::table(&executions) {
+            self.ui.detail(row);
         }
         Ok(())
     }
@@ -801,25 +801,6 @@ fn reason(execution: &Execution) -> String {
         (Some(text), None) | (None, Some(text)) => format!(" ({text})"),
         (None, None) => String::new(),
     }
-}
-
-fn execution_row(execution: &Execution) -> String {
-    let started = execution
-        .start_time()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| "-".into());
-    let ran = execution
-        .run_time()
-        .map_or_else(|| "-".into(), human_duration);
-    format!(
-        "{:<24} {:<10} {:<26} {ran}",
-        execution.name,
-        execution.status(),
-        started
-    )
 }
 
 /// `1 message`, `3 messages`.
