@@ -113,31 +113,33 @@ fn environment_overrides_apply() {
     );
 }
 
-/// When the health port is the one taken, the fix names `--health-listen`, not `--listen`.
-#[test]
-fn health_port_in_use_names_the_health_flag() {
+/// Start with `flag` (`--listen` or `--health-listen`) on a port another socket holds and the other
+/// listener on a free port; expects exit 1 and returns the error lines with the port masked.
+fn error_with_port_taken(flag: &str) -> String {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
+    let other = if flag == "--listen" {
+        "--health-listen"
+    } else {
+        "--listen"
+    };
     let out = emulator()
-        .args(["--listen", "127.0.0.1:0", "--health-listen", &addr])
+        .args([flag, &addr, other, "127.0.0.1:0"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let stderr = user_lines(&out.stderr).replace(&addr, "127.0.0.1:[PORT]");
-    insta::assert_snapshot!(stderr);
+    user_lines(&out.stderr).replace(&addr, "127.0.0.1:[PORT]")
+}
+
+/// When the health port is the one taken, the fix names `--health-listen`, not `--listen`.
+#[test]
+fn health_port_in_use_names_the_health_flag() {
+    insta::assert_snapshot!(error_with_port_taken("--health-listen"));
 }
 
 #[test]
 fn port_in_use_is_a_clear_error() {
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = taken.local_addr().unwrap().to_string();
-    let out = emulator()
-        .args(["--listen", &addr, "--health-listen", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = user_lines(&out.stderr).replace(&addr, "127.0.0.1:[PORT]");
-    insta::assert_snapshot!(stderr);
+    insta::assert_snapshot!(error_with_port_taken("--listen"));
 }
 
 /// The ready line is printed on stdout once both ports accept, and SIGTERM stops the process cleanly.

@@ -825,21 +825,19 @@ mod wire {
         expect_sasl_ok(&mut raw).await;
         let _open = raw.performative().await;
         let _begin = raw.performative().await;
+        expect_refused(&mut raw, "amqp:unauthorized-access").await;
+        expect_refused(&mut raw, "amqp:not-found").await;
+    }
+
+    /// The next frames are a refused attach (null termini) and its detach with `condition`.
+    async fn expect_refused<S: AsyncRead + AsyncWrite + Unpin>(raw: &mut Raw<S>, condition: &str) {
         let Performative::Attach(a) = raw.performative().await else {
             panic!()
         };
         assert!(a.source.is_none() && a.target.is_none());
         assert_eq!(
             condition_of(&raw.performative().await).as_deref(),
-            Some("amqp:unauthorized-access")
-        );
-        let Performative::Attach(a) = raw.performative().await else {
-            panic!()
-        };
-        assert!(a.source.is_none() && a.target.is_none());
-        assert_eq!(
-            condition_of(&raw.performative().await).as_deref(),
-            Some("amqp:not-found")
+            Some(condition)
         );
     }
 
