@@ -54,9 +54,9 @@ impl Cbs {
         client
             .call(request)
             .await
-            .map_err(|source| ServiceBusError::Authorization {
+            .map_err(|error| ServiceBusError::Authorization {
                 audience: audience.to_string(),
-                source,
+                error,
             })?;
         tracing::debug!(audience, "token accepted by the broker");
         Ok(expires_at)

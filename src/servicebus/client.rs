@@ -52,9 +52,9 @@ impl ServiceBusClient {
     pub async fn connect(config: &ConnectionConfig) -> Result<ServiceBusClient, ServiceBusError> {
         let credential = Credential::from_auth(&config.auth)?;
         let endpoint = format!("{}:{}", config.host, config.port);
-        let connect_error = |source: std::io::Error| ServiceBusError::Connect {
+        let connect_error = |error: std::io::Error| ServiceBusError::Connect {
             endpoint: endpoint.clone(),
-            source,
+            error,
         };
         let tcp = TcpStream::connect((config.host.as_str(), config.port))
             .await

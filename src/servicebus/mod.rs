@@ -9,6 +9,7 @@
 
 mod cbs;
 mod client;
+mod closed;
 pub mod connection_config;
 pub mod credential;
 pub mod message;
@@ -30,21 +31,21 @@ pub use tls::install_crypto_provider;
 /// What can go wrong talking to Service Bus. Messages name the endpoint or entity involved.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceBusError {
-    #[error("could not reach {endpoint}: {source}")]
+    // The io error is in the text and deliberately not a `#[source]` too: the worker logs the text
+    // alone, and chain printers (anyhow's `{:#}`) would show it twice.
+    #[error("could not reach {endpoint}: {error}")]
     Connect {
         endpoint: String,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("could not open an AMQP connection to {endpoint}: {reason}")]
     Open { endpoint: String, reason: String },
     #[error(transparent)]
     Credential(#[from] CredentialError),
-    #[error("the broker refused the token for {audience}: {source}")]
+    #[error("the broker refused the token for {audience}: {error}")]
     Authorization {
         audience: String,
-        #[source]
-        source: fe2o3_amqp_management::error::Error,
+        error: fe2o3_amqp_management::error::Error,
     },
     #[error(
         "could not attach to `{address}` (does it exist, and may this identity use it?): {reason}"
@@ -54,6 +55,20 @@ pub enum ServiceBusError {
     Link(String),
     #[error("receiving failed: {0}")]
     Receive(String),
+    /// The broker closed the connection or ended the session (it stopped, or dropped this client).
+    #[error(
+        "the broker closed the {what} while the job was receiving{reason}; check that the Service Bus \
+         namespace (or the emulator) is running and reachable from here, then run the job again. \
+         Detail: {detail}"
+    )]
+    BrokerClosed {
+        /// `connection` or `session`.
+        what: &'static str,
+        /// ` (condition: description)`, or empty when the broker gave no error.
+        reason: String,
+        /// fe2o3's own text, for the record.
+        detail: String,
+    },
     #[error("settling a message failed: {0}")]
     Settle(String),
     #[error("sending failed: {0}")]
@@ -61,7 +76,7 @@ pub enum ServiceBusError {
     #[error("the broker did not accept the message: {0}")]
     NotAccepted(String),
     #[error("management request failed: {0}")]
-    Management(#[source] fe2o3_amqp_management::error::Error),
+    Management(fe2o3_amqp_management::error::Error),
     #[error("the message did not come from a receiver, so it cannot be settled")]
     Detached,
     #[error("the message has no lock token, so its lock cannot be renewed")]

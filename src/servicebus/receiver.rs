@@ -101,7 +101,7 @@ impl Receiver {
         // `recv` is cancel-safe, so a timeout (or the caller's `select!`) loses nothing.
         match tokio::time::timeout(max_wait, self.link.recv::<Body<Value>>()).await {
             Err(_elapsed) => Ok(None),
-            Ok(Err(e)) => Err(ServiceBusError::Receive(e.to_string())),
+            Ok(Err(e)) => Err(crate::servicebus::closed::receive_error(e)),
             Ok(Ok(delivery)) => {
                 self.outstanding = self.outstanding.saturating_sub(1);
                 Ok(Some(ReceivedMessage::from_delivery(delivery)))
