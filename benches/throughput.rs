@@ -30,11 +30,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn start() -> anyhow::Result<Emulator> {
-    Ok(Emulator::builder()
-        .listen("127.0.0.1:0".parse()?)
-        .health_listen("127.0.0.1:0".parse()?)
-        .start()
-        .await?)
+    Ok(Emulator::builder().loopback().start().await?)
 }
 
 async fn client(emu: &Emulator) -> anyhow::Result<ServiceBusClient> {

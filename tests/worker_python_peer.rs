@@ -40,8 +40,7 @@ async fn python_run(script: &'static str, connection_string: String) -> String {
 async fn emulator() -> Emulator {
     Emulator::builder()
         .config(Config::with_queues([QUEUE]))
-        .listen("127.0.0.1:0".parse().unwrap())
-        .health_listen("127.0.0.1:0".parse().unwrap())
+        .loopback()
         .start()
         .await
         .unwrap()

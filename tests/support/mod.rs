@@ -311,8 +311,7 @@ impl Stack {
         match backend {
             Backend::Embedded => {
                 let emulator = Emulator::builder()
-                    .listen("127.0.0.1:0".parse().unwrap())
-                    .health_listen("127.0.0.1:0".parse().unwrap())
+                    .loopback()
                     .start()
                     .await
                     .expect("the embedded emulator starts");
