@@ -30,6 +30,8 @@ resource "azurerm_container_app_job" "job" {
           queueName    = azurerm_servicebus_queue.messages.name
           namespace    = azurerm_servicebus_namespace.lab.name
           messageCount = tostring(var.message_count)
+          # Strictly greater-than in KEDA: with 1, a single message starts no execution.
+          activationMessageCount = tostring(var.activation_message_count)
         }
         identity_id = local.scaler_uses_identity ? azurerm_user_assigned_identity.scaler[0].id : null
 

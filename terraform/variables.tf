@@ -236,6 +236,16 @@ variable "message_count" {
   }
 }
 
+variable "activation_message_count" {
+  description = "KEDA activationMessageCount: no execution starts until the queue holds MORE active messages than this (KEDA default and tutorial: 0; 1 means one message starts nothing)."
+  type        = number
+
+  validation {
+    condition     = var.activation_message_count >= 0 && floor(var.activation_message_count) == var.activation_message_count
+    error_message = "activation_message_count must be a whole number of 0 or more; 0 (KEDA's default) starts an execution for the first message, 1 waits for a second."
+  }
+}
+
 variable "env_names" {
   description = "Names of the environment variables the worker reads."
   type = object({

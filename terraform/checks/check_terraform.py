@@ -9,7 +9,8 @@ Without Azure or provider downloads this is what can be known about the configur
 - every *.tf file parses (python-hcl2);
 - the job settings file declares exactly the variables that carry the job's settings, and the job
   resource takes each setting from its variable (so the file really is the single source);
-- the scale rule is KEDA azure-servicebus with queueName/namespace/messageCount, both auth modes wired;
+- the scale rule is KEDA azure-servicebus with queueName/namespace/messageCount/activationMessageCount,
+  the two counts from their variables, both auth modes wired;
 - the job waits for the image build and its role assignments; the image build re-runs on source change;
 - global names carry the random suffix; the outputs the runner reads exist; providers are pinned.
 With --terraform (needs a `terraform` binary, no providers): `terraform fmt -check`, and the variable
@@ -59,6 +60,8 @@ BAD_VALUES = [
     ("memory", "1Gi", "twice the cpu"),
     ("max_executions", 0, "max_executions"),
     ("message_count", 0, "message_count"),
+    ("activation_message_count", -1, "activation_message_count"),
+    ("activation_message_count", 0.5, "activation_message_count"),
     ("job_name", "Job_Rust", "job_name"),
     ("scale_rule_type", "azure-queue", "azure-servicebus"),
     ("cpu", 0.3, "multiple of 0.25"),
@@ -132,7 +135,7 @@ def check_settings(parsed, problems):
     for key in settings:
         if key not in variables:
             problems.append(f"{SETTINGS.name}: key {key!r} has no `variable \"{key}\"` in variables.tf")
-    for var in set(JOB_SETTINGS.values()) | {"queue_name", "message_count", "env_names"}:
+    for var in set(JOB_SETTINGS.values()) | {"queue_name", "message_count", "activation_message_count", "env_names"}:
         file, body = variables.get(var, (None, None))
         if body is None:
             problems.append(f"variables.tf: job setting {var!r} is not declared")
@@ -159,10 +162,11 @@ def check_job(parsed, problems):
         if value != f"${{var.{var}}}":
             problems.append(f"{file}: job {'.'.join(path)} is {value!r}, expected it from var.{var}")
     metadata = dig(job, ("event_trigger_config", "scale", "rules", "metadata")) or {}
-    if set(metadata) != {"queueName", "namespace", "messageCount"}:
-        problems.append(f"{file}: scale rule metadata keys are {sorted(metadata)}, expected queueName, namespace, messageCount")
-    if "var.message_count" not in str(metadata.get("messageCount")):
-        problems.append(f"{file}: scale rule messageCount must come from var.message_count")
+    if set(metadata) != {"queueName", "namespace", "messageCount", "activationMessageCount"}:
+        problems.append(f"{file}: scale rule metadata keys are {sorted(metadata)}, expected queueName, namespace, messageCount, activationMessageCount")
+    for key, var in (("messageCount", "message_count"), ("activationMessageCount", "activation_message_count")):
+        if f"var.{var}" not in str(metadata.get(key)):
+            problems.append(f"{file}: scale rule {key} must come from var.{var}")
     rule = dig(job, ("event_trigger_config", "scale", "rules")) or [{}]
     rule = rule[0] if isinstance(rule, list) else rule
     if "scaler" not in str(rule.get("identity_id")):

@@ -174,6 +174,8 @@ fn settings_file_has_the_tutorial_values() {
             "scale_rule_name": "azure-servicebus-queue-rule",
             "scale_rule_type": "azure-servicebus",
             "message_count": 1,
+            // KEDA's default; the tutorial does not set it (1 would leave a single message waiting).
+            "activation_message_count": 0,
             "env_names": {
                 "servicebus_fqdn": "SERVICEBUS_FQDN",
                 "managed_identity_client_id": "MANAGED_IDENTITY_CLIENT_ID",

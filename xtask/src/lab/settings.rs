@@ -49,6 +49,11 @@ pub struct JobSettings {
     pub scale_rule_type: String,
     /// Target active messages per execution (KEDA `messageCount`): 1 means one execution per message.
     pub message_count: u32,
+    /// KEDA `activationMessageCount`: no execution starts until the queue holds MORE active messages than
+    /// this (strictly greater-than). 0, KEDA's default and the tutorial's, starts one for the first
+    /// message; 1 means a single message starts nothing.
+    #[serde(deserialize_with = "activation_message_count")]
+    pub activation_message_count: u32,
     /// Names of the environment variables the worker reads.
     pub env_names: EnvNames,
 }
@@ -235,16 +240,42 @@ impl JobSettings {
             ("queueName", self.queue_name.clone()),
             ("namespace", namespace.to_owned()),
             ("messageCount", self.message_count.to_string()),
+            (
+                "activationMessageCount",
+                self.activation_message_count.to_string(),
+            ),
         ]
     }
 
     /// One line for the lab's header, e.g. `job job-rust (event trigger, messageCount 1, max executions 1)`.
+    /// A non-default activation threshold is shown too: it is why a single message may start nothing.
     pub fn summary(&self) -> String {
+        let activation = match self.activation_message_count {
+            0 => String::new(),
+            count => format!(", activationMessageCount {count}"),
+        };
         format!(
-            "job {} (event trigger, messageCount {}, max executions {})",
+            "job {} (event trigger, messageCount {}{activation}, max executions {})",
             self.job_name, self.message_count, self.max_executions
         )
     }
+}
+
+/// `activation_message_count` as Terraform's validation reads it: a whole number of 0 or more. Checked
+/// while parsing (a `u32` cannot hold the bad values) so the error can say what to write instead.
+fn activation_message_count<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<u32, D::Error> {
+    let value = serde_json::Number::deserialize(deserializer)?;
+    value
+        .as_u64()
+        .and_then(|count| u32::try_from(count).ok())
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "activation_message_count {value}: must be a whole number of 0 or more; 0 (KEDA's \
+                 default) starts an execution for the first message, 1 waits for a second"
+            ))
+        })
 }
 
 fn is_job_name(name: &str) -> bool {
@@ -308,7 +339,8 @@ mod tests {
             vec![
                 ("queueName", "queue-messages".to_owned()),
                 ("namespace", "sb-lab-x7k2".to_owned()),
-                ("messageCount", "1".to_owned())
+                ("messageCount", "1".to_owned()),
+                ("activationMessageCount", "0".to_owned())
             ]
         );
     }
@@ -343,6 +375,36 @@ mod tests {
         );
         assert!(error.contains("unknown field `messagecount`"), "{error}");
         assert!(error.contains("terraform/variables.tf"), "{error}");
+    }
+
+    #[test]
+    fn activation_message_count_must_be_a_whole_number_of_zero_or_more() {
+        for bad in [serde_json::json!(-1), serde_json::json!(0.5)] {
+            let mut value = serde_json::to_value(committed()).unwrap();
+            value["activation_message_count"] = bad.clone();
+            let error = format!(
+                "{:#}",
+                JobSettings::from_json(&value.to_string()).unwrap_err()
+            );
+            assert!(
+                error.contains(&format!(
+                    "activation_message_count {bad}: must be a whole number of 0 or more"
+                )),
+                "{error}"
+            );
+        }
+        let mut value = serde_json::to_value(committed()).unwrap();
+        value["activation_message_count"] = 1.into();
+        let settings = JobSettings::from_json(&value.to_string()).unwrap();
+        assert_eq!(settings.activation_message_count, 1);
+        assert_eq!(
+            settings.summary(),
+            "job job-rust (event trigger, messageCount 1, activationMessageCount 1, max executions 1)"
+        );
+        assert_eq!(
+            settings.scale_rule_metadata("ns")[3],
+            ("activationMessageCount", "1".to_owned())
+        );
     }
 
     #[test]

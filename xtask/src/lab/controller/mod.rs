@@ -77,14 +77,13 @@ pub struct ControllerConfig {
 }
 
 impl ControllerConfig {
-    /// The job from the shared settings file. `activationMessageCount` is KEDA's default, 0: the settings
-    /// file does not set it, and neither does the Terraform scale rule.
+    /// The job from the shared settings file, the same values the Terraform scale rule gets.
     pub fn from_settings(settings: &JobSettings, image: &str) -> Self {
         Self {
             job_name: settings.job_name.clone(),
             scale: ScaleRule {
                 message_count: u64::from(settings.message_count),
-                activation_message_count: 0,
+                activation_message_count: u64::from(settings.activation_message_count),
                 min_executions: settings.min_executions,
                 max_executions: settings.max_executions,
             },

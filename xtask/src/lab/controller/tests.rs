@@ -470,6 +470,74 @@ async fn the_activation_threshold_is_respected() {
     assert_eq!(queue.state().completed, 3);
 }
 
+/// The workshop's trap, through the path the local lab takes: settings file → [`JobSettings`] →
+/// [`ControllerConfig::from_settings`]. With `activation_message_count` 1 a single message starts nothing;
+/// a second one starts an execution, which takes one message and leaves the other, which again is not
+/// more than 1.
+#[tokio::test(start_paused = true)]
+async fn activation_message_count_comes_from_the_settings_file() {
+    let mut value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(JobSettings::default_path()).unwrap())
+            .unwrap();
+    value["activation_message_count"] = 1.into();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.auto.tfvars.json");
+    std::fs::write(&path, value.to_string()).unwrap();
+    let settings = JobSettings::load(&path).unwrap();
+    let config = ControllerConfig::from_settings(&settings, "servicebus-job:test");
+    assert_eq!(config.scale.activation_message_count, 1);
+    assert_eq!(config.polling_interval, Duration::from_secs(30));
+
+    let queue = FakeQueue::with(1);
+    let runner = FakeRunner::new(&queue, Behaviour::Succeed(Duration::from_secs(1)));
+    let controller = Controller::with_clock(
+        config,
+        queue.clone(),
+        runner.clone(),
+        Clock::starting_at(T0),
+    );
+    let history = controller.history();
+    let status = controller.status();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(controller.run(async {
+        let _ = stopped.await;
+    }));
+
+    // Polls at 0 s, 30 s and 60 s.
+    sleep(Duration::from_secs(61)).await;
+    assert!(
+        history.records().is_empty(),
+        "1 message is not more than activationMessageCount 1"
+    );
+    assert_eq!(status.borrow().polls, 3);
+    assert_eq!(status.borrow().active_messages, Some(1));
+
+    queue.state().available += 1;
+    sleep(Duration::from_secs(30)).await;
+    let records = history.records();
+    assert_eq!(records.len(), 1, "2 > 1 activates; max_executions is 1");
+    assert_eq!(
+        seconds_after_t0(records[0].execution.properties.start_time),
+        90.0
+    );
+
+    sleep(Duration::from_secs(60)).await;
+    assert_eq!(
+        history.records().len(),
+        1,
+        "the last message starts nothing"
+    );
+    assert_eq!(statuses(&history.records()), [ExecutionStatus::Succeeded]);
+    let left = {
+        let state = queue.state();
+        (state.completed, state.available)
+    };
+    assert_eq!(left, (1, 1), "one message completed, one left waiting");
+
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
+
 #[tokio::test(start_paused = true)]
 async fn min_executions_run_even_with_an_empty_queue() {
     let queue = FakeQueue::with(0);
