@@ -7,6 +7,7 @@
 //! - [`message`]: a message as raw bytes plus section ranges; re-encodes only header and annotations.
 //! - [`broker`]: entities, the queue state machine, locks, timers. Knows nothing of sockets.
 //! - [`auth`]: SAS token validation for `$cbs` put-token.
+//! - [`access`]: what a connection's tokens allow and when that ends (link expiry, first-token deadline).
 //! - [`amqp`]: frame codec and the sans-IO connection/session/link engine. Knows nothing of queues.
 //! - [`nodes`]: the `$cbs` and `<entity>/$management` request/response handlers.
 //! - [`server`]: the TCP listener gluing engine and broker, and the [`Emulator`] handle tests start.
@@ -14,6 +15,7 @@
 //! - `testcontainers` (feature `testcontainers`): `Image`s for this emulator's container image and for
 //!   Microsoft's official emulator with its SQL sidecar.
 
+pub mod access;
 pub mod amqp;
 pub mod auth;
 pub mod broker;

@@ -38,13 +38,14 @@ use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 use uuid::Uuid;
 
+use crate::access::Access;
 use crate::amqp::codec::{
     AMQP_HEADER, CodecError, FrameCodec, Item, Phase, SASL_HEADER, TYPE_SASL,
 };
 use crate::amqp::engine::{BATCH_MESSAGE_FORMAT, amqp_error};
 use crate::amqp::sasl::{self, SaslCredentials};
 use crate::amqp::{AttachInfo, Engine, EngineConfig, Event, LinkId};
-use crate::auth::{SasClaims, SasValidator};
+use crate::auth::SasValidator;
 use crate::broker::{Broker, BrokerError, EntityPath, Outcome, ReceiveMode, SettleError};
 use crate::config::Config;
 use crate::message::StoredMessage;
@@ -440,8 +441,7 @@ enum LinkRole {
 
 struct Connection {
     shared: Arc<Shared>,
-    plain: bool,
-    claims: Vec<SasClaims>,
+    access: Access,
     links: HashMap<LinkId, LinkRole>,
     replies: HashMap<LinkId, VecDeque<Bytes>>,
     closed: bool,
@@ -465,8 +465,11 @@ pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     let mut changes = shared.broker.changes();
     let mut conn = Connection {
         shared: shared.clone(),
-        plain: matches!(credentials, SaslCredentials::Plain { .. }),
-        claims: Vec::new(),
+        access: Access::new(
+            matches!(credentials, SaslCredentials::Plain { .. }),
+            Instant::now(),
+            None,
+        ),
         links: HashMap::new(),
         replies: HashMap::new(),
         closed: false,
@@ -519,6 +522,9 @@ pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 conn.pump_all(&mut engine);
             }
             _ = sleep_until_opt(deadline) => engine.on_timer(Instant::now()),
+            _ = sleep_until_opt(conn.access.next_deadline()) => {
+                conn.on_access_timer(&mut engine, Instant::now());
+            }
             _ = stopped(&mut stop) => {
                 engine.close(Some(amqp_error("amqp:connection:forced", "the emulator is shutting down")));
             }
@@ -563,13 +569,23 @@ fn accepted() -> DeliveryState {
 }
 
 impl Connection {
-    fn authorized(&self, entity_path: &str) -> bool {
-        let now = self.shared.broker.now();
-        self.plain
-            || self
-                .claims
-                .iter()
-                .any(|c| c.expires > now && c.covers(entity_path))
+    /// Detach the links whose tokens expired (Service Bus drops them promptly rather than failing the
+    /// next operation).
+    fn on_access_timer(&mut self, engine: &mut Engine, now: Instant) {
+        let expired = self.access.on_timer(now);
+        for (link, path) in expired.links {
+            let expired_at = self.shared.broker.now();
+            engine.detach(
+                link,
+                Some(amqp_error(
+                    "amqp:unauthorized-access",
+                    format!(
+                        "the token for '{path}' expired at {} (unix seconds) and no newer token covers it; put a fresh token on $cbs before the old one expires, then attach again",
+                        unix_seconds(expired_at)
+                    ),
+                )),
+            );
+        }
     }
 
     fn on_event(&mut self, engine: &mut Engine, event: Event) {
@@ -602,6 +618,7 @@ impl Connection {
             } => self.on_settle(engine, link, delivery_id, tag, settled, state),
             Event::Credit { link } => self.pump(engine, link),
             Event::Detached { link } => {
+                self.access.forget(link);
                 self.links.remove(&link);
                 self.replies.remove(&link);
             }
@@ -659,7 +676,7 @@ impl Connection {
             }
         };
         let path = nodes::normalise_address(&address).to_string();
-        if !self.authorized(&path) {
+        if !self.access.allows(&path, Instant::now()) {
             engine.refuse_link(
                 link,
                 amqp_error(
@@ -669,6 +686,7 @@ impl Connection {
             );
             return;
         }
+        let path_for_expiry = path.clone();
         let role = match (management.is_some(), client_sends) {
             (true, true) => LinkRole::ManagementRequests { entity },
             (true, false) => LinkRole::Replies {
@@ -697,6 +715,7 @@ impl Connection {
                 LinkRole::EntityReceiver { entity, mode }
             }
         };
+        self.access.track(link, path_for_expiry);
         self.links.insert(link, role);
         engine.accept_link(link, None);
     }
@@ -720,7 +739,8 @@ impl Connection {
                 };
                 let put = cbs::handle(&self.shared.validator, &request, self.shared.broker.now());
                 if let Some(claims) = put.granted {
-                    self.claims.push(claims);
+                    let expires = self.shared.broker.instant_at(claims.expires);
+                    self.access.grant(claims, expires);
                 }
                 let reply =
                     put.reply
@@ -901,6 +921,12 @@ impl Connection {
             _ => {}
         }
     }
+}
+
+fn unix_seconds(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn entity_path_string(entity: &EntityPath) -> String {

@@ -1129,6 +1129,139 @@ mod wire {
         );
     }
 
+    /// A `$cbs` put-token request for `audience`, valid until `expires`, as a transfer payload.
+    fn put_token_bytes(audience: &str, expires: std::time::SystemTime) -> Vec<u8> {
+        use fe2o3_amqp_types::messaging::message::__private::Serializable;
+        use fe2o3_amqp_types::messaging::{ApplicationProperties, Message, MessageId, Properties};
+        use fe2o3_amqp_types::primitives::{SimpleValue, Value};
+        let token = servicebus_emulator::auth::make_token(
+            audience,
+            "RootManageSharedAccessKey",
+            "SAS_KEY_VALUE",
+            expires,
+        );
+        let m = Message::builder()
+            .properties(Properties {
+                message_id: Some(MessageId::Ulong(1)),
+                ..Default::default()
+            })
+            .application_properties(
+                ApplicationProperties::builder()
+                    .insert("operation", SimpleValue::String("put-token".into()))
+                    .insert(
+                        "type",
+                        SimpleValue::String("servicebus.windows.net:sastoken".into()),
+                    )
+                    .insert("name", SimpleValue::String(audience.into()))
+                    .build(),
+            )
+            .value(Value::String(token))
+            .build();
+        serde_amqp::to_vec(&Serializable(&m)).unwrap()
+    }
+
+    /// Read until the broker (as receiver) settles the client's delivery `id`; returns its state.
+    async fn outcome_of<S: AsyncRead + AsyncWrite + Unpin>(
+        raw: &mut Raw<S>,
+        id: u32,
+    ) -> Option<DeliveryState> {
+        loop {
+            match raw.performative().await {
+                Performative::Disposition(d)
+                    if matches!(d.role, Role::Receiver)
+                        && d.first <= id
+                        && id <= d.last.unwrap_or(d.first) =>
+                {
+                    return d.state;
+                }
+                Performative::Detach(d) => panic!("unexpected detach: {d:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_token_detaches_its_links_and_a_refreshed_one_keeps_them() {
+        let shared = shared_with(Config::with_queues(["a", "b"]));
+        let broker = shared.broker.clone();
+        let mut raw = connect_to(shared);
+        let minute = broker.now() + Duration::from_secs(60);
+
+        let mut burst = session_burst("MSSBCBS", Some(b""));
+        burst.extend(bytes_of(1, attach("cbs", 0, Role::Sender, "$cbs")));
+        for (id, audience) in ["sb://localhost/a", "sb://localhost/b"].iter().enumerate() {
+            burst.extend(bytes_with_payload(
+                1,
+                transfer(0, Some(id as u32), false),
+                &put_token_bytes(audience, minute),
+            ));
+        }
+        burst.extend(bytes_of(1, attach("from-a", 1, Role::Receiver, "a")));
+        burst.extend(bytes_of(1, attach("to-b", 2, Role::Sender, "b")));
+        raw.send(&burst).await;
+        expect_sasl_ok(&mut raw).await;
+        // Learn the broker's handle for `from-a`; every attach is accepted (termini echoed).
+        let mut from_a = None;
+        let mut accepted_links = 0;
+        while accepted_links < 3 {
+            if let Performative::Attach(a) = raw.performative().await {
+                assert!(a.source.is_some() && a.target.is_some(), "refused: {a:?}");
+                accepted_links += 1;
+                if a.name == "from-a" {
+                    from_a = Some(a.handle);
+                }
+            }
+        }
+        let from_a = from_a.unwrap();
+
+        // Halfway through, the client refreshes only `b`'s token.
+        tokio::time::advance(Duration::from_secs(30)).await;
+        raw.send(&bytes_with_payload(
+            1,
+            transfer(0, Some(2), false),
+            &put_token_bytes("sb://localhost/b", broker.now() + Duration::from_secs(3600)),
+        ))
+        .await;
+        assert!(matches!(
+            outcome_of(&mut raw, 2).await,
+            Some(DeliveryState::Accepted(_))
+        ));
+
+        // Past the first tokens' expiry: `a`'s link is dropped with unauthorized-access.
+        tokio::time::advance(Duration::from_secs(31)).await;
+        let detach = loop {
+            if let Performative::Detach(d) = raw.performative().await {
+                break d;
+            }
+        };
+        assert_eq!(detach.handle, from_a, "only the link to `a` is dropped");
+        assert!(detach.closed);
+        let error = detach.error.as_ref().unwrap();
+        assert_eq!(condition_str(error), "amqp:unauthorized-access");
+        let description = error.description.as_deref().unwrap();
+        assert!(
+            description.contains("'a'") && description.contains("expired"),
+            "{description}"
+        );
+        assert!(
+            error.info.is_some(),
+            "pyamqp indexes condition, description and info"
+        );
+
+        // `b`'s link still works on the refreshed token.
+        raw.send(&bytes_with_payload(
+            1,
+            transfer(2, Some(3), false),
+            &message_bytes("still allowed"),
+        ))
+        .await;
+        assert!(matches!(
+            outcome_of(&mut raw, 3).await,
+            Some(DeliveryState::Accepted(_))
+        ));
+        assert_eq!(broker.counts("b").unwrap().active_message_count, 1);
+    }
+
     #[tokio::test]
     async fn a_presettled_send_that_cannot_be_stored_detaches_the_link() {
         let mut raw = connect();

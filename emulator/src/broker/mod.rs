@@ -496,6 +496,12 @@ impl Broker {
         self.inner.clock.wall(Instant::now())
     }
 
+    /// The instant (on the broker's clock) of a wall-clock time, e.g. a token's expiry, so it can be
+    /// slept until and moves with `tokio::time::advance` in tests.
+    pub fn instant_at(&self, at: SystemTime) -> Instant {
+        self.inner.clock.instant(at)
+    }
+
     /// A generation counter that changes whenever a message may have become available (send, unlock,
     /// lock expiry, scheduled enqueue). Connection tasks wait on it to retry `receive` for links with credit.
     pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
