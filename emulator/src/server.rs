@@ -144,7 +144,8 @@ impl EmulatorBuilder {
         self.listen(free).health_listen(free)
     }
 
-    /// Protocol tunables (frame size, idle timeout, windows); tests use it to exercise limits.
+    /// Protocol tunables (frame size, idle timeout, windows, the first-token deadline); tests use it to
+    /// exercise limits.
     pub fn engine_config(mut self, engine: EngineConfig) -> Self {
         self.engine = engine;
         self
@@ -468,7 +469,7 @@ pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         access: Access::new(
             matches!(credentials, SaslCredentials::Plain { .. }),
             Instant::now(),
-            None,
+            shared.engine.cbs_token_timeout,
         ),
         links: HashMap::new(),
         replies: HashMap::new(),
@@ -570,9 +571,20 @@ fn accepted() -> DeliveryState {
 
 impl Connection {
     /// Detach the links whose tokens expired (Service Bus drops them promptly rather than failing the
-    /// next operation).
+    /// next operation), and close a connection that never put a valid token in time.
     fn on_access_timer(&mut self, engine: &mut Engine, now: Instant) {
         let expired = self.access.on_timer(now);
+        if expired.no_token_in_time {
+            let waited = self.shared.engine.cbs_token_timeout.unwrap_or_default();
+            engine.close(Some(amqp_error(
+                "amqp:connection:forced",
+                format!(
+                    "no valid token was put on $cbs within {} s of opening the connection; put a SAS token on $cbs right after connecting (or authenticate with SASL PLAIN)",
+                    waited.as_secs()
+                ),
+            )));
+            return;
+        }
         for (link, path) in expired.links {
             let expired_at = self.shared.broker.now();
             engine.detach(

@@ -1262,6 +1262,125 @@ mod wire {
         assert_eq!(broker.counts("b").unwrap().active_message_count, 1);
     }
 
+    /// Open a connection with `mechanism`, optionally putting a token for the lab queue right away;
+    /// returns it once the broker's Open has arrived.
+    async fn opened_with(
+        shared: Arc<Shared>,
+        mechanism: &str,
+        response: Option<&[u8]>,
+        put_token: bool,
+    ) -> Raw<tokio::io::DuplexStream> {
+        let broker = shared.broker.clone();
+        let mut raw = connect_to(shared);
+        let mut burst = session_burst(mechanism, response);
+        if put_token {
+            burst.extend(bytes_of(1, attach("cbs", 0, Role::Sender, "$cbs")));
+            burst.extend(bytes_with_payload(
+                1,
+                transfer(0, Some(0), false),
+                &put_token_bytes(
+                    "sb://localhost/queue-messages",
+                    broker.now() + Duration::from_secs(3600),
+                ),
+            ));
+        }
+        raw.send(&burst).await;
+        expect_sasl_ok(&mut raw).await;
+        assert!(matches!(raw.performative().await, Performative::Open(_)));
+        if put_token {
+            assert!(matches!(
+                outcome_of(&mut raw, 0).await,
+                Some(DeliveryState::Accepted(_))
+            ));
+        }
+        raw
+    }
+
+    /// Close from the client; the next frame must be the broker's reply without an error, i.e. the
+    /// broker had not closed the connection itself.
+    async fn still_open<S: AsyncRead + AsyncWrite + Unpin>(raw: &mut Raw<S>) {
+        raw.send(&bytes_of(0, Performative::Close(Close { error: None })))
+            .await;
+        loop {
+            match raw.performative().await {
+                Performative::Close(c) => {
+                    assert!(c.error.is_none(), "the broker closed first: {c:?}");
+                    return;
+                }
+                Performative::Begin(_) | Performative::Attach(_) | Performative::Flow(_) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_without_a_token_is_closed_after_20_s_unless_it_puts_one_or_uses_plain() {
+        let shared = shared();
+        let mut silent = opened_with(shared.clone(), "MSSBCBS", Some(b""), false).await;
+        let mut with_token = opened_with(shared.clone(), "ANONYMOUS", None, true).await;
+        let mut plain = opened_with(shared.clone(), "PLAIN", Some(PLAIN_ROOT_KEY), false).await;
+
+        tokio::time::advance(Duration::from_secs(21)).await;
+        let close = loop {
+            if let Performative::Close(c) = silent.performative().await {
+                break c;
+            }
+        };
+        let error = close.error.as_ref().unwrap();
+        assert_eq!(condition_str(error), "amqp:connection:forced");
+        let description = error.description.as_deref().unwrap();
+        assert!(
+            description.contains("within 20 s") && description.contains("$cbs"),
+            "{description}"
+        );
+        assert!(error.info.is_some());
+        assert!(silent.eof().await);
+
+        still_open(&mut with_token).await;
+        still_open(&mut plain).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_token_deadline_is_configurable_and_can_be_switched_off() {
+        let config = |timeout| {
+            Shared::new(
+                Broker::new(&Config::lab_default()),
+                SasValidator::emulator_default(),
+                EngineConfig {
+                    cbs_token_timeout: timeout,
+                    ..EngineConfig::default()
+                },
+            )
+        };
+        let mut quick = opened_with(
+            config(Some(Duration::from_secs(5))),
+            "ANONYMOUS",
+            None,
+            false,
+        )
+        .await;
+        let mut never = opened_with(config(None), "ANONYMOUS", None, false).await;
+
+        tokio::time::advance(Duration::from_secs(6)).await;
+        let close = loop {
+            if let Performative::Close(c) = quick.performative().await {
+                break c;
+            }
+        };
+        assert!(
+            close
+                .error
+                .unwrap()
+                .description
+                .unwrap()
+                .contains("within 5 s"),
+            "the configured deadline applies"
+        );
+        // Well past the default 20 s, within the idle timeout.
+        tokio::time::advance(Duration::from_secs(60)).await;
+        still_open(&mut never).await;
+    }
+
     #[tokio::test]
     async fn a_presettled_send_that_cannot_be_stored_detaches_the_link() {
         let mut raw = connect();

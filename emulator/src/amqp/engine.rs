@@ -80,6 +80,9 @@ pub struct EngineConfig {
     pub sender_credit: u32,
     /// Highest output handle we hand out per session.
     pub handle_max: u32,
+    /// How long a connection that did not authenticate with SASL PLAIN may stay open without putting a
+    /// valid `$cbs` token before it is closed (Service Bus: 20 s). `None` never closes it.
+    pub cbs_token_timeout: Option<Duration>,
 }
 
 impl Default for EngineConfig {
@@ -93,6 +96,7 @@ impl Default for EngineConfig {
             max_message_size: 262_144,
             sender_credit: 1000,
             handle_max: 1023,
+            cbs_token_timeout: Some(Duration::from_secs(20)),
         }
     }
 }
