@@ -557,3 +557,53 @@ fn a_replica_past_its_timeout_is_stopped_and_its_message_stays_in_the_queue() {
         "the message was lost:\n{output}"
     );
 }
+
+/// The workshop's activation trap with the real emulator, controller and worker: with
+/// `activation_message_count` 1 in the settings file, one message starts nothing; a second one starts
+/// an execution.
+#[test]
+fn activation_message_count_from_the_settings_file_holds_back_a_single_message() {
+    let lab = Lab::new();
+    let dir = tempfile::tempdir().unwrap();
+    let settings_file =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../terraform/job.auto.tfvars.json");
+    let mut settings: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(settings_file).unwrap()).unwrap();
+    settings["activation_message_count"] = 1.into();
+    let settings_path = dir.path().join("job.json");
+    std::fs::write(&settings_path, settings.to_string()).unwrap();
+
+    let up = lab
+        .command(&["lab", "up", "--settings", settings_path.to_str().unwrap()])
+        .assert()
+        .success();
+    assert!(
+        stdout(&up).contains("activationMessageCount 1"),
+        "{}",
+        stdout(&up)
+    );
+    lab.readme_command("cargo xtask lab send").success();
+    // Several 1 s polls see the one message; none may start an execution (1 is not more than 1).
+    let held = lab
+        .command(&["lab", "watch", "--timeout", "3s"])
+        .assert()
+        .failure();
+    let stderr = String::from_utf8_lossy(&held.get_output().stderr).into_owned();
+    assert!(stderr.contains("(0 started)"), "{stderr}");
+    assert_eq!(lab.executions(), serde_json::json!([]));
+
+    lab.readme_command("cargo xtask lab send").success();
+    let watch = lab.readme_command("cargo xtask lab watch").success();
+    assert!(
+        stdout(&watch).contains("Running → Succeeded"),
+        "{}",
+        stdout(&watch)
+    );
+    let executions = lab.executions();
+    assert_eq!(
+        executions.as_array().unwrap().len(),
+        1,
+        "max_executions 1 and the message left behind is again not more than 1: {executions:#}"
+    );
+    lab.readme_command("cargo xtask lab down").success();
+}
