@@ -589,7 +589,10 @@ fn activation_message_count_from_the_settings_file_holds_back_a_single_message()
         .assert()
         .failure();
     let stderr = String::from_utf8_lossy(&held.get_output().stderr).into_owned();
-    assert!(stderr.contains("(0 started)"), "{stderr}");
+    assert!(
+        stderr.contains("(0 started)") && stderr.contains("activation_message_count"),
+        "{stderr}"
+    );
     assert_eq!(lab.executions(), serde_json::json!([]));
 
     lab.readme_command("cargo xtask lab send").success();

@@ -445,7 +445,9 @@ async fn wait<S: ExecutionSource + ActiveCount>(
         }
         WatchOutcome::DeadlineReached { waited, ours } => {
             let error = anyhow::anyhow!(
-                "no execution succeeded within {} ({} started); raise --timeout, or check the queue name in {SETTINGS_FILE}",
+                "no execution succeeded within {} ({} started); raise --timeout, or check the queue name \
+                 and activation_message_count (an execution starts only with MORE messages than that) \
+                 in {SETTINGS_FILE}",
                 human_duration(waited),
                 ours.len()
             );
