@@ -430,24 +430,50 @@ async fn a_replica_that_honours_sigterm_at_the_timeout_ends_without_a_kill() {
     assert_eq!(queue.state().redelivered, 1);
 }
 
+/// A controller polling in the background, for tests that change the queue while it runs.
+struct Running {
+    history: History,
+    status: watch::Receiver<ScalerStatus>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    fn start(config: ControllerConfig, queue: &FakeQueue, runner: &FakeRunner) -> Running {
+        let controller = Controller::with_clock(
+            config,
+            queue.clone(),
+            runner.clone(),
+            Clock::starting_at(T0),
+        );
+        let (history, status) = (controller.history(), controller.status());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(controller.run(async {
+            let _ = stopped.await;
+        }));
+        Running {
+            history,
+            status,
+            stop,
+            task,
+        }
+    }
+
+    /// Stop the controller and wait until it has finished.
+    async fn stop(self) {
+        self.stop.send(()).unwrap();
+        self.task.await.unwrap();
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_activation_threshold_is_respected() {
     let queue = FakeQueue::with(2);
     let runner = FakeRunner::new(&queue, Behaviour::Succeed(Duration::from_millis(100)));
     let mut config = config(10);
     config.scale.activation_message_count = 2;
-    let controller = Controller::with_clock(
-        config,
-        queue.clone(),
-        runner.clone(),
-        Clock::starting_at(T0),
-    );
-    let history = controller.history();
-    let status = controller.status();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(controller.run(async {
-        let _ = stopped.await;
-    }));
+    let running = Running::start(config, &queue, &runner);
+    let (history, status) = (running.history.clone(), running.status.clone());
 
     sleep(Duration::from_millis(10_500)).await;
     assert!(
@@ -465,8 +491,7 @@ async fn the_activation_threshold_is_respected() {
         "3 > 2 activates: one execution per message"
     );
 
-    stop.send(()).unwrap();
-    task.await.unwrap();
+    running.stop().await;
     assert_eq!(queue.state().completed, 3);
 }
 
@@ -490,18 +515,8 @@ async fn activation_message_count_comes_from_the_settings_file() {
 
     let queue = FakeQueue::with(1);
     let runner = FakeRunner::new(&queue, Behaviour::Succeed(Duration::from_secs(1)));
-    let controller = Controller::with_clock(
-        config,
-        queue.clone(),
-        runner.clone(),
-        Clock::starting_at(T0),
-    );
-    let history = controller.history();
-    let status = controller.status();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(controller.run(async {
-        let _ = stopped.await;
-    }));
+    let running = Running::start(config, &queue, &runner);
+    let (history, status) = (running.history.clone(), running.status.clone());
 
     // Polls at 0 s, 30 s and 60 s.
     sleep(Duration::from_secs(61)).await;
@@ -534,8 +549,7 @@ async fn activation_message_count_comes_from_the_settings_file() {
     };
     assert_eq!(left, (1, 1), "one message completed, one left waiting");
 
-    stop.send(()).unwrap();
-    task.await.unwrap();
+    running.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
