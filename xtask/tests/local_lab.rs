@@ -510,17 +510,23 @@ fn a_failing_job_ends_the_story_with_the_reason_and_still_tears_down() {
     });
 }
 
-#[test]
-fn a_replica_past_its_timeout_is_stopped_and_its_message_stays_in_the_queue() {
-    let lab = Lab::new();
-    let dir = tempfile::tempdir().unwrap();
+/// The lab's settings file with one key changed, written into `dir`; returns its path.
+fn settings_with(dir: &Path, key: &str, value: u64) -> std::path::PathBuf {
     let settings_file =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../terraform/job.auto.tfvars.json");
     let mut settings: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(settings_file).unwrap()).unwrap();
-    settings["replica_timeout_in_seconds"] = 1.into();
-    let settings_path = dir.path().join("job.json");
-    std::fs::write(&settings_path, settings.to_string()).unwrap();
+    settings[key] = value.into();
+    let path = dir.join("job.json");
+    std::fs::write(&path, settings.to_string()).unwrap();
+    path
+}
+
+#[test]
+fn a_replica_past_its_timeout_is_stopped_and_its_message_stays_in_the_queue() {
+    let lab = Lab::new();
+    let dir = tempfile::tempdir().unwrap();
+    let settings_path = settings_with(dir.path(), "replica_timeout_in_seconds", 1);
     // A job that ignores SIGTERM: only the SIGKILL after the grace period ends it.
     let worker = dir.path().join("stubborn-job");
     std::fs::write(&worker, "#!/bin/sh\ntrap 'echo got SIGTERM, ignoring it' TERM\necho working\nwhile :; do sleep 0.1; done\n").unwrap();
@@ -565,13 +571,7 @@ fn a_replica_past_its_timeout_is_stopped_and_its_message_stays_in_the_queue() {
 fn activation_message_count_from_the_settings_file_holds_back_a_single_message() {
     let lab = Lab::new();
     let dir = tempfile::tempdir().unwrap();
-    let settings_file =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../terraform/job.auto.tfvars.json");
-    let mut settings: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(settings_file).unwrap()).unwrap();
-    settings["activation_message_count"] = 1.into();
-    let settings_path = dir.path().join("job.json");
-    std::fs::write(&settings_path, settings.to_string()).unwrap();
+    let settings_path = settings_with(dir.path(), "activation_message_count", 1);
 
     let up = lab
         .command(&["lab", "up", "--settings", settings_path.to_str().unwrap()])
