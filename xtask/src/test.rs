@@ -120,7 +120,7 @@ fn terraform_checks(root: &Path, dry_run: bool) -> anyhow::Result<()> {
     parse
         .current_dir(root)
         .arg(checks.join("check_terraform.py"));
-    if crate::lab::azure::process::on_path("terraform") {
+    if crate::util::on_path("terraform") {
         parse.arg("--terraform");
     }
     run_checked(&mut parse, dry_run)?;

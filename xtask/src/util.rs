@@ -16,15 +16,46 @@ pub fn project_root() -> PathBuf {
 /// A command as a person would type it, for plans, logs and error messages.
 pub fn display_command(cmd: &Command) -> String {
     let mut words = vec![cmd.get_program().to_string_lossy().into_owned()];
-    words.extend(cmd.get_args().map(|arg| {
-        let arg = arg.to_string_lossy();
-        if arg.is_empty() || arg.contains(|c: char| c.is_whitespace() || c == '\'' || c == '"') {
-            format!("'{}'", arg.replace('\'', r"'\''"))
-        } else {
-            arg.into_owned()
-        }
-    }));
+    words.extend(
+        cmd.get_args()
+            .map(|arg| shell_quote(&arg.to_string_lossy())),
+    );
     words.join(" ")
+}
+
+/// One word as a POSIX shell would need it to be typed: as is when it holds only characters a shell
+/// leaves alone, otherwise in single quotes, so a printed plan can be pasted back and run.
+pub fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+%<>".contains(c));
+    if plain {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+/// Is an executable file named `file_name` in a directory on PATH? (What a shell would find,
+/// without running a shell.)
+pub fn on_path(file_name: &str) -> bool {
+    let Some(path) = std::env::var_os("PATH") else {
+        return false;
+    };
+    std::env::split_paths(&path).any(|dir| is_executable(&dir.join(file_name)))
+}
+
+#[cfg(unix)]
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(not(unix))]
+fn is_executable(path: &Path) -> bool {
+    path.is_file()
 }
 
 /// Run a command to completion (no shell), inheriting stdio; with `dry_run`, only print it.

@@ -56,20 +56,8 @@ impl Invocation {
     /// As a person would type it (POSIX quoting where needed).
     pub fn display(&self) -> String {
         let mut words = vec![self.program.to_owned()];
-        words.extend(self.args.iter().map(|arg| quote(arg)));
+        words.extend(self.args.iter().map(|arg| crate::util::shell_quote(arg)));
         words.join(" ")
-    }
-}
-
-fn quote(arg: &str) -> String {
-    let plain = !arg.is_empty()
-        && arg
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+%<>".contains(c));
-    if plain {
-        arg.to_owned()
-    } else {
-        format!("'{}'", arg.replace('\'', r"'\''"))
     }
 }
 
@@ -299,25 +287,9 @@ pub fn strip_ansi(line: &str) -> String {
     out
 }
 
-/// Is `program` on PATH? (What a shell would find, without running a shell.)
+/// Is `program` on PATH? (`az` under its Windows name where that applies.)
 pub fn on_path(program: &str) -> bool {
-    let program = program_path(program);
-    let Some(path) = std::env::var_os("PATH") else {
-        return false;
-    };
-    std::env::split_paths(&path).any(|dir| is_executable(&dir.join(&program)))
-}
-
-#[cfg(unix)]
-fn is_executable(path: &std::path::Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-#[cfg(not(unix))]
-fn is_executable(path: &std::path::Path) -> bool {
-    path.is_file()
+    crate::util::on_path(&program_path(program))
 }
 
 /// `42s`, `4m12s`, `500ms` or plain seconds (`10`), for the `--timeout`/`--polling-interval`/`--role-wait` flags.
@@ -356,7 +328,7 @@ mod tests {
             invocation.display(),
             "az containerapp job list --query '[].name'"
         );
-        assert_eq!(quote("it's"), r"'it'\''s'");
+        assert_eq!(crate::util::shell_quote("it's"), r"'it'\''s'");
     }
 
     #[test]
