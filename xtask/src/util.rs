@@ -97,3 +97,20 @@ pub fn target_dir(root: &Path) -> anyhow::Result<PathBuf> {
         .context("`cargo metadata` did not report a target_directory")?;
     Ok(PathBuf::from(dir))
 }
+
+/// `42s`, `500ms`, `15m` or plain seconds (`10`), for the `--timeout`/`--polling-interval`/`--role-wait`
+/// flags. The worker's parser does the arithmetic, so the job and the runner read durations alike;
+/// this adds a message that says what was wrong.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    aca_job_lab::config::parse_duration(text).ok_or_else(|| {
+        let text = text.trim();
+        let unit = text.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.');
+        if unit.len() < text.len() && !matches!(unit.trim(), "" | "ms" | "s" | "m" | "h") {
+            format!("`{text}`: unknown unit `{unit}`; use ms, s, m or h")
+        } else if text[..text.len() - unit.len()].parse::<f64>().is_ok() {
+            format!("`{text}` is out of range")
+        } else {
+            format!("`{text}` is not a duration; write e.g. 500ms, 10s, 15m or 10")
+        }
+    })
+}

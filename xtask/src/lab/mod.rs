@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use self::azure::process::parse_duration;
+use crate::util::parse_duration;
 
 #[derive(Args, Debug)]
 pub struct LabArgs {

@@ -8,7 +8,7 @@
 
 mod az;
 mod interrupt;
-pub(crate) mod process;
+mod process;
 mod send;
 mod terraform;
 
@@ -22,13 +22,14 @@ use serde_json::json;
 
 use self::az::{Account, AzExecutions};
 use self::interrupt::Interrupt;
-use self::process::{Invocation, Output, Runner, on_path, parse_duration};
+use self::process::{Invocation, Output, Runner, on_path};
 use self::send::{Batch, SendTarget, SentMessage};
 use self::terraform::{LabOutputs, Variables};
 use super::executions::{Execution, WatchOutcome, WatchPlan, wait_for_success};
 use super::settings::JobSettings;
 use super::ui::{StepProgress, Ui, human_duration};
 use super::{LabArgs, Step};
+use crate::util::parse_duration;
 
 /// A step failed; the lab was torn down (or there was nothing to tear down, or `--keep`).
 const EXIT_FAILED: u8 = 1;

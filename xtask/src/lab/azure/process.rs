@@ -2,7 +2,6 @@
 //! its stderr, and a hint for the usual causes.
 
 use std::process::Stdio;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -292,30 +291,6 @@ pub fn on_path(program: &str) -> bool {
     crate::util::on_path(&program_path(program))
 }
 
-/// `42s`, `4m12s`, `500ms` or plain seconds (`10`), for the `--timeout`/`--polling-interval`/`--role-wait` flags.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration; write e.g. 500ms, 10s, 15m or 10"))?;
-    let seconds = match unit {
-        "ms" => number / 1000.0,
-        "" | "s" => number,
-        "m" => number * 60.0,
-        "h" => number * 3600.0,
-        _ => {
-            return Err(format!(
-                "`{text}`: unknown unit `{unit}`; use ms, s, m or h"
-            ));
-        }
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("`{text}` is out of range"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,6 +328,8 @@ mod tests {
 
     #[test]
     fn durations_parse_with_units() {
+        use crate::util::parse_duration;
+        use std::time::Duration;
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
