@@ -27,8 +27,7 @@ pub struct BenchArgs {
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let root = project_root();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = Command::new(&cargo);
+    let mut build = crate::util::cargo();
     build.current_dir(&root).args([
         "build",
         "--release",
@@ -44,7 +43,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let emulator = release.join("servicebus-emulator");
     let job = release.join("servicebus-job");
 
-    let mut bench = Command::new(&cargo);
+    let mut bench = crate::util::cargo();
     bench
         .current_dir(&root)
         .args(["bench", "-p", "aca-job-lab", "--bench", "throughput"])

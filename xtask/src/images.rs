@@ -180,8 +180,7 @@ pub struct Source {
 }
 
 pub fn source(args: &ImagesArgs, target_dir: &Path, packages: &[&str]) -> Source {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = Command::new(cargo);
+    let mut build = crate::util::cargo();
     build.current_dir(project_root()).arg("build");
     for package in packages {
         build.args(["--package", package]);

@@ -12,7 +12,12 @@ mod util;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "Tasks for the aca-job-lab kit", version)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Tasks for the aca-job-lab kit",
+    version
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -41,6 +46,13 @@ fn main() -> std::process::ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(err) if err.downcast_ref::<lab::ui::Interrupted>().is_some() => {
+            std::process::ExitCode::from(lab::ui::EXIT_INTERRUPTED)
+        }
+        // The lab's story already showed it (✘ and its causes); once is enough.
+        Err(err) if err.downcast_ref::<lab::ui::Shown>().is_some() => {
+            std::process::ExitCode::FAILURE
+        }
         Err(err) => {
             eprintln!("error: {err:#}");
             std::process::ExitCode::FAILURE

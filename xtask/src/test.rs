@@ -51,8 +51,7 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         terraform_checks(&root, args.dry_run)?;
     }
 
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = Command::new(&cargo);
+    let mut build = crate::util::cargo();
     build
         .current_dir(&root)
         .args(["test", "--workspace", "--all-features", "--no-run"]);
@@ -73,7 +72,7 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         );
     }
 
-    let mut test = Command::new(&cargo);
+    let mut test = crate::util::cargo();
     test.current_dir(&root)
         .args(["test", "--workspace", "--all-features"]);
     if !args.cargo_test_args.is_empty() {

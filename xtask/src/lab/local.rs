@@ -6,6 +6,7 @@
 //! as a background process, `send`, `watch` and `executions` talk to it through the state directory,
 //! `down` stops it).
 
+mod build;
 mod daemon;
 mod display;
 mod runtime;
@@ -27,10 +28,10 @@ use time::OffsetDateTime;
 use super::controller::docker::WORKER_IMAGE;
 use super::controller::{ExecutionRecord, History};
 use super::executions::{self, Execution, ExecutionSource, WatchOutcome, WatchPlan};
-use super::settings::{JobSettings, SETTINGS_FILE};
-use super::ui::{StepProgress, Ui, human_duration};
+use super::settings::JobSettings;
+use super::ui::{Interrupted, StepProgress, Ui, human_duration};
 use super::{LabArgs, OutputFormat, Step};
-use crate::util::{project_root, run_checked};
+use crate::util::project_root;
 use runtime::Worker;
 
 /// Options of the local lab (ignored with `--azure`).
@@ -167,18 +168,27 @@ impl Options {
     }
 
     /// What replicas run: the image (`--runtime docker`), else the worker binary.
-    fn worker(&self, dry_run: bool) -> anyhow::Result<Worker> {
+    fn worker(&self, ui: &Ui, dry_run: bool) -> anyhow::Result<Worker> {
         match self.flags.runtime {
-            Runtime::Process => self.worker_binary(dry_run).map(Worker::Binary),
+            Runtime::Process => self.worker_binary(ui, dry_run).map(Worker::Binary),
             Runtime::Docker => {
                 let mut inspect = Command::new("docker");
                 inspect.args(["image", "inspect", "--format", "{{.Id}}", &self.flags.image]);
                 let found = dry_run || inspect.output().is_ok_and(|output| output.status.success());
                 if !found {
+                    let image = &self.flags.image;
+                    // The images task builds the default tag; another tag is that image, tagged.
+                    let build = if image == WORKER_IMAGE {
+                        "`cargo xtask images --only job`".to_owned()
+                    } else {
+                        format!(
+                            "`cargo xtask images --only job && docker tag {WORKER_IMAGE} {}`",
+                            crate::util::shell_quote(image)
+                        )
+                    };
                     bail!(
-                        "the worker image {} is not on this machine (or Docker is not running); build it \
-                         with `cargo xtask images`, or leave out --runtime docker to run the worker as a process",
-                        self.flags.image
+                        "the worker image {image} is not on this machine (or Docker is not running); build it \
+                         with {build}, or leave out --runtime docker to run the worker as a process"
                     );
                 }
                 Ok(Worker::Image(self.flags.image.clone()))
@@ -187,7 +197,7 @@ impl Options {
     }
 
     /// The worker binary: `--worker-bin`, or built now next to this xtask binary.
-    fn worker_binary(&self, dry_run: bool) -> anyhow::Result<PathBuf> {
+    fn worker_binary(&self, ui: &Ui, dry_run: bool) -> anyhow::Result<PathBuf> {
         if let Some(path) = &self.flags.worker_bin {
             if !path.is_file() {
                 bail!(
@@ -198,28 +208,7 @@ impl Options {
             }
             return Ok(path.clone());
         }
-        let mut build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-        build
-            .args([
-                "build",
-                "--quiet",
-                "--package",
-                "aca-job-lab",
-                "--bin",
-                "servicebus-job",
-            ])
-            .current_dir(project_root());
-        run_checked(&mut build, dry_run)?;
-        let xtask = std::env::current_exe().context("could not locate the running xtask binary")?;
-        let worker =
-            xtask.with_file_name(format!("servicebus-job{}", std::env::consts::EXE_SUFFIX));
-        if !dry_run && !worker.is_file() {
-            bail!(
-                "built the worker but found no {}; pass its path with --worker-bin (or LAB_WORKER_BIN)",
-                worker.display()
-            );
-        }
-        Ok(worker)
+        build::worker(ui, dry_run)
     }
 }
 
@@ -236,16 +225,18 @@ async fn step<T>(
             progress.ok(message);
             Ok(value)
         }
-        Err(error) => {
-            progress.fail(&error);
-            Err(error)
-        }
+        Err(error) => Err(progress.failed(error)),
     }
 }
 
-fn header(ui: &Ui, settings: &JobSettings) {
+fn header(ui: &Ui, settings: &JobSettings, worker: &Worker) {
+    // Say where replicas run when it is not the default (processes of the worker binary).
+    let runtime = match worker {
+        Worker::Binary(_) => String::new(),
+        Worker::Image(image) => format!(" · runtime docker (image {image})"),
+    };
     ui.header(&format!(
-        "Lab: local · queue {} · {}",
+        "Lab: local · queue {} · {}{runtime}",
         settings.queue_name,
         settings.summary()
     ));
@@ -257,8 +248,8 @@ async fn walkthrough(
     output: OutputFormat,
     dry_run: bool,
 ) -> anyhow::Result<ExitCode> {
-    let worker = args.worker(dry_run)?;
     // The clock of "Done in …" starts after the build: the lab itself is what takes seconds.
+    let worker = args.worker(&Ui::new(output), dry_run)?;
     let ui = &Ui::new(output);
     let plan = args.plan(worker, 0, 0)?;
     if dry_run {
@@ -272,7 +263,7 @@ async fn walkthrough(
         );
         return Ok(ExitCode::SUCCESS);
     }
-    header(ui, &plan.settings);
+    header(ui, &plan.settings, &plan.worker);
     let emulator = step(ui, "emulator", "Starting the Service Bus emulator", async {
         let started = std::time::Instant::now();
         let emulator = runtime::start_emulator(&plan).await?;
@@ -294,7 +285,10 @@ async fn walkthrough(
 
     let outcome = tokio::select! {
         outcome = send_and_watch(args, ui, &plan, &emulator, &controller.history) => outcome,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted (Ctrl-C); stopping the lab")),
+        _ = tokio::signal::ctrl_c() => {
+            ui.interrupted("Interrupted (Ctrl-C); stopping the lab");
+            Err(Interrupted.into())
+        }
     };
 
     let queue = plan.settings.queue_name.clone();
@@ -321,6 +315,15 @@ async fn walkthrough(
                 );
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Err(error) if error.is::<Interrupted>() => {
+            ui.finish(false, "Interrupted");
+            if ui.format() == OutputFormat::Human {
+                println!(
+                    "Nothing is left running: the controller, its replicas and the emulator are stopped."
+                );
+            }
+            Err(error)
         }
         Err(error) => {
             ui.finish(false, "Failed");
@@ -370,7 +373,7 @@ async fn send_and_watch(
         poll_interval: Duration::from_millis(100),
         deadline: args.timeout,
     };
-    let result = wait(ui, &mut source, &watch).await;
+    let result = wait(ui, &mut source, &watch, &args.settings_path()).await;
     // Success or not, the participant sees the executions and the log of ours.
     let name = match &result {
         Ok(execution) => Some(execution.name.clone()),
@@ -395,6 +398,7 @@ async fn wait<S: ExecutionSource + ActiveCount>(
     ui: &Ui,
     source: &mut S,
     plan: &WatchPlan,
+    settings_file: &Path,
 ) -> anyhow::Result<Execution> {
     let progress = ui.step("watch", "Waiting for an execution");
     let last_active = source.last_active();
@@ -404,10 +408,7 @@ async fn wait<S: ExecutionSource + ActiveCount>(
     .await;
     let outcome = match outcome {
         Ok(outcome) => outcome,
-        Err(error) => {
-            progress.fail(&error);
-            return Err(error);
-        }
+        Err(error) => return Err(progress.failed(error)),
     };
     match outcome {
         WatchOutcome::Succeeded { execution, .. } => {
@@ -440,19 +441,23 @@ async fn wait<S: ExecutionSource + ActiveCount>(
                 execution.name,
                 execution.status()
             );
-            progress.fail(&error);
-            Err(error)
+            Err(progress.failed(error))
         }
         WatchOutcome::DeadlineReached { waited, ours } => {
+            // The queue's count makes the usual cause visible: messages waiting and nothing started
+            // points at activation_message_count or the queue name.
+            let queue = last_active
+                .get()
+                .map_or_else(|| "queue: ?".to_owned(), |n| format!("queue: {n} active"));
             let error = anyhow::anyhow!(
-                "no execution succeeded within {} ({} started); raise --timeout, or check the queue name \
-                 and activation_message_count (an execution starts only with MORE messages than that) \
-                 in {SETTINGS_FILE}",
+                "no execution succeeded within {} ({} started; {queue}); raise --timeout, or check the \
+                 queue name and activation_message_count (an execution starts only with MORE messages \
+                 than that) in {}",
                 human_duration(waited),
-                ours.len()
+                ours.len(),
+                display_settings_path(settings_file)
             );
-            progress.fail(&error);
-            Err(error)
+            Err(progress.failed(error))
         }
     }
 }
@@ -483,8 +488,12 @@ fn show_evidence(ui: &Ui, executions: &[Execution], record: Option<&ExecutionRec
         return;
     }
     println!();
-    for row in executions::table(executions) {
-        println!("  {row}");
+    if executions.is_empty() {
+        println!("  No execution started.");
+    } else {
+        for row in executions::table(executions) {
+            println!("  {row}");
+        }
     }
     if let Some(record) = record {
         println!("\n  replica log ({}):", record.name());
@@ -563,7 +572,7 @@ async fn send_step(
         bail!("--count must be at least 1");
     }
     let state = args.state();
-    let lab = state.lab()?;
+    let lab = daemon::running_lab(&state)?;
     let existing = read_executions(&state)?
         .into_iter()
         .map(|e| e.name)
@@ -600,7 +609,7 @@ async fn send_step(
 /// `lab watch`: wait for an execution that started after the last `send` to succeed.
 async fn watch_step(args: &Options, ui: &Ui) -> anyhow::Result<ExitCode> {
     let state = args.state();
-    let lab = state.lab()?;
+    let lab = daemon::running_lab(&state)?;
     let Some(last) = state.last_send() else {
         bail!("nothing was sent to this lab yet; run `cargo xtask lab send` first");
     };
@@ -616,7 +625,16 @@ async fn watch_step(args: &Options, ui: &Ui) -> anyhow::Result<ExitCode> {
         poll_interval: Duration::from_millis(250),
         deadline: args.timeout,
     };
-    let result = wait(ui, &mut source, &plan).await;
+    let result = tokio::select! {
+        result = wait(ui, &mut source, &plan, &lab.settings_file) => result,
+        _ = tokio::signal::ctrl_c() => {
+            // The waiting line's spinner went with `wait`; say what is left running, and stop.
+            ui.interrupted(
+                "Stopped watching (Ctrl-C); the lab keeps running, `cargo xtask lab down` stops it",
+            );
+            return Err(Interrupted.into());
+        }
+    };
     let name = match &result {
         Ok(execution) => Some(execution.name.clone()),
         Err(_) => latest_of_ours(&read_executions(&state)?, &plan),

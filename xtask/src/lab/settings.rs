@@ -81,14 +81,19 @@ impl JobSettings {
         Self::load(&Self::default_path())
     }
 
-    /// Read and validate a settings file.
+    /// Read and validate a settings file. Errors name the file and the key, and say where the
+    /// tutorial's values are.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("could not read the job settings file {}", path.display()))?;
+        let tutorial = if path == Self::default_path() {
+            format!("the tutorial's values are in git: `git diff -- {SETTINGS_FILE}`")
+        } else {
+            format!("the tutorial's values are in {SETTINGS_FILE}")
+        };
         Self::from_json(&text).with_context(|| {
             format!(
-                "the job settings file {} is not valid; fix the value named above \
-                 (the tutorial's values are in git: `git diff -- {SETTINGS_FILE}`)",
+                "the job settings file {} is not valid ({tutorial})",
                 path.display()
             )
         })
@@ -96,9 +101,24 @@ impl JobSettings {
 
     /// Parse and validate settings from JSON text.
     pub fn from_json(text: &str) -> anyhow::Result<Self> {
-        let settings: Self = serde_json::from_str(text).context(
-            "expected a JSON object with exactly the keys declared in terraform/variables.tf",
-        )?;
+        let mut json = serde_json::Deserializer::from_str(text);
+        let settings: Self = serde_path_to_error::deserialize(&mut json).map_err(|error| {
+            let key = error.path().to_string();
+            let problem = describe(error.inner());
+            // Unknown and missing keys are about the whole object, and serde names the key itself.
+            if key == "."
+                || problem.starts_with("unknown field")
+                || problem.starts_with("missing field")
+            {
+                anyhow::anyhow!(
+                    "{problem} (the file holds exactly the keys declared in terraform/variables.tf)"
+                )
+            } else if problem.starts_with(&key) {
+                anyhow::anyhow!("{problem}")
+            } else {
+                anyhow::anyhow!("{key}: {problem}")
+            }
+        })?;
         settings.validate()?;
         Ok(settings)
     }
@@ -278,6 +298,35 @@ fn activation_message_count<'de, D: serde::Deserializer<'de>>(
         })
 }
 
+/// serde_json's message in a participant's words, without the position (the key says where):
+/// `invalid type: string "five", expected u32` becomes `expected a whole number, got "five"`.
+fn describe(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    let text = match text.rsplit_once(" at line ") {
+        Some((message, _)) if error.line() > 0 => message,
+        _ => text.as_str(),
+    };
+    let Some((got, expected)) = text
+        .strip_prefix("invalid type: ")
+        .and_then(|rest| rest.rsplit_once(", expected "))
+    else {
+        return text.to_owned();
+    };
+    let expected = match expected {
+        "u8" | "u16" | "u32" | "u64" => "a whole number",
+        "f32" | "f64" => "a number",
+        "a boolean" => "true or false",
+        other if other.starts_with("struct ") => "an object",
+        other => other,
+    };
+    // serde names the kind and quotes the value: `string "five"`, `integer `-1``, `boolean `true``.
+    let got = ["string ", "integer ", "floating point ", "boolean "]
+        .iter()
+        .find_map(|kind| got.strip_prefix(kind))
+        .map_or(got, |value| value.trim_matches('`'));
+    format!("expected {expected}, got {got}")
+}
+
 fn is_job_name(name: &str) -> bool {
     (2..=31).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase())
@@ -405,6 +454,59 @@ mod tests {
             settings.scale_rule_metadata("ns")[3],
             ("activationMessageCount", "1".to_owned())
         );
+    }
+
+    #[test]
+    fn type_errors_name_the_key_and_what_to_write() {
+        for (key, bad, expected) in [
+            (
+                "max_executions",
+                serde_json::json!("five"),
+                r#"max_executions: expected a whole number, got "five""#,
+            ),
+            (
+                "cpu",
+                serde_json::json!("half"),
+                r#"cpu: expected a number, got "half""#,
+            ),
+            (
+                "job_name",
+                serde_json::json!(7),
+                "job_name: expected a string, got 7",
+            ),
+            (
+                "env_names",
+                serde_json::json!("x"),
+                r#"env_names: expected an object, got "x""#,
+            ),
+        ] {
+            let mut value = serde_json::to_value(committed()).unwrap();
+            value[key] = bad;
+            let error = format!(
+                "{:#}",
+                JobSettings::from_json(&value.to_string()).unwrap_err()
+            );
+            assert_eq!(error, expected);
+        }
+    }
+
+    #[test]
+    fn errors_point_at_the_file_in_use_and_where_the_tutorial_values_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mine.json");
+        let mut value = serde_json::to_value(committed()).unwrap();
+        value["max_executions"] = "five".into();
+        std::fs::write(&path, value.to_string()).unwrap();
+        let error = format!("{:#}", JobSettings::load(&path).unwrap_err());
+        assert_eq!(
+            error,
+            format!(
+                "the job settings file {} is not valid (the tutorial's values are in \
+                 terraform/job.auto.tfvars.json): max_executions: expected a whole number, got \"five\"",
+                path.display()
+            )
+        );
+        assert!(!error.contains("named above"), "{error}");
     }
 
     #[test]

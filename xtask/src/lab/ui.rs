@@ -15,6 +15,21 @@ use serde_json::{Value, json};
 
 use super::OutputFormat;
 
+/// An error the story has already shown (a ✘ line with its causes, or a JSON record): `main` exits
+/// non-zero without printing it a second time.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+pub struct Shown(pub anyhow::Error);
+
+/// The participant pressed Ctrl-C and the story said what it left running: `main` exits 130 (128 +
+/// SIGINT, what a shell reports for a program Ctrl-C ended) and prints nothing more.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted (Ctrl-C)")]
+pub struct Interrupted;
+
+/// The exit code of a command ended by Ctrl-C.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
 /// Writes the lab's story.
 #[derive(Debug)]
 pub struct Ui {
@@ -114,6 +129,16 @@ impl Ui {
         }
     }
 
+    /// Ctrl-C: a ✘ line that says so (the running step's spinner is gone with it).
+    pub fn interrupted(&self, text: impl Display) {
+        match self.format {
+            OutputFormat::Human => println!(" ✘ {text}"),
+            OutputFormat::Json => {
+                emit(json!({ "event": "interrupted", "message": text.to_string() }))
+            }
+        }
+    }
+
     /// The closing line.
     pub fn finish(&self, succeeded: bool, text: impl Display) {
         match self.format {
@@ -190,6 +215,12 @@ impl StepProgress {
                 emit(self.record("failed", self.title.clone(), json!({ "error": causes })));
             }
         }
+    }
+
+    /// ✘ with the error, which is returned marked as [`Shown`] so it is not printed again.
+    pub fn failed(&self, error: anyhow::Error) -> anyhow::Error {
+        self.fail(&error);
+        Shown(error).into()
     }
 
     /// The step did not run (e.g. teardown with `--keep`).

@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 use super::runtime::{self, Worker};
 use super::state::{LabState, StateDir};
 use super::{Options, Runtime, header};
+use crate::lab::OutputFormat;
 use crate::lab::controller::History;
 use crate::lab::controller::process::signal;
 use crate::lab::ui::Ui;
@@ -31,7 +32,24 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub fn up(args: &Options, ui: &Ui, dry_run: bool) -> anyhow::Result<ExitCode> {
     let state = args.state();
-    let worker = args.worker(dry_run)?;
+    // Answer before building anything: a running lab is reported with what a participant needs from
+    // it, and taken ports are reported once, with the flags `up` takes.
+    if !dry_run {
+        if let Some(pid) = state.pid().filter(|pid| is_our_lab(*pid)) {
+            return already_running(ui, &state, pid);
+        }
+        check_port_free(
+            args.flags.port.unwrap_or(DEFAULT_AMQP_PORT),
+            "AMQP",
+            "--port",
+        )?;
+        check_port_free(
+            args.flags.health_port.unwrap_or(DEFAULT_HEALTH_PORT),
+            "health and counts",
+            "--health-port",
+        )?;
+    }
+    let worker = args.worker(ui, dry_run)?;
     let plan = args.plan(worker.clone(), DEFAULT_AMQP_PORT, DEFAULT_HEALTH_PORT)?;
     let mut command =
         std::process::Command::new(std::env::current_exe().context("could not locate xtask")?);
@@ -57,13 +75,7 @@ pub fn up(args: &Options, ui: &Ui, dry_run: bool) -> anyhow::Result<ExitCode> {
         println!("{}", display_command(&command));
         return Ok(ExitCode::SUCCESS);
     }
-    header(ui, &plan.settings);
-    if let Some(pid) = state.pid().filter(|pid| is_our_lab(*pid)) {
-        bail!(
-            "a local lab is already running (pid {pid}, state in {}); stop it with `cargo xtask lab down`",
-            state.path().display()
-        );
-    }
+    header(ui, &plan.settings, &plan.worker);
     // Whatever is left from a lab that crashed is stale now.
     state.remove()?;
     state.create()?;
@@ -107,18 +119,85 @@ pub fn up(args: &Options, ui: &Ui, dry_run: bool) -> anyhow::Result<ExitCode> {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    progress.ok(format!(
-        "Lab running in the background (pid {}) · emulator on {} · controller polling every {} s",
-        lab.pid, lab.amqp_addr, lab.polling_interval_secs
-    ));
-    ui.detail(format!("connection string: {}", lab.connection_string));
-    ui.detail(format!("state and logs: {}", state.path().display()));
-    if ui.format() == crate::lab::OutputFormat::Human {
+    progress.ok_with(
+        format!(
+            "Lab running in the background (pid {}) · emulator on {} · controller polling every {} s",
+            lab.pid, lab.amqp_addr, lab.polling_interval_secs
+        ),
+        lab_facts(&lab, &state),
+    );
+    show_lab(ui, &lab, &state);
+    if ui.format() == OutputFormat::Human {
         println!(
             "Next: `cargo xtask lab send`, then `cargo xtask lab watch`; `cargo xtask lab down` when done."
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `up` while a lab runs: say so, with its connection string, and succeed (there is a lab, as asked).
+fn already_running(ui: &Ui, state: &StateDir, pid: u32) -> anyhow::Result<ExitCode> {
+    let lab = state.lab().with_context(|| {
+        format!(
+            "a local lab is starting (pid {pid}) but has not written {} yet; wait a moment, or stop \
+             it with `cargo xtask lab down`",
+            state.file("state.json").display()
+        )
+    })?;
+    ui.step("up", "Checking for a running lab").ok_with(
+        format!(
+            "A local lab is already running (pid {}) · emulator on {} · controller polling every {} s",
+            lab.pid, lab.amqp_addr, lab.polling_interval_secs
+        ),
+        lab_facts(&lab, state),
+    );
+    show_lab(ui, &lab, state);
+    if ui.format() == OutputFormat::Human {
+        println!(
+            "It keeps its settings ({}); to start it with others: `cargo xtask lab down`, then `cargo xtask lab up`.",
+            lab.settings_file.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What scripts need from a running lab, as fields of `up`'s JSON record.
+fn lab_facts(lab: &LabState, state: &StateDir) -> serde_json::Value {
+    serde_json::json!({
+        "pid": lab.pid,
+        "connection_string": lab.connection_string,
+        "amqp_addr": lab.amqp_addr,
+        "health_addr": lab.health_addr,
+        "queue_name": lab.queue_name,
+        "state_dir": state.path(),
+    })
+}
+
+/// The lines a participant copies from: the connection string and where the logs are.
+fn show_lab(ui: &Ui, lab: &LabState, state: &StateDir) {
+    if ui.format() == OutputFormat::Human {
+        ui.detail(format!("connection string: {}", lab.connection_string));
+        ui.detail(format!("state and logs: {}", state.path().display()));
+    }
+}
+
+/// A taken port, found before anything is built or started (port 0 asks for a free one).
+fn check_port_free(port: u16, what: &str, flag: &str) -> anyhow::Result<()> {
+    if port == 0 {
+        return Ok(());
+    }
+    match std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port)) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => bail!(
+            "port {port} on 127.0.0.1 ({what}) is already in use by another program; stop it (an \
+             earlier lab in another state directory: `cargo xtask lab down --state-dir DIR`), or \
+             choose another port: `cargo xtask lab up {flag} {}`",
+            port.saturating_add(1)
+        ),
+        Err(error) => {
+            Err(error).with_context(|| format!("could not check port {port} on 127.0.0.1 ({what})"))
+        }
+    }
 }
 
 /// The background lab (hidden subcommand; `up` starts it).
@@ -148,6 +227,7 @@ pub async fn serve(args: &Options) -> anyhow::Result<ExitCode> {
         job_name: plan.settings.job_name.clone(),
         polling_interval_secs: plan.polling_interval.as_secs(),
         started_at: OffsetDateTime::now_utc(),
+        settings_file: args.settings_path(),
     })?;
     eprintln!(
         "lab ready: emulator on {}, health on {}",
@@ -233,6 +313,20 @@ fn is_zombie(pid: u32) -> bool {
                 .map(|(_, rest)| rest.trim_start().starts_with('Z'))
         })
         .unwrap_or(false)
+}
+
+/// The lab `up` started, if it is still running; a lab that crashed gets the way out named.
+pub fn running_lab(state: &StateDir) -> anyhow::Result<LabState> {
+    let lab = state.lab()?;
+    if !is_our_lab(lab.pid) {
+        bail!(
+            "the local lab in {} is not running any more (pid {} exited: it crashed or was killed); \
+             run `cargo xtask lab down` to clean up, then `cargo xtask lab up`",
+            state.path().display(),
+            lab.pid
+        );
+    }
+    Ok(lab)
 }
 
 /// Is `pid` a lab this tool started (and not a recycled pid of something else)?

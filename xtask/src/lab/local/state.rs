@@ -28,6 +28,8 @@ pub struct LabState {
     pub polling_interval_secs: u64,
     #[serde(with = "time::serde::rfc3339")]
     pub started_at: OffsetDateTime,
+    /// The job settings file the lab runs with, so `watch` names the file that was really used.
+    pub settings_file: PathBuf,
 }
 
 /// The last `lab send`: `watch` waits for an execution that started after it.
