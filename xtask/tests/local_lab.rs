@@ -31,8 +31,7 @@ fn worker_bin() -> PathBuf {
             if let Some(path) = std::env::var_os("LAB_WORKER_BIN") {
                 return PathBuf::from(path);
             }
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let status = Command::new(cargo)
+            let status = cargo_as_typed()
                 .args([
                     "build",
                     "--quiet",
@@ -41,13 +40,43 @@ fn worker_bin() -> PathBuf {
                     "--bin",
                     "servicebus-job",
                 ])
-                .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap())
                 .status()
                 .unwrap();
             assert!(status.success(), "building the worker failed");
             Path::new(env!("CARGO_BIN_EXE_xtask")).with_file_name("servicebus-job")
         })
         .clone()
+}
+
+/// `cargo` as a participant's shell runs it: without the variables `cargo test` sets for this test
+/// (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, …), which a build script in the tree watches; inheriting them
+/// would make this build and the next `cargo xtask` rebuild each other.
+fn cargo_as_typed() -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    for (name, _) in std::env::vars() {
+        let set_by_cargo_for_tests = name.starts_with("CARGO_PKG_")
+            || matches!(
+                name.as_str(),
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+            );
+        if set_by_cargo_for_tests {
+            command.env_remove(name);
+        }
+    }
+    command.current_dir(workspace_root());
+    command
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// One lab, isolated: its own state directory, free ports, the worker built above.
@@ -184,9 +213,30 @@ fn story(output: &str) -> String {
                 || l.starts_with(" ✘")
                 || l.starts_with("Done")
                 || l.starts_with("Failed")
+                || l.starts_with("Interrupted")
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// What a ✘ step said: the indented lines under each ✘ line (an error's causes, one per line).
+fn failure(output: &str) -> String {
+    let mut lines = Vec::new();
+    let mut under_failure = false;
+    for line in output.lines() {
+        if line.starts_with(" ✘") {
+            under_failure = true;
+        } else if under_failure && line.starts_with("   ") {
+            lines.push(line.trim());
+        } else {
+            under_failure = false;
+        }
+    }
+    lines.join("\n")
+}
+
+fn stderr(assert: &Assert) -> String {
+    String::from_utf8_lossy(&assert.get_output().stderr).into_owned()
 }
 
 #[test]
@@ -233,6 +283,10 @@ fn the_walkthrough_runs_the_worker_image_with_runtime_docker() {
     assert!(
         assert.get_output().status.success(),
         "{output}\n{stderr}\n(build the image with `cargo xtask images`)"
+    );
+    assert!(
+        output.contains("· runtime docker (image aca-job-lab/servicebus-job:dev)"),
+        "the header does not say where replicas run:\n{output}"
     );
     insta::with_settings!({ filters => filters() }, {
         insta::assert_snapshot!("walkthrough_table_docker", table(&output));
@@ -295,14 +349,22 @@ fn the_workshop_steps_keep_one_lab_running_across_commands() {
         stdout(&up)
     );
     let pid = lab.pid().unwrap();
-    // One lab per state directory: a second `up` names the running one and the way out.
-    let again = lab.command(&["lab", "up"]).assert().failure();
-    let stderr = String::from_utf8_lossy(&again.get_output().stderr).into_owned();
+    // One lab per state directory: a second `up` answers with the running one (and its connection
+    // string, which a participant may have lost) instead of starting another.
+    let again = lab.command(&["lab", "up"]).assert().success();
+    let again = stdout(&again);
     assert!(
-        stderr.contains(&format!("a local lab is already running (pid {pid}"))
-            && stderr.contains("cargo xtask lab down"),
-        "{stderr}"
+        again.contains(&format!("A local lab is already running (pid {pid})"))
+            && again.contains("cargo xtask lab down"),
+        "{again}"
     );
+    let connection_string = |text: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix("connection string: "))
+            .map(str::to_owned)
+    };
+    assert_eq!(connection_string(&again), connection_string(&stdout(&up)));
+    assert!(connection_string(&again).is_some(), "{again}");
     let zero = lab
         .command(&["lab", "send", "--count", "0"])
         .assert()
@@ -411,6 +473,16 @@ fn down_cleans_up_after_a_crashed_lab() {
     while is_running(pid) {
         std::thread::sleep(Duration::from_millis(20));
     }
+    for step in [&["lab", "send"][..], &["lab", "watch"]] {
+        let refused = lab.command(step).assert().failure();
+        let said = stderr(&refused);
+        assert!(
+            said.contains(&format!("is not running any more (pid {pid} exited"))
+                && said
+                    .contains("run `cargo xtask lab down` to clean up, then `cargo xtask lab up`"),
+            "{step:?}: {said}"
+        );
+    }
     let down = lab.command(&["lab", "down"]).assert().success();
     assert!(
         stdout(&down).contains("had already exited; cleaned up"),
@@ -503,11 +575,12 @@ fn a_failing_job_ends_the_story_with_the_reason_and_still_tears_down() {
         .assert()
         .failure();
     let output = stdout(&assert);
-    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
     insta::with_settings!({ filters => filters() }, {
         insta::assert_snapshot!("failing_job_story", story(&output));
-        insta::assert_snapshot!("failing_job_error", stderr);
+        insta::assert_snapshot!("failing_job_error", failure(&output));
     });
+    // Said once, in the story: not again as an `error:` line afterwards.
+    assert_eq!(stderr(&assert), "", "the error was printed twice");
 }
 
 /// The lab's settings file with one key changed, written into `dir`; returns its path.
@@ -553,10 +626,9 @@ fn a_replica_past_its_timeout_is_stopped_and_its_message_stays_in_the_queue() {
         output.contains("still running 5 s after SIGTERM; killing it (SIGKILL)"),
         "{output}"
     );
-    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
     assert!(
-        stderr.contains("the replica timeout of 1 s was reached"),
-        "{stderr}"
+        failure(&output).contains("the replica timeout of 1 s was reached"),
+        "{output}"
     );
     assert!(
         output.contains("1 message(s) were still in the queue"),
@@ -588,11 +660,13 @@ fn activation_message_count_from_the_settings_file_holds_back_a_single_message()
         .command(&["lab", "watch", "--timeout", "3s"])
         .assert()
         .failure();
-    let stderr = String::from_utf8_lossy(&held.get_output().stderr).into_owned();
+    let said = failure(&stdout(&held));
     assert!(
-        stderr.contains("(0 started)") && stderr.contains("activation_message_count"),
-        "{stderr}"
+        said.contains("(0 started; queue: 1 active)") && said.contains("activation_message_count"),
+        "{said}"
     );
+    // The file the lab really runs with, not the default one.
+    assert!(said.contains(settings_path.to_str().unwrap()), "{said}");
     assert_eq!(lab.executions(), serde_json::json!([]));
 
     lab.readme_command("cargo xtask lab send").success();
@@ -609,4 +683,226 @@ fn activation_message_count_from_the_settings_file_holds_back_a_single_message()
         "max_executions 1 and the message left behind is again not more than 1: {executions:#}"
     );
     lab.readme_command("cargo xtask lab down").success();
+}
+
+/// The issue this answers: three warm `cargo xtask lab` rounds took 19-34 s each because the worker
+/// build that xtask starts inherited `cargo run`'s `CARGO_MANIFEST_DIR`, so the worker and xtask rebuilt
+/// each other on alternate calls. Run as typed, twice: the second round compiles nothing (cargo's own
+/// `Compiling` lines and the lab's "Built the worker" step are the evidence; no clock is read).
+#[test]
+fn a_second_round_of_cargo_xtask_lab_rebuilds_nothing() {
+    let state = tempfile::tempdir().unwrap();
+    let round = || {
+        let output = cargo_as_typed()
+            .args(["xtask", "lab"])
+            .env("LAB_STATE_DIR", state.path())
+            .env_remove("LAB_WORKER_BIN")
+            .output()
+            .unwrap();
+        let (out, err) = (
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        );
+        assert!(output.status.success(), "{out}\n{err}");
+        assert!(out.contains("Running → Succeeded"), "{out}");
+        (out, err)
+    };
+    // The first round may build: this test's own build used the test suite's feature set.
+    round();
+    let (out, err) = round();
+    assert!(
+        !err.lines().any(|l| l.trim_start().starts_with("Compiling")),
+        "the second round rebuilt:\n{err}"
+    );
+    assert!(
+        !out.contains("Built the worker"),
+        "the second round rebuilt the worker:\n{out}"
+    );
+}
+
+/// Wait until `pid` has installed a SIGINT handler (tokio's `ctrl_c`), so the signal is not the
+/// default action that kills it.
+fn wait_for_sigint_handler(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let caught = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .unwrap_or(0);
+        if caught & (1 << (2 - 1)) != 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "pid {pid} never caught SIGINT");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Start `xtask` with `args` for this lab, send it Ctrl-C's signal once `ready` has been printed (or
+/// at once when `ready` is empty), and return its exit code, stdout and stderr.
+fn interrupt(lab: &Lab, args: &[&str], ready: &str) -> (Option<i32>, String, String) {
+    use std::io::{BufRead, BufReader, Read};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .env("LAB_WORKER_BIN", worker_bin())
+        .env("LAB_STATE_DIR", lab.state.path())
+        .env("LAB_AMQP_PORT", "0")
+        .env("LAB_HEALTH_PORT", "0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut out = String::new();
+    while !out.contains(ready) {
+        assert!(
+            reader.read_line(&mut out).unwrap() > 0,
+            "ended before {ready:?}:\n{out}"
+        );
+    }
+    wait_for_sigint_handler(child.id());
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    reader.read_to_string(&mut out).unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (child.wait().unwrap().code(), out, err)
+}
+
+#[test]
+fn ctrl_c_ends_the_walkthrough_with_130_and_says_everything_stopped() {
+    let lab = Lab::new();
+    let dir = tempfile::tempdir().unwrap();
+    // Activation 1: one message starts nothing, so the walkthrough is still waiting when Ctrl-C comes.
+    let settings = settings_with(dir.path(), "activation_message_count", 1);
+    let (code, out, err) = interrupt(
+        &lab,
+        &["lab", "--settings", settings.to_str().unwrap()],
+        "Sent 1 message",
+    );
+    assert_eq!(code, Some(130), "{out}\n{err}");
+    let mut filters = filters();
+    filters.push((r"\(settings: [^)]*\)", "(settings: [FILE])"));
+    insta::with_settings!({ filters => filters }, {
+        insta::assert_snapshot!("interrupted_walkthrough", story(&out));
+    });
+    assert!(out.contains("Nothing is left running"), "{out}");
+    assert_eq!(err, "", "no error line after the story");
+}
+
+#[test]
+fn ctrl_c_ends_watch_with_130_and_the_lab_keeps_running() {
+    let lab = Lab::new();
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings_with(dir.path(), "activation_message_count", 1);
+    lab.command(&["lab", "up", "--settings", settings.to_str().unwrap()])
+        .assert()
+        .success();
+    lab.readme_command("cargo xtask lab send").success();
+    let (code, out, err) = interrupt(&lab, &["lab", "watch"], "");
+    assert_eq!(code, Some(130), "{out}\n{err}");
+    assert_eq!(
+        out.trim(),
+        "✘ Stopped watching (Ctrl-C); the lab keeps running, `cargo xtask lab down` stops it"
+    );
+    assert_eq!(err, "");
+    // It did keep running.
+    lab.readme_command("cargo xtask lab send").success();
+    lab.readme_command("cargo xtask lab down").success();
+}
+
+#[test]
+fn a_taken_port_is_reported_once_before_anything_starts_with_the_flag_up_takes() {
+    let lab = Lab::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let refused = lab
+        .command(&["lab", "up", "--port", &port.to_string()])
+        .assert()
+        .failure();
+    let said = format!("{}{}", stdout(&refused), stderr(&refused));
+    assert_eq!(said.matches("already in use").count(), 1, "{said}");
+    assert!(
+        said.contains(&format!(
+            "port {port} on 127.0.0.1 (AMQP) is already in use"
+        )) && said.contains(&format!("`cargo xtask lab up --port {}`", port + 1)),
+        "{said}"
+    );
+    assert!(!said.contains("--listen"), "{said}");
+    assert!(
+        !lab.state.path().join("serve.pid").exists(),
+        "a lab was started"
+    );
+}
+
+#[test]
+fn settings_errors_name_the_key_and_the_file_in_use_once() {
+    let lab = Lab::new();
+    let dir = tempfile::tempdir().unwrap();
+    let path = settings_with(dir.path(), "max_executions", 1);
+    let mut settings: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    settings["max_executions"] = "five".into();
+    std::fs::write(&path, settings.to_string()).unwrap();
+    let refused = lab
+        .command(&["lab", "--settings", path.to_str().unwrap()])
+        .assert()
+        .failure();
+    let said = format!("{}{}", stdout(&refused), stderr(&refused));
+    assert_eq!(
+        said.trim(),
+        format!(
+            "error: the job settings file {} is not valid (the tutorial's values are in \
+             terraform/job.auto.tfvars.json): max_executions: expected a whole number, got \"five\"",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn up_for_scripts_carries_the_connection_string_as_a_field() {
+    let lab = Lab::new();
+    let up = lab
+        .command(&["lab", "--output", "json", "up"])
+        .assert()
+        .success();
+    let record: serde_json::Value = stdout(&up)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["step"] == "up")
+        .unwrap();
+    let connection_string = record["connection_string"].as_str().unwrap();
+    assert!(
+        connection_string.starts_with("Endpoint=sb://127.0.0.1:")
+            && connection_string.contains("UseDevelopmentEmulator=true"),
+        "{record}"
+    );
+    assert_eq!(record["queue_name"], "queue-messages");
+    lab.readme_command("cargo xtask lab down").success();
+}
+
+#[test]
+fn a_missing_custom_image_gets_the_command_that_builds_that_tag() {
+    let lab = Lab::new();
+    let refused = lab
+        .command(&["lab", "--runtime", "docker", "--image", "my/job:v9"])
+        .assert()
+        .failure();
+    let said = stderr(&refused);
+    assert!(
+        said.contains("the worker image my/job:v9 is not on this machine")
+            && said.contains(
+                "`cargo xtask images --only job && docker tag aca-job-lab/servicebus-job:dev my/job:v9`"
+            ),
+        "{said}"
+    );
 }
