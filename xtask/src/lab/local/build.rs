@@ -29,7 +29,7 @@ pub fn worker(ui: &Ui, dry_run: bool) -> anyhow::Result<PathBuf> {
     let shown = display_command(&build);
     if dry_run {
         println!("{shown}");
-        return Ok(worker_path()?);
+        return worker_path();
     }
     let mut child = build
         .stdout(Stdio::null())
