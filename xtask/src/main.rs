@@ -4,6 +4,7 @@
 //! programs directly (never through a shell) and offer `--dry-run` to print the plan instead.
 
 mod bench;
+mod fuzz;
 mod images;
 mod lab;
 mod test;
@@ -32,6 +33,8 @@ enum Command {
     Images(images::ImagesArgs),
     /// Run the benchmarks and print the numbers for docs/benchmarks.md.
     Bench(bench::BenchArgs),
+    /// Run the emulator's property tests (frames, connections, Config.json) with many cases.
+    Fuzz(fuzz::FuzzArgs),
     /// Install what the tests need (Python venv with azure-servicebus, images) and run the whole suite.
     Test(test::TestArgs),
 }
@@ -43,6 +46,7 @@ fn main() -> std::process::ExitCode {
         Command::Images(args) => images::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Test(args) => test::run(args),
+        Command::Fuzz(args) => fuzz::run(args),
     };
     match result {
         Ok(code) => code,
