@@ -188,38 +188,31 @@ impl EmulatorBuilder {
             engine: self.engine,
         });
         let mut tasks = JoinSet::new();
-        let mut rx = shutdown_rx.clone();
+        let shutdown = || {
+            let mut rx = shutdown_rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
         tasks.spawn(accept_loop(
             amqp,
             None,
             shared.clone(),
             shutdown_rx.clone(),
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            },
+            shutdown(),
         ));
         if let Some((listener, _, identity)) = tls {
-            let mut rx = shutdown_rx.clone();
             tasks.spawn(accept_loop(
                 listener,
                 Some(identity),
                 shared,
                 shutdown_rx.clone(),
-                async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                },
+                shutdown(),
             ));
         }
-        let mut rx = shutdown_rx.clone();
-        tasks.spawn(crate::http::serve(health, broker.clone(), async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }));
-        match tls_addr {
-            Some(tls_addr) => {
-                tracing::info!(%amqp_addr, %tls_addr, %health_addr, "emulator listening")
-            }
-            None => tracing::info!(%amqp_addr, %health_addr, "emulator listening"),
-        }
+        tasks.spawn(crate::http::serve(health, broker.clone(), shutdown()));
+        let amqps_addr = tls_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
+        tracing::info!(%amqp_addr, %amqps_addr, %health_addr, "emulator listening");
         Ok(Emulator {
             amqp_addr,
             tls_addr,
