@@ -10,7 +10,7 @@
 //! would change the token audience (`sb://host:port/queue`) into something no Azure namespace sends,
 //! and the FQDN would no longer be the one Container Apps is given. TLS checks the host it connects
 //! to, so the emulator's certificate is for `localhost` (and 127.0.0.1), signed by a throwaway CA made
-//! here with rcgen that the job trusts through `SERVICEBUS_CA_FILE`.
+//! here (the emulator's `tls::TestCa`, rcgen underneath) that the job trusts through `SERVICEBUS_CA_FILE`.
 
 #[path = "support/identity.rs"]
 mod identity;
@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aca_job_lab::servicebus::{ConnectionConfig, ServiceBusClient, ServiceBusMessage};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use servicebus_emulator::auth::jwt::make_test_token;
+use servicebus_emulator::tls::TestCa;
 use servicebus_emulator::{Emulator, TlsIdentity};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -40,27 +40,14 @@ struct Pki {
 
 impl Pki {
     fn new() -> Pki {
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        ca.distinguished_name
-            .push(DnType::CommonName, "aca-job-lab throwaway test CA");
-        let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
-        let issuer = Issuer::new(ca, ca_key);
-
-        let key = KeyPair::generate().unwrap();
-        let mut server =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-        server
-            .distinguished_name
-            .push(DnType::CommonName, "localhost");
-        let cert_pem = server.signed_by(&key, &issuer).unwrap().pem();
-
+        let ca = TestCa::new().unwrap();
+        let server = ca
+            .issue(&["localhost", "127.0.0.1"])
+            .unwrap()
+            .identity()
+            .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("ca.pem"), ca_pem).unwrap();
-        let server =
-            TlsIdentity::from_pem(cert_pem.as_bytes(), key.serialize_pem().as_bytes()).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.certificate_pem()).unwrap();
         Pki { dir, server }
     }
 

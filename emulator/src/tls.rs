@@ -138,35 +138,112 @@ pub(crate) async fn handshake(
     }
 }
 
-#[cfg(test)]
+/// A throwaway certificate authority for tests (feature `test-ca`, with rcgen): it signs server
+/// certificates for the emulator's TLS listener, and clients under test trust its certificate
+/// (the worker: `SERVICEBUS_CA_FILE`), so the TLS path runs offline with no real CA involved.
+///
+/// ```
+/// # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use servicebus_emulator::tls::TestCa;
+/// let ca = TestCa::new()?;
+/// let server = ca.issue(&["localhost", "127.0.0.1"])?;
+/// let identity = server.identity()?; // for EmulatorBuilder::tls
+/// std::fs::write(std::env::temp_dir().join("test-ca.pem"), ca.certificate_pem())?; // for the client
+/// # let _ = identity; Ok(()) }
+/// ```
+#[cfg(feature = "test-ca")]
+pub struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    certificate: rcgen::Certificate,
+}
+
+/// A server certificate a [`TestCa`] signed, and its key, as PEM.
+#[cfg(feature = "test-ca")]
+#[derive(Clone)]
+pub struct IssuedCertificate {
+    pub certificate_pem: String,
+    pub key_pem: String,
+}
+
+#[cfg(feature = "test-ca")]
+impl TestCa {
+    /// A new CA with a fresh key pair.
+    pub fn new() -> Result<TestCa, rcgen::Error> {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "servicebus-emulator throwaway test CA");
+        let certificate = params.self_signed(&key)?;
+        Ok(TestCa {
+            issuer: rcgen::Issuer::new(params, key),
+            certificate,
+        })
+    }
+
+    /// The CA certificate, PEM: what clients trust.
+    pub fn certificate_pem(&self) -> String {
+        self.certificate.pem()
+    }
+
+    /// The CA certificate, DER (e.g. for `rustls::RootCertStore::add`).
+    pub fn certificate_der(&self) -> CertificateDer<'static> {
+        self.certificate.der().clone()
+    }
+
+    /// A server certificate for these names (DNS names or IP addresses), signed by this CA.
+    pub fn issue(&self, names: &[&str]) -> Result<IssuedCertificate, rcgen::Error> {
+        let key = rcgen::KeyPair::generate()?;
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
+        if let Some(first) = names.first() {
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, *first);
+        }
+        let certificate = params.signed_by(&key, &self.issuer)?;
+        Ok(IssuedCertificate {
+            certificate_pem: certificate.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
+#[cfg(feature = "test-ca")]
+impl IssuedCertificate {
+    /// The certificate and key for [`crate::EmulatorBuilder::tls`].
+    pub fn identity(&self) -> Result<TlsIdentity, TlsError> {
+        TlsIdentity::from_pem(self.certificate_pem.as_bytes(), self.key_pem.as_bytes())
+    }
+}
+
+#[cfg(all(test, feature = "test-ca"))]
 mod tests {
     use super::*;
 
-    fn self_signed() -> (String, String) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-
     #[test]
     fn a_certificate_and_its_key_make_an_identity() {
-        let (cert, key) = self_signed();
-        let identity = TlsIdentity::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
+        let server = TestCa::new().unwrap().issue(&["localhost"]).unwrap();
+        let identity = server.identity().unwrap();
         assert!(!format!("{identity:?}").contains("PRIVATE KEY"));
     }
 
     #[test]
     fn problems_name_the_flag_and_the_fix() {
-        let (cert, key) = self_signed();
-        let (_, other_key) = self_signed();
-        let no_cert = TlsIdentity::from_pem(b"not pem", key.as_bytes()).unwrap_err();
+        let ca = TestCa::new().unwrap();
+        let (one, other) = (
+            ca.issue(&["localhost"]).unwrap(),
+            ca.issue(&["localhost"]).unwrap(),
+        );
+        let (cert, key) = (one.certificate_pem.as_bytes(), one.key_pem.as_bytes());
+        let no_cert = TlsIdentity::from_pem(b"not pem", key).unwrap_err();
         assert!(no_cert.to_string().contains("--tls-cert"), "{no_cert}");
-        let no_key = TlsIdentity::from_pem(cert.as_bytes(), cert.as_bytes()).unwrap_err();
+        let no_key = TlsIdentity::from_pem(cert, cert).unwrap_err();
         assert!(no_key.to_string().contains("--tls-key"), "{no_key}");
-        let mismatch = TlsIdentity::from_pem(cert.as_bytes(), other_key.as_bytes()).unwrap_err();
+        let mismatch = TlsIdentity::from_pem(cert, other.key_pem.as_bytes()).unwrap_err();
         assert!(
             matches!(mismatch, TlsError::Mismatch(_)),
             "a key of another certificate: {mismatch}"

@@ -219,21 +219,12 @@ fn serves_amqp_inside_tls_from_pem_files() {
     use std::io::Write as _;
     use std::sync::Arc;
 
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
+    let ca = servicebus_emulator::tls::TestCa::new().unwrap();
+    let server = ca.issue(&["localhost"]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (cert_file, key_file) = (dir.path().join("server.pem"), dir.path().join("server.key"));
-    std::fs::write(&cert_file, cert.pem()).unwrap();
-    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    std::fs::write(&cert_file, &server.certificate_pem).unwrap();
+    std::fs::write(&key_file, &server.key_pem).unwrap();
     // A free port: bound and released here, then given to the emulator.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -253,7 +244,7 @@ fn serves_amqp_inside_tls_from_pem_files() {
     running.wait_ready();
 
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca_cert.der().clone()).unwrap();
+    roots.add(ca.certificate_der()).unwrap();
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

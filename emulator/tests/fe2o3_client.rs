@@ -379,22 +379,8 @@ async fn cbs_put_token_grants_access_and_a_bad_token_does_not() {
 
 /// A CA made for one test, and an emulator serving TLS with a certificate it signed for `localhost`.
 async fn emulator_with_tls() -> (Emulator, rustls::RootCertStore) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    let identity = servicebus_emulator::TlsIdentity::from_pem(
-        cert.pem().as_bytes(),
-        key.serialize_pem().as_bytes(),
-    )
-    .unwrap();
+    let ca = servicebus_emulator::tls::TestCa::new().unwrap();
+    let identity = ca.issue(&["localhost"]).unwrap().identity().unwrap();
     let emu = Emulator::builder()
         .loopback()
         .tls("127.0.0.1:0".parse().unwrap(), identity)
@@ -402,7 +388,7 @@ async fn emulator_with_tls() -> (Emulator, rustls::RootCertStore) {
         .await
         .unwrap();
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca_cert.der().clone()).unwrap();
+    roots.add(ca.certificate_der()).unwrap();
     (emu, roots)
 }
 

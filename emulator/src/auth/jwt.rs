@@ -5,9 +5,10 @@
 //!   refused: Entra ID never issues unsigned tokens) and a JSON object of claims;
 //! - the lifetime: `exp` (required) is later than now, `nbf` (when present) is not;
 //! - the audience `aud` (a string or an array): Service Bus's Entra resource `https://servicebus.azure.net`
-//!   (what the scope `https://servicebus.azure.net/.default` that `azure_identity`, the worker and the
-//!   Azure SDKs ask for yields; also its national-cloud twins, `.chinacloudapi.cn` and
-//!   `.usgovcloudapi.net`), or the namespace itself (`https://<namespace>/`, or `sb://<namespace>/<path>`
+//!   with or without its trailing slash (the worker and `azure_identity` ask for the scope
+//!   `https://servicebus.azure.net/.default`, the Python SDK for `https://servicebus.azure.net//.default`,
+//!   whose token says `https://servicebus.azure.net/`; also the national-cloud twins, `.chinacloudapi.cn`
+//!   and `.usgovcloudapi.net`), or the namespace itself (`https://<namespace>/`, or `sb://<namespace>/<path>`
 //!   covering the entity) as named by the put-token's `name`.
 //!
 //! **Not** checked, because an emulator cannot: the signature (Entra ID signs with per-tenant keys
