@@ -16,7 +16,7 @@ import json
 import os
 
 from azure.core.credentials import AccessToken
-from azure.servicebus import ServiceBusClient, ServiceBusMessage
+from azure.servicebus import ServiceBusClient, ServiceBusMessage, TransportType
 
 QUEUE = os.environ["SB_QUEUE"]
 
@@ -38,6 +38,8 @@ def main():
         os.environ["SB_FQDN"],
         credential,
         custom_endpoint_address=os.environ["SB_ENDPOINT"],
+        # With a custom endpoint the SDK defaults to AMQP over WebSockets; Azure's 5671 is plain TLS.
+        transport_type=TransportType.Amqp,
         connection_verify=os.environ["SB_CA_FILE"],
     ) as sb:
         with sb.get_queue_sender(QUEUE) as sender:
