@@ -137,7 +137,7 @@ async fn run(cmd: std::process::Command) -> (i32, String) {
     (output.status.code().unwrap_or(-1), text)
 }
 
-fn log_line<'a>(output: &'a str, message: &str) -> Option<serde_json::Value> {
+fn log_line(output: &str, message: &str) -> Option<serde_json::Value> {
     output
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
