@@ -256,7 +256,7 @@ async fn a_certificate_from_an_untrusted_ca_is_refused_naming_the_setting() {
     let port = emu.tls_addr().unwrap().port();
     assert!(
         output.contains(&format!(
-            "the TLS certificate of localhost:{port} was refused (UnknownIssuer)"
+            "the TLS certificate of localhost:{port} was refused (UnknownIssuer: it is signed by a CA this job does not trust)"
         )) && output.contains("SERVICEBUS_CA_FILE"),
         "{output}"
     );

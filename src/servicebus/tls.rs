@@ -100,10 +100,27 @@ pub(crate) async fn connect(
 /// Whether a TLS failure was our refusal of the server's certificate (untrusted issuer, wrong name,
 /// expired), as opposed to the network; its reason if so.
 pub(crate) fn refused_certificate(error: &std::io::Error) -> Option<String> {
-    match error.get_ref()?.downcast_ref::<rustls::Error>()? {
-        rustls::Error::InvalidCertificate(reason) => Some(format!("{reason:?}")),
-        _ => None,
-    }
+    use rustls::CertificateError as E;
+    let rustls::Error::InvalidCertificate(reason) =
+        error.get_ref()?.downcast_ref::<rustls::Error>()?
+    else {
+        return None;
+    };
+    let code = format!("{reason:?}");
+    Some(match reason {
+        E::UnknownIssuer => "UnknownIssuer: it is signed by a CA this job does not trust".into(),
+        E::NotValidForName | E::NotValidForNameContext { .. } => {
+            format!("{code}: it is not issued for the host name connected to")
+        }
+        E::Expired | E::ExpiredContext { .. } => format!("{code}: it has expired"),
+        // webpki's CaUsedAsEndEntity: what `openssl req -x509` makes by default (CA:TRUE).
+        E::Other(_) if code.contains("CaUsedAsEndEntity") => {
+            "CaUsedAsEndEntity: the server presents a CA certificate as its own; issue it a \
+             certificate from that CA, or make the self-signed one with basicConstraints=CA:FALSE"
+                .into()
+        }
+        _ => code,
+    })
 }
 
 /// Installs ring as the process-wide rustls provider. reqwest (used by `azure_identity` for the
