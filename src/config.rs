@@ -396,6 +396,35 @@ mod tests {
     }
 
     #[test]
+    fn custom_endpoint_moves_the_socket_and_keeps_the_namespace() {
+        let c = config(
+            Flags {
+                custom_endpoint: Some("sb://localhost:45671".into()),
+                ..Default::default()
+            },
+            &[
+                (env::FQDN, "lab.servicebus.windows.net"),
+                (env::CUSTOM_ENDPOINT, "sb://ignored:1"),
+                (env::QUEUE, "q"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.connection.host.as_str(),
+                c.connection.port,
+                c.connection.tls
+            ),
+            ("localhost", 45671, true)
+        );
+        assert_eq!(
+            c.connection.audience("q"),
+            "sb://lab.servicebus.windows.net/q"
+        );
+        assert!(c.connection.trusted_ca.is_none());
+    }
+
+    #[test]
     fn fqdn_without_client_id_uses_the_developer_login() {
         let c = config(
             Flags::default(),
