@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::job::JobOptions;
 use crate::processor::DefaultProcessor;
-use crate::servicebus::{Auth, ConnectionConfig};
+use crate::servicebus::{Auth, ConnectionConfig, TrustedCa};
 use crate::telemetry::LogFormat;
 
 /// The environment variables read, with the flag that overrides each.
@@ -14,6 +14,8 @@ pub mod env {
     pub const FQDN: &str = "SERVICEBUS_FQDN";
     pub const CONNECTION_STRING: &str = "SERVICEBUS_CONNECTION_STRING";
     pub const CLIENT_ID: &str = "MANAGED_IDENTITY_CLIENT_ID";
+    pub const CA_FILE: &str = "SERVICEBUS_CA_FILE";
+    pub const CUSTOM_ENDPOINT: &str = "SERVICEBUS_CUSTOM_ENDPOINT";
     pub const QUEUE: &str = "SERVICEBUS_QUEUE_NAME";
     pub const MAX_MESSAGES: &str = "MAX_MESSAGES";
     pub const MAX_WAIT: &str = "MAX_WAIT";
@@ -45,6 +47,12 @@ pub struct Flags {
     /// Connection string instead of FQDN + identity (emulator: ...;UseDevelopmentEmulator=true) [env: SERVICEBUS_CONNECTION_STRING]
     #[arg(long, value_name = "STRING", hide_env_values = true)]
     pub connection_string: Option<String>,
+    /// PEM file of CA certificates to trust for TLS besides the public roots: a private CA, or the CA of the emulator's --tls-cert [env: SERVICEBUS_CA_FILE]
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<String>,
+    /// Connect to this address instead of the namespace host, keeping the namespace for tokens (the Azure SDKs' custom endpoint: a gateway, a tunnel, an emulator's TLS port), e.g. sb://localhost:5671 [env: SERVICEBUS_CUSTOM_ENDPOINT]
+    #[arg(long, value_name = "ADDRESS")]
+    pub custom_endpoint: Option<String>,
     /// Queue to drain [env: SERVICEBUS_QUEUE_NAME]
     #[arg(long, value_name = "NAME")]
     pub queue: Option<String>,
@@ -181,6 +189,27 @@ against the emulator set {}=\"{EMULATOR_CONNECTION_STRING}\" (or pass --fqdn / -
             })?,
         };
 
+        let connection = match lookup.get(
+            flags.custom_endpoint,
+            "custom-endpoint",
+            env::CUSTOM_ENDPOINT,
+        ) {
+            None => connection,
+            Some(endpoint) => connection.with_custom_endpoint(&endpoint.value).map_err(|e| ConfigError {
+                problem: format!("is invalid: {e}."),
+                fix: format!(
+                    "set {} to the address to connect to, e.g. sb://localhost:5671 (host and port only; the namespace stays in {}), or unset it.",
+                    endpoint.name,
+                    env::FQDN
+                ),
+                setting: endpoint.name,
+            })?,
+        };
+        let connection = match lookup.get(flags.ca_file, "ca-file", env::CA_FILE) {
+            None => connection,
+            Some(ca_file) => trust_ca(connection, ca_file)?,
+        };
+
         let queue = match lookup.get(flags.queue, "queue", env::QUEUE) {
             Some(queue) => queue.value.trim().to_string(),
             None => entity_path.ok_or_else(|| ConfigError {
@@ -252,6 +281,35 @@ against the emulator set {}=\"{EMULATOR_CONNECTION_STRING}\" (or pass --fqdn / -
             log_format,
         })
     }
+}
+
+/// Adds the CA certificates of `ca_file` to what TLS trusts; a plain connection cannot use them.
+fn trust_ca(
+    mut connection: ConnectionConfig,
+    ca_file: Setting,
+) -> Result<ConnectionConfig, ConfigError> {
+    if !connection.tls {
+        return Err(ConfigError {
+            problem: "is set, but the connection is plain AMQP (UseDevelopmentEmulator=true), so there is no certificate to check.".into(),
+            fix: format!(
+                "for TLS, drop UseDevelopmentEmulator=true from {} (or use {} with {}); otherwise unset {}.",
+                env::CONNECTION_STRING, env::FQDN, env::CUSTOM_ENDPOINT, ca_file.name
+            ),
+            setting: ca_file.name,
+        });
+    }
+    let path = ca_file.value.trim();
+    let trusted = TrustedCa::from_pem_file(std::path::Path::new(path)).map_err(|e| ConfigError {
+        problem: format!("is `{path}`, which {e}."),
+        fix: format!(
+            "point {} at a PEM file with the CA certificate(s) to trust besides the public roots \
+(e.g. the CA that signed the emulator's --tls-cert), or unset it.",
+            ca_file.name
+        ),
+        setting: ca_file.name.clone(),
+    })?;
+    connection.trusted_ca = Some(trusted);
+    Ok(connection)
 }
 
 fn number(setting: Option<Setting>, default: u32, expected: &str) -> Result<u32, ConfigError> {
@@ -335,6 +393,35 @@ mod tests {
             }
         );
         assert_eq!(c.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn custom_endpoint_moves_the_socket_and_keeps_the_namespace() {
+        let c = config(
+            Flags {
+                custom_endpoint: Some("sb://localhost:45671".into()),
+                ..Default::default()
+            },
+            &[
+                (env::FQDN, "lab.servicebus.windows.net"),
+                (env::CUSTOM_ENDPOINT, "sb://ignored:1"),
+                (env::QUEUE, "q"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.connection.host.as_str(),
+                c.connection.port,
+                c.connection.tls
+            ),
+            ("localhost", 45671, true)
+        );
+        assert_eq!(
+            c.connection.audience("q"),
+            "sb://lab.servicebus.windows.net/q"
+        );
+        assert!(c.connection.trusted_ca.is_none());
     }
 
     #[test]

@@ -92,6 +92,8 @@ pub async fn execute<P: Processor>(
     tracing::info!(
         queue = config.job.queue,
         namespace = config.connection.namespace,
+        endpoint = format!("{}:{}", config.connection.host, config.connection.port),
+        tls = config.connection.tls,
         max_messages = config.job.max_messages,
         "receiving"
     );

@@ -69,3 +69,46 @@ fn flag_value_that_is_not_a_number_names_the_flag() {
         .args(["--max-messages", "all"]));
     insta::assert_snapshot!(out);
 }
+
+#[test]
+fn ca_file_that_does_not_exist() {
+    let out = run(job()
+        .env("SERVICEBUS_QUEUE_NAME", "queue-messages")
+        .env("SERVICEBUS_FQDN", "mylab.servicebus.windows.net")
+        .env("SERVICEBUS_CA_FILE", "/nonexistent/ca.pem"));
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn ca_file_without_a_certificate_names_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("key.pem"),
+        "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let out = run(job()
+        .current_dir(dir.path())
+        .env("SERVICEBUS_QUEUE_NAME", "queue-messages")
+        .env("SERVICEBUS_FQDN", "mylab.servicebus.windows.net")
+        .args(["--ca-file", "key.pem"]));
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn ca_file_with_a_plain_emulator_connection() {
+    let out = run(job()
+        .env("SERVICEBUS_QUEUE_NAME", "queue-messages")
+        .env("SERVICEBUS_CONNECTION_STRING", "Endpoint=sb://localhost;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;")
+        .env("SERVICEBUS_CA_FILE", "/any/ca.pem"));
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn custom_endpoint_that_is_not_an_address() {
+    let out = run(job()
+        .env("SERVICEBUS_QUEUE_NAME", "queue-messages")
+        .env("SERVICEBUS_FQDN", "mylab.servicebus.windows.net")
+        .env("SERVICEBUS_CUSTOM_ENDPOINT", "sb://localhost:amqps"));
+    insta::assert_snapshot!(out);
+}

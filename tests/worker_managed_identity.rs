@@ -5,8 +5,11 @@
 //!
 //! One test in this binary: it sets process environment variables, which the credential reads.
 
+#[path = "support/identity.rs"]
+mod identity;
+
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use aca_job_lab::servicebus::{Auth, ConnectionConfig, ServiceBusClient};
 use fe2o3_amqp::acceptor::{
@@ -14,69 +17,13 @@ use fe2o3_amqp::acceptor::{
 };
 use fe2o3_amqp::types::messaging::{ApplicationProperties, Body, Message, Properties};
 use fe2o3_amqp::types::primitives::{SimpleValue, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use identity::IDENTITY_HEADER;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 const CLIENT_ID: &str = "6d3f1c2e-0000-4000-8000-00000000c1d0";
-const IDENTITY_HEADER: &str = "identity-header-from-the-platform";
 const ACCESS_TOKEN: &str =
     "eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJodHRwczovL3NlcnZpY2VidXMuYXp1cmUubmV0In0.c2lnbmF0dXJl";
-
-/// What the identity endpoint saw.
-#[derive(Debug)]
-struct IdentityRequest {
-    request_line: String,
-    headers: HashMap<String, String>,
-}
-
-/// Answers token requests the way the Container Apps identity endpoint does: token `n` is
-/// `ACCESS_TOKEN-n`, valid for `lifetime` seconds.
-async fn identity_endpoint(
-    listener: TcpListener,
-    lifetime: u64,
-    seen: mpsc::UnboundedSender<(IdentityRequest, u64)>,
-) {
-    for n in 1.. {
-        let (mut socket, _) = listener.accept().await.unwrap();
-        let mut head = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            let read = socket.read(&mut buf).await.unwrap();
-            assert!(read > 0, "connection closed before the request head ended");
-            head.extend_from_slice(&buf[..read]);
-        }
-        let head = String::from_utf8(head).unwrap();
-        let mut lines = head.split("\r\n");
-        let request_line = lines.next().unwrap().to_string();
-        let headers = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
-        let expires_on = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            + lifetime;
-        seen.send((
-            IdentityRequest {
-                request_line,
-                headers,
-            },
-            expires_on,
-        ))
-        .unwrap();
-        let body = format!(
-            r#"{{"access_token":"{ACCESS_TOKEN}-{n}","expires_on":"{expires_on}","resource":"https://servicebus.azure.net","token_type":"Bearer","client_id":"{CLIENT_ID}"}}"#
-        );
-        let response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        socket.write_all(response.as_bytes()).await.unwrap();
-        socket.shutdown().await.unwrap();
-    }
-}
 
 /// Plays just enough of a broker: accepts the connection, the `$cbs` link pair and the queue
 /// link, answers every put-token with 202, and hands each request over.
@@ -143,15 +90,19 @@ async fn managed_identity_token_goes_out_in_cbs_put_token_as_jwt_and_is_refreshe
     let broker = TcpListener::bind("127.0.0.1:0").await.unwrap();
     // SAFETY: this binary has one test and sets the variables before any thread reads them.
     unsafe {
-        std::env::set_var(
-            "IDENTITY_ENDPOINT",
-            format!("http://{}/msi/token", identity.local_addr().unwrap()),
-        );
+        std::env::set_var("IDENTITY_ENDPOINT", identity::endpoint_url(&identity));
         std::env::set_var("IDENTITY_HEADER", IDENTITY_HEADER);
     }
     let (identity_seen, mut identity_requests) = mpsc::unbounded_channel();
     let (put_token_seen, mut put_tokens) = mpsc::unbounded_channel();
-    tokio::spawn(identity_endpoint(identity, LIFETIME_SECONDS, identity_seen));
+    // Token `n` is `ACCESS_TOKEN-n`.
+    tokio::spawn(identity::serve(
+        identity,
+        LIFETIME_SECONDS,
+        CLIENT_ID,
+        |n, _| format!("{ACCESS_TOKEN}-{n}"),
+        identity_seen,
+    ));
     let peer_port = broker.local_addr().unwrap().port();
     let peer = tokio::spawn(amqp_peer(broker, put_token_seen));
 
@@ -160,6 +111,7 @@ async fn managed_identity_token_goes_out_in_cbs_put_token_as_jwt_and_is_refreshe
         host: "127.0.0.1".into(),
         port: peer_port,
         tls: false,
+        trusted_ca: None,
         auth: Auth::ManagedIdentity {
             client_id: CLIENT_ID.into(),
         },
@@ -174,7 +126,8 @@ async fn managed_identity_token_goes_out_in_cbs_put_token_as_jwt_and_is_refreshe
     .expect("connect + authorise timed out");
 
     // What the identity endpoint was asked.
-    let (request, expires_on) = identity_requests.recv().await.unwrap();
+    let request = identity_requests.recv().await.unwrap();
+    let expires_on = request.expires_on;
     let (path, query) = request
         .request_line
         .strip_prefix("GET ")
@@ -205,11 +158,11 @@ async fn managed_identity_token_goes_out_in_cbs_put_token_as_jwt_and_is_refreshe
     assert_put_token(&put_token, &format!("{ACCESS_TOKEN}-1"), expires_on);
 
     // Before the first token runs out, a fresh one is fetched and put again, without any help.
-    let (_, second_expiry) =
-        tokio::time::timeout(Duration::from_secs(20), identity_requests.recv())
-            .await
-            .expect("a second token request before the first expired")
-            .unwrap();
+    let second_expiry = tokio::time::timeout(Duration::from_secs(20), identity_requests.recv())
+        .await
+        .expect("a second token request before the first expired")
+        .unwrap()
+        .expires_on;
     let refreshed = tokio::time::timeout(Duration::from_secs(20), put_tokens.recv())
         .await
         .expect("a second put-token")

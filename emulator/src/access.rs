@@ -14,12 +14,12 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::amqp::LinkId;
-use crate::auth::SasClaims;
+use crate::auth::TokenGrant;
 
 /// One accepted put-token: what it covers and until when (on the broker's clock).
 #[derive(Debug, Clone)]
 struct Grant {
-    claims: SasClaims,
+    claims: TokenGrant,
     expires: Instant,
 }
 
@@ -62,7 +62,7 @@ impl Access {
 
     /// Record an accepted token. Earlier tokens for the same audience that expire no later are
     /// superseded, so a client refreshing every few minutes does not grow the list.
-    pub fn grant(&mut self, claims: SasClaims, expires: Instant) {
+    pub fn grant(&mut self, claims: TokenGrant, expires: Instant) {
         self.token_due = None;
         self.grants.retain(|g| {
             !(g.claims.audience.eq_ignore_ascii_case(&claims.audience) && g.expires <= expires)
@@ -138,10 +138,9 @@ mod tests {
 
     use super::*;
 
-    fn claims(audience: &str) -> SasClaims {
-        SasClaims {
+    fn claims(audience: &str) -> TokenGrant {
+        TokenGrant {
             audience: audience.into(),
-            rule: "RootManageSharedAccessKey".into(),
             expires: SystemTime::UNIX_EPOCH,
         }
     }

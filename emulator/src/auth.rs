@@ -1,4 +1,6 @@
-//! SAS token validation for `$cbs` put-token.
+//! Token validation for `$cbs` put-token: SAS tokens here (signature checked against the rules' keys),
+//! Entra ID `jwt` tokens in [`jwt`] (form, expiry and audience only: an emulator cannot check Entra's
+//! signature). Either way the outcome is a [`TokenGrant`]: what the connection may access, until when.
 //!
 //! INTERFACE CONTRACT:
 //! - `SasValidator::new(rules: Vec<SasRule>)`; `SasValidator::emulator_default()` = the official emulator's
@@ -18,6 +20,8 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::broker::entity_path::path_of;
+
+pub mod jwt;
 
 /// The official emulator's rule name and key; its connection string uses them unchanged.
 pub const EMULATOR_RULE: &str = "RootManageSharedAccessKey";
@@ -54,15 +58,46 @@ pub enum AuthError {
 }
 
 impl SasClaims {
-    /// Whether the audience grants access to `entity`: the audience's path (after `scheme://host/`) is
-    /// empty (the whole namespace) or a case-insensitive prefix of the entity's path on a segment boundary.
+    /// Whether the token's audience (`sr`) grants access to `entity` (see [`audience_covers`]).
     pub fn covers(&self, entity: &str) -> bool {
-        let audience = path_of(&self.audience).to_ascii_lowercase();
-        let entity = path_of(entity).to_ascii_lowercase();
-        audience.is_empty()
-            || entity == audience
-            || (entity.starts_with(&audience)
-                && entity.as_bytes().get(audience.len()) == Some(&b'/'))
+        audience_covers(&self.audience, entity)
+    }
+}
+
+/// Whether an audience grants access to `entity`: the audience's path (after `scheme://host/`) is
+/// empty (the whole namespace) or a case-insensitive prefix of the entity's path on a segment boundary.
+pub fn audience_covers(audience: &str, entity: &str) -> bool {
+    let audience = path_of(audience).to_ascii_lowercase();
+    let entity = path_of(entity).to_ascii_lowercase();
+    audience.is_empty()
+        || entity == audience
+        || (entity.starts_with(&audience) && entity.as_bytes().get(audience.len()) == Some(&b'/'))
+}
+
+/// What an accepted put-token grants the connection, whatever the kind of token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenGrant {
+    /// What it covers: the SAS token's `sr`, or for a `jwt` the put-token's `name` (an Entra token's
+    /// own audience is the whole service, `https://servicebus.azure.net`; Service Bus scopes it to the
+    /// entity named in the request and checks the identity's roles there).
+    pub audience: String,
+    /// When it runs out (the SAS `se`, the JWT `exp`).
+    pub expires: SystemTime,
+}
+
+impl TokenGrant {
+    /// Whether this grant covers `entity` (see [`audience_covers`]).
+    pub fn covers(&self, entity: &str) -> bool {
+        audience_covers(&self.audience, entity)
+    }
+}
+
+impl From<SasClaims> for TokenGrant {
+    fn from(claims: SasClaims) -> TokenGrant {
+        TokenGrant {
+            audience: claims.audience,
+            expires: claims.expires,
+        }
     }
 }
 

@@ -6,10 +6,12 @@
 //! - [`config`]: the official emulator's `Config.json`, validated with JSON paths in errors.
 //! - [`message`]: a message as raw bytes plus section ranges; re-encodes only header and annotations.
 //! - [`broker`]: entities, the queue state machine, locks, timers. Knows nothing of sockets.
-//! - [`auth`]: SAS token validation for `$cbs` put-token.
+//! - [`auth`]: `$cbs` put-token validation: SAS tokens (signature checked), Entra ID `jwt` tokens
+//!   (form, expiry and audience; an emulator cannot check Entra's signature).
 //! - [`access`]: what a connection's tokens allow and when that ends (link expiry, first-token deadline).
 //! - [`amqp`]: frame codec and the sans-IO connection/session/link engine. Knows nothing of queues.
 //! - [`nodes`]: the `$cbs` and `<entity>/$management` request/response handlers.
+//! - [`tls`]: the optional TLS listener's certificate and key (rustls, ring).
 //! - [`server`]: the TCP listener gluing engine and broker, and the [`Emulator`] handle tests start.
 //! - [`http`]: `GET /health` and `GET /queues/{name}`.
 //! - `testcontainers` (feature `testcontainers`): `Image`s for this emulator's container image and for
@@ -26,8 +28,10 @@ pub mod nodes;
 pub mod server;
 #[cfg(feature = "testcontainers")]
 pub mod testcontainers;
+pub mod tls;
 
 pub use server::{Emulator, EmulatorBuilder};
+pub use tls::TlsIdentity;
 
 /// The line the official emulator prints when it is ready; test wait strategies key on it.
 pub const READY_LINE: &str = "Emulator Service is Successfully Up!";

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use servicebus_emulator::config::Config;
-use servicebus_emulator::{Emulator, READY_LINE};
+use servicebus_emulator::{Emulator, READY_LINE, TlsIdentity};
 
 /// A Service Bus compatible AMQP 1.0 broker for offline tests and the local lab.
 ///
@@ -41,6 +41,33 @@ struct Cli {
         default_value = "127.0.0.1:5300"
     )]
     health_listen: SocketAddr,
+
+    /// Also serve AMQP over TLS here, as Azure does on 5671 (needs --tls-cert and --tls-key).
+    #[arg(
+        long,
+        env = "SERVICEBUS_EMULATOR_TLS_LISTEN",
+        value_name = "ADDR",
+        requires_all = ["tls_cert", "tls_key"]
+    )]
+    tls_listen: Option<SocketAddr>,
+
+    /// PEM certificate chain for --tls-listen, server certificate first; clients must trust its CA.
+    #[arg(
+        long,
+        env = "SERVICEBUS_EMULATOR_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_listen"
+    )]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "SERVICEBUS_EMULATOR_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_listen"
+    )]
+    tls_key: Option<PathBuf>,
 
     /// Log format on stderr (filter with RUST_LOG, default `info`).
     #[arg(long, env = "SERVICEBUS_EMULATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -109,14 +136,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     for warning in &config.warnings {
         eprintln!("warning: {warning}");
     }
-    let emulator = Emulator::builder()
+    let mut builder = Emulator::builder()
         .config(config)
         .listen(cli.listen)
-        .health_listen(cli.health_listen)
-        .start()
-        .await?;
+        .health_listen(cli.health_listen);
+    // clap makes the three TLS settings come together.
+    if let (Some(addr), Some(cert), Some(key)) = (cli.tls_listen, &cli.tls_cert, &cli.tls_key) {
+        builder = builder.tls(addr, TlsIdentity::from_pem_files(cert, key)?);
+    }
+    let emulator = builder.start().await?;
     tracing::info!(
         amqp = %emulator.amqp_addr(),
+        amqps = emulator.tls_addr().map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
         health = %emulator.health_addr(),
         connection_string = %emulator.connection_string(),
         "ready"

@@ -10,6 +10,8 @@
 //! emu.amqp_addr();                        // SocketAddr actually bound
 //! emu.health_addr();
 //! emu.connection_string();                // "Endpoint=sb://127.0.0.1:PORT;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;"
+//! // optional: AMQP over TLS as Azure serves it on 5671, with `.tls(addr, TlsIdentity::from_pem_files(..)?)`
+//! emu.tls_addr();                         // Option<SocketAddr>
 //! emu.broker();                           // &Broker, to inspect counts in tests
 //! emu.shutdown().await;                   // closes connections and listeners
 //! ```
@@ -50,6 +52,7 @@ use crate::broker::{Broker, BrokerError, EntityPath, Outcome, ReceiveMode, Settl
 use crate::config::Config;
 use crate::message::StoredMessage;
 use crate::nodes::{self, Request, cbs, management};
+use crate::tls::TlsIdentity;
 
 /// Why the emulator could not start.
 #[derive(Debug, thiserror::Error)]
@@ -65,13 +68,15 @@ pub enum ServerError {
     },
 }
 
-/// Which of the emulator's two listeners an error is about.
+/// Which of the emulator's listeners an error is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listener {
     /// AMQP, set with [`EmulatorBuilder::listen`].
     Amqp,
     /// Health/HTTP, set with [`EmulatorBuilder::health_listen`].
     Health,
+    /// AMQP over TLS, set with [`EmulatorBuilder::tls`].
+    Tls,
 }
 
 impl Listener {
@@ -80,6 +85,7 @@ impl Listener {
         match self {
             Listener::Amqp => "--listen",
             Listener::Health => "--health-listen",
+            Listener::Tls => "--tls-listen",
         }
     }
 }
@@ -104,6 +110,7 @@ pub struct EmulatorBuilder {
     config: Option<Config>,
     listen: SocketAddr,
     health_listen: SocketAddr,
+    tls: Option<(SocketAddr, TlsIdentity)>,
     engine: EngineConfig,
 }
 
@@ -113,6 +120,7 @@ impl Default for EmulatorBuilder {
             config: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 5672)),
             health_listen: SocketAddr::from(([127, 0, 0, 1], 5300)),
+            tls: None,
             engine: EngineConfig::default(),
         }
     }
@@ -137,6 +145,14 @@ impl EmulatorBuilder {
         self
     }
 
+    /// Also serve AMQP over TLS on `addr` (Azure's port is 5671; port 0 picks a free one) with this
+    /// certificate and key: TLS first, then AMQP inside it, as Azure and `amqps://` clients do. The plain
+    /// listener keeps running. Clients must trust the certificate's CA (the worker: `SERVICEBUS_CA_FILE`).
+    pub fn tls(mut self, addr: SocketAddr, identity: TlsIdentity) -> Self {
+        self.tls = Some((addr, identity));
+        self
+    }
+
     /// Both listeners on 127.0.0.1 with free ports, so tests can run side by side: the same as
     /// `.listen("127.0.0.1:0")` and `.health_listen("127.0.0.1:0")`.
     pub fn loopback(self) -> Self {
@@ -156,6 +172,14 @@ impl EmulatorBuilder {
         let config = self.config.unwrap_or_else(Config::lab_default);
         let (amqp, amqp_addr) = bind(self.listen, Listener::Amqp).await?;
         let (health, health_addr) = bind(self.health_listen, Listener::Health).await?;
+        let tls = match self.tls {
+            Some((addr, identity)) => {
+                let (listener, bound) = bind(addr, Listener::Tls).await?;
+                Some((listener, bound, identity))
+            }
+            None => None,
+        };
+        let tls_addr = tls.as_ref().map(|(_, addr, _)| *addr);
         let broker = Broker::new(&config);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -164,17 +188,34 @@ impl EmulatorBuilder {
             engine: self.engine,
         });
         let mut tasks = JoinSet::new();
-        let mut rx = shutdown_rx.clone();
-        tasks.spawn(accept_loop(amqp, shared, shutdown_rx.clone(), async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }));
-        let mut rx = shutdown_rx.clone();
-        tasks.spawn(crate::http::serve(health, broker.clone(), async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }));
-        tracing::info!(%amqp_addr, %health_addr, "emulator listening");
+        let shutdown = || {
+            let mut rx = shutdown_rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        tasks.spawn(accept_loop(
+            amqp,
+            None,
+            shared.clone(),
+            shutdown_rx.clone(),
+            shutdown(),
+        ));
+        if let Some((listener, _, identity)) = tls {
+            tasks.spawn(accept_loop(
+                listener,
+                Some(identity),
+                shared,
+                shutdown_rx.clone(),
+                shutdown(),
+            ));
+        }
+        tasks.spawn(crate::http::serve(health, broker.clone(), shutdown()));
+        let amqps_addr = tls_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
+        tracing::info!(%amqp_addr, %amqps_addr, %health_addr, "emulator listening");
         Ok(Emulator {
             amqp_addr,
+            tls_addr,
             health_addr,
             broker,
             shutdown: shutdown_tx,
@@ -186,6 +227,7 @@ impl EmulatorBuilder {
 /// A running emulator.
 pub struct Emulator {
     amqp_addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     health_addr: SocketAddr,
     broker: Broker,
     shutdown: watch::Sender<bool>,
@@ -200,6 +242,11 @@ impl Emulator {
     /// The AMQP address actually bound.
     pub fn amqp_addr(&self) -> SocketAddr {
         self.amqp_addr
+    }
+
+    /// The AMQP-over-TLS address actually bound, when [`EmulatorBuilder::tls`] asked for one.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// The health/HTTP address actually bound.
@@ -249,15 +296,17 @@ impl Shared {
     }
 }
 
-/// Accept connections until `shutdown` resolves; each runs in its own task. `stop` tells the
-/// connections to close.
+/// Accept connections until `shutdown` resolves; each runs in its own task, behind a TLS handshake
+/// when `tls` is given. `stop` tells the connections to close.
 pub async fn accept_loop(
     listener: TcpListener,
+    tls: Option<TlsIdentity>,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut connections = JoinSet::new();
+    let acceptor = tls.map(|identity| identity.acceptor());
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -267,8 +316,16 @@ pub async fn accept_loop(
                     let _ = stream.set_nodelay(true);
                     let shared = shared.clone();
                     let stop = stop.clone();
+                    let acceptor = acceptor.clone();
                     connections.spawn(async move {
-                        if let Err(e) = serve_connection(stream, shared, stop).await {
+                        let served = match acceptor {
+                            None => serve_connection(stream, shared, stop).await,
+                            Some(acceptor) => match crate::tls::handshake(&acceptor, stream).await {
+                                Ok(stream) => serve_connection(stream, shared, stop).await,
+                                Err(e) => Err(ConnectionError::Tls(e)),
+                            },
+                        };
+                        if let Err(e) = served {
                             tracing::info!(%peer, error = %e, "connection ended with an error");
                         }
                     });
@@ -300,6 +357,12 @@ pub async fn accept_loop(
 pub enum ConnectionError {
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// A client that does not trust the certificate aborts here (rustls: "received fatal alert:
+    /// UnknownCA" or "BadCertificate"): give it the CA that signed `--tls-cert`.
+    #[error(
+        "TLS handshake: {0} (a client that does not trust the certificate ends it here; give the client the CA of --tls-cert)"
+    )]
+    Tls(std::io::Error),
     #[error("framing: {0}")]
     Codec(#[from] CodecError),
     #[error(

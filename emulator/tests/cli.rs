@@ -16,6 +16,9 @@ fn emulator() -> Command {
         "SERVICEBUS_EMULATOR_LISTEN",
         "SERVICEBUS_EMULATOR_HEALTH_LISTEN",
         "SERVICEBUS_EMULATOR_LOG_FORMAT",
+        "SERVICEBUS_EMULATOR_TLS_LISTEN",
+        "SERVICEBUS_EMULATOR_TLS_CERT",
+        "SERVICEBUS_EMULATOR_TLS_KEY",
         "RUST_LOG",
     ] {
         cmd.env_remove(var);
@@ -180,6 +183,87 @@ fn json_logs_are_one_object_per_line() {
         .collect();
     assert!(messages.iter().any(|m| m == "ready"), "{messages:?}");
     assert!(messages.iter().any(|m| m == "stopped"), "{messages:?}");
+}
+
+/// `--tls-listen` needs a certificate and key; a file that cannot be used is named with the fix,
+/// before anything listens.
+#[test]
+fn tls_settings_come_together_and_bad_files_are_named() {
+    let out = emulator()
+        .args(ephemeral())
+        .args(["--tls-listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--tls-cert <FILE>") && stderr.contains("--tls-key <FILE>"),
+        "{stderr}"
+    );
+
+    let out = emulator()
+        .args(ephemeral())
+        .args(["--tls-listen", "127.0.0.1:0"])
+        .args(["--tls-cert", "/nonexistent/server.pem"])
+        .args(["--tls-key", "/nonexistent/server.key"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    insta::assert_snapshot!(user_lines(&out.stderr));
+}
+
+/// With PEM files from a throwaway CA, the TLS port completes a handshake for `localhost` and
+/// answers the AMQP header inside TLS, as Azure does on 5671.
+#[test]
+fn serves_amqp_inside_tls_from_pem_files() {
+    use std::io::Write as _;
+    use std::sync::Arc;
+
+    let ca = servicebus_emulator::tls::TestCa::new().unwrap();
+    let server = ca.issue(&["localhost"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_file, key_file) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+    std::fs::write(&cert_file, &server.certificate_pem).unwrap();
+    std::fs::write(&key_file, &server.key_pem).unwrap();
+    // A free port: bound and released here, then given to the emulator.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+
+    let mut running = Running::start(
+        emulator()
+            .args(ephemeral())
+            .args(["--tls-listen", &format!("127.0.0.1:{port}")])
+            .arg("--tls-cert")
+            .arg(&cert_file)
+            .arg("--tls-key")
+            .arg(&key_file),
+    );
+    running.wait_ready();
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.certificate_der()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let client =
+        rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap();
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = rustls::StreamOwned::new(client, tcp);
+    let amqp_header = *b"AMQP\x00\x01\x00\x00";
+    tls.write_all(&amqp_header).unwrap();
+    let mut answer = [0u8; 8];
+    tls.read_exact(&mut answer).unwrap();
+    assert_eq!(answer, amqp_header);
+    drop(tls);
+    assert!(running.stop().status.success());
 }
 
 /// A spawned emulator whose stdout is read line by line on a thread.

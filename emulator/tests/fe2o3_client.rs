@@ -376,3 +376,94 @@ async fn cbs_put_token_grants_access_and_a_bad_token_does_not() {
     }
     emu.shutdown().await;
 }
+
+/// A CA made for one test, and an emulator serving TLS with a certificate it signed for `localhost`.
+async fn emulator_with_tls() -> (Emulator, rustls::RootCertStore) {
+    let ca = servicebus_emulator::tls::TestCa::new().unwrap();
+    let identity = ca.issue(&["localhost"]).unwrap().identity().unwrap();
+    let emu = Emulator::builder()
+        .loopback()
+        .tls("127.0.0.1:0".parse().unwrap(), identity)
+        .start()
+        .await
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.certificate_der()).unwrap();
+    (emu, roots)
+}
+
+/// TLS to the emulator's TLS port trusting `roots`, then AMQP inside it (as `amqps://` on 5671).
+async fn tls_connect(
+    emu: &Emulator,
+    roots: rustls::RootCertStore,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(emu.tls_addr().unwrap()).await?;
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+}
+
+/// Azure's production path: TLS, SASL ANONYMOUS, an Entra ID `jwt` on `$cbs`, then a link. A client
+/// that does not trust the CA ends at the handshake, and the emulator keeps serving.
+#[tokio::test]
+async fn over_tls_a_jwt_put_token_grants_the_queue() {
+    use fe2o3_amqp::types::primitives::Timestamp;
+    use fe2o3_amqp_cbs::client::CbsClient;
+    use fe2o3_amqp_cbs::token::CbsToken;
+    use servicebus_emulator::auth::jwt::make_test_token;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    let (emu, roots) = emulator_with_tls().await;
+    let untrusted = tls_connect(&emu, rustls::RootCertStore::empty()).await;
+    assert!(
+        untrusted
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("UnknownIssuer")),
+        "{:?}",
+        untrusted.map(|_| ())
+    );
+
+    let stream = tls_connect(&emu, roots).await.unwrap();
+    let mut connection = Connection::builder()
+        .container_id("tls-peer")
+        .hostname("mylab.servicebus.windows.net")
+        .scheme("amqp")
+        .sasl_profile(SaslProfile::Anonymous)
+        .open_with_stream(stream)
+        .await
+        .unwrap();
+    let mut session = Session::begin(&mut connection).await.unwrap();
+    let mut cbs = CbsClient::attach(&mut session).await.unwrap();
+    let audience = format!("sb://mylab.servicebus.windows.net/{QUEUE}");
+    let expires = SystemTime::now() + Duration::from_secs(3600);
+    let expires_ms = expires.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    cbs.put_token(
+        audience.as_str(),
+        CbsToken::new(
+            make_test_token("https://servicebus.azure.net", expires),
+            "jwt",
+            Timestamp::from_milliseconds(expires_ms),
+        ),
+    )
+    .await
+    .unwrap();
+    let mut sender = Sender::attach(&mut session, "over-tls", QUEUE)
+        .await
+        .unwrap();
+    let outcome = sender
+        .send(Message::builder().data(Binary::from("over tls")).build())
+        .await
+        .unwrap();
+    assert!(matches!(outcome, Outcome::Accepted(_)), "{outcome:?}");
+    assert_eq!(emu.broker().counts(QUEUE).unwrap().active_message_count, 1);
+    sender.close().await.unwrap();
+    connection.close().await.unwrap();
+    emu.shutdown().await;
+}

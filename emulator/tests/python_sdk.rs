@@ -50,11 +50,27 @@ async fn start(config: Config) -> Emulator {
 
 /// Run a scenario against `emu`; returns its JSON result. Panics with the script's output on failure.
 async fn scenario(emu: &Emulator, name: &str) -> Value {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/scenarios.py");
+    let env = [("SB_CONN", emu.connection_string())];
+    python_json("scenarios.py", &[name], &env).await
+}
+
+/// Run `tests/python/<script> <args>` with `env` plus `SB_QUEUE`; returns the JSON object on the
+/// last line of its stdout.
+async fn python_json(script: &str, args: &[&str], env: &[(&str, String)]) -> Value {
+    let name = [script]
+        .iter()
+        .chain(args)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ");
     let child = tokio::process::Command::new(python())
-        .arg(&script)
-        .arg(name)
-        .env("SB_CONN", emu.connection_string())
+        .arg(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/python")
+                .join(script),
+        )
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env("SB_QUEUE", QUEUE)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -88,6 +104,54 @@ async fn run(name: &str) -> (Emulator, Value) {
 
 fn counts(emu: &Emulator) -> servicebus_emulator::broker::QueueCounts {
     emu.broker().counts(QUEUE).unwrap()
+}
+
+/// The SDK as it runs in Azure: TLS (its `custom_endpoint_address` to the emulator's TLS port,
+/// `connection_verify` with a throwaway CA) and a `jwt` put-token from a TokenCredential.
+#[tokio::test]
+async fn over_tls_with_an_entra_token() {
+    use servicebus_emulator::auth::jwt::make_test_token;
+    use servicebus_emulator::tls::TestCa;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    let ca = TestCa::new().unwrap();
+    let identity = ca.issue(&["localhost"]).unwrap().identity().unwrap();
+    let emu = Emulator::builder()
+        .loopback()
+        .tls("127.0.0.1:0".parse().unwrap(), identity)
+        .start()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.certificate_pem()).unwrap();
+    let exp = SystemTime::now() + Duration::from_secs(3600);
+    let exp_secs = exp.duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let env = [
+        ("SB_FQDN", "mylab.servicebus.windows.net".to_string()),
+        (
+            "SB_ENDPOINT",
+            format!("sb://localhost:{}", emu.tls_addr().unwrap().port()),
+        ),
+        ("SB_CA_FILE", ca_file.display().to_string()),
+        (
+            "SB_JWT",
+            // The audience Entra ID gives for the scope the SDK asks for (below): the resource with
+            // its trailing slash.
+            make_test_token("https://servicebus.azure.net/", exp),
+        ),
+        ("SB_JWT_EXP", exp_secs.to_string()),
+    ];
+    let r = python_json("tls_entra.py", &[], &env).await;
+    assert_eq!(r["body"], "over tls with an entra token");
+    // What the SDK asks Entra ID for (its JWT_TOKEN_SCOPE, with a double slash), and so an audience
+    // the emulator's check must accept.
+    assert_eq!(
+        r["scopes"],
+        serde_json::json!(["https://servicebus.azure.net//.default"])
+    );
+    assert_eq!(counts(&emu).active_message_count, 0);
+    emu.shutdown().await;
 }
 
 #[tokio::test]

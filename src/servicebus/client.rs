@@ -66,7 +66,7 @@ impl ServiceBusClient {
         // upgrade": for Azure the TLS is already wrapped around the stream.
         let builder = Connection::builder()
             .container_id(container_id)
-            .hostname(config.host.as_str())
+            .hostname(config.namespace_host())
             .scheme("amqp")
             .sasl_profile(SaslProfile::Anonymous);
         let open_error = |e: fe2o3_amqp::connection::OpenError| ServiceBusError::Open {
@@ -74,9 +74,15 @@ impl ServiceBusClient {
             reason: e.to_string(),
         };
         let mut connection = if config.tls {
-            let stream = tls::connect(&config.host, tcp)
+            let stream = tls::connect(&config.host, tcp, config.trusted_ca.as_ref())
                 .await
-                .map_err(connect_error)?;
+                .map_err(|error| match tls::refused_certificate(&error) {
+                    Some(reason) => ServiceBusError::UntrustedCertificate {
+                        endpoint: endpoint.clone(),
+                        reason,
+                    },
+                    None => connect_error(error),
+                })?;
             builder.open_with_stream(stream).await.map_err(open_error)?
         } else {
             builder.open_with_stream(tcp).await.map_err(open_error)?

@@ -3,6 +3,7 @@
 
 use crate::secret::Secret;
 use crate::servicebus::sas::SasSigner;
+use crate::servicebus::tls::TrustedCa;
 
 /// The AMQP port with TLS (Azure).
 pub const TLS_PORT: u16 = 5671;
@@ -29,15 +30,24 @@ pub struct ConnectionConfig {
     /// The namespace as it appears in token audiences: `host` or `host:port`
     /// (audience = `sb://<namespace>/<entity>`, as the Python SDK builds it).
     pub namespace: String,
-    /// Host name to connect to and to name in the AMQP `open` (and TLS SNI).
+    /// Host name to connect to, and the name its TLS certificate must carry (SNI). The namespace's
+    /// host unless a custom endpoint ([`ConnectionConfig::with_custom_endpoint`]) says otherwise.
     pub host: String,
     /// TCP port.
     pub port: u16,
     /// TLS (Azure, `amqps`) or plain AMQP (emulator, `UseDevelopmentEmulator=true`).
     pub tls: bool,
+    /// CA certificates trusted besides the public web roots (a private CA; the CA of an emulator's
+    /// `--tls-cert`). `None`: the public roots only.
+    pub trusted_ca: Option<TrustedCa>,
     /// Credentials.
     pub auth: Auth,
 }
+
+/// What is wrong with a custom endpoint address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not an address like sb://<host>:<port>")]
+pub struct InvalidEndpoint(pub String);
 
 /// What is wrong with a connection string. The messages never quote the key or signature.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -125,6 +135,7 @@ impl ConnectionConfig {
             host,
             port: port.unwrap_or(default_port),
             tls: !emulator,
+            trusted_ca: None,
             auth,
         };
         Ok((config, entity_path))
@@ -149,8 +160,42 @@ impl ConnectionConfig {
             host: bare.to_string(),
             port: TLS_PORT,
             tls: true,
+            trusted_ca: None,
             auth,
         })
+    }
+
+    /// Connects to `endpoint` (`sb://host[:port]`, `amqps://host[:port]` or `host[:port]`; the port
+    /// defaults to this config's) instead of the namespace's host, keeping the namespace for token
+    /// audiences and the AMQP `open` hostname. This is the Azure SDKs' custom endpoint address (.NET
+    /// `CustomEndpointAddress`, Python `custom_endpoint_address`): a gateway, a tunnel, or an emulator's
+    /// TLS port on loopback. As there, TLS is with the endpoint's host: its certificate must carry that name.
+    pub fn with_custom_endpoint(mut self, endpoint: &str) -> Result<Self, InvalidEndpoint> {
+        let trimmed = endpoint.trim();
+        let authority = trimmed
+            .split_once("://")
+            .map_or(trimmed, |(_, rest)| rest)
+            .trim_end_matches('/');
+        let (host, port) = split_host_port(authority)
+            .filter(|(host, _)| {
+                !host.is_empty()
+                    && host
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'))
+            })
+            .ok_or_else(|| InvalidEndpoint(endpoint.to_string()))?;
+        self.host = host;
+        self.port = port.unwrap_or(self.port);
+        Ok(self)
+    }
+
+    /// The namespace's host, without a port: the AMQP `open` hostname, by which Service Bus knows
+    /// which namespace a connection is for (it may differ from [`ConnectionConfig::host`] behind a
+    /// custom endpoint).
+    pub fn namespace_host(&self) -> &str {
+        split_host_port(&self.namespace)
+            .map(|(host, _)| &self.namespace[..host.len()])
+            .unwrap_or(&self.namespace)
     }
 
     /// The token audience (and CBS `name`) for an entity: `sb://<namespace>/<entity>`.
@@ -264,6 +309,36 @@ mod tests {
         let (config, _) = ConnectionConfig::from_connection_string(EMULATOR).unwrap();
         let printed = format!("{config:?}");
         assert!(!printed.contains("SAS_KEY_VALUE"), "{printed}");
+    }
+
+    #[test]
+    fn a_custom_endpoint_moves_the_socket_but_not_the_namespace() {
+        let config = ConnectionConfig::azure("mylab.servicebus.windows.net", Auth::DeveloperTools)
+            .unwrap()
+            .with_custom_endpoint("sb://localhost:40123")
+            .unwrap();
+        assert_eq!((config.host.as_str(), config.port), ("localhost", 40123));
+        assert_eq!(config.namespace_host(), "mylab.servicebus.windows.net");
+        assert_eq!(config.audience("q"), "sb://mylab.servicebus.windows.net/q");
+        let bare = ConnectionConfig::azure("mylab.servicebus.windows.net", Auth::DeveloperTools)
+            .unwrap()
+            .with_custom_endpoint("gateway.example.com")
+            .unwrap();
+        assert_eq!(
+            (bare.host.as_str(), bare.port),
+            ("gateway.example.com", 5671)
+        );
+        for bad in ["", "sb://:5671", "sb://host:port", "sb://two words:1"] {
+            let config =
+                ConnectionConfig::azure("mylab.servicebus.windows.net", Auth::DeveloperTools)
+                    .unwrap();
+            assert!(config.with_custom_endpoint(bad).is_err(), "{bad}");
+        }
+        let (emulator, _) = ConnectionConfig::from_connection_string(
+            "Endpoint=sb://127.0.0.1:40123;SharedAccessKeyName=R;SharedAccessKey=K;UseDevelopmentEmulator=true",
+        )
+        .unwrap();
+        assert_eq!(emulator.namespace_host(), "127.0.0.1");
     }
 
     #[test]

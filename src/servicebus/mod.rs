@@ -20,13 +20,13 @@ mod sender;
 mod tls;
 
 pub use client::ServiceBusClient;
-pub use connection_config::{Auth, ConnectionConfig, ConnectionStringError};
+pub use connection_config::{Auth, ConnectionConfig, ConnectionStringError, InvalidEndpoint};
 pub use credential::{CbsToken, Credential, CredentialError};
 pub use message::{MessageBody, PropertyValue, ReceivedMessage, ServiceBusMessage};
 pub use receiver::Receiver;
 pub use sas::SasSigner;
 pub use sender::Sender;
-pub use tls::install_crypto_provider;
+pub use tls::{TrustedCa, TrustedCaError, install_crypto_provider};
 
 /// What can go wrong talking to Service Bus. Messages name the endpoint or entity involved.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +38,14 @@ pub enum ServiceBusError {
         endpoint: String,
         error: std::io::Error,
     },
+    /// We refused the server's TLS certificate: an issuer we do not trust, or a name it does not carry.
+    #[error(
+        "the TLS certificate of {endpoint} was refused ({reason}); if the broker's certificate comes \
+         from a private CA (an emulator's --tls-cert, a TLS-inspecting proxy), trust that CA \
+         (the job: SERVICEBUS_CA_FILE or --ca-file = the CA's PEM file), and connect by a name the \
+         certificate carries"
+    )]
+    UntrustedCertificate { endpoint: String, reason: String },
     #[error("could not open an AMQP connection to {endpoint}: {reason}")]
     Open { endpoint: String, reason: String },
     #[error(transparent)]
