@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
+use servicebus_emulator::amqp::EngineConfig;
 use servicebus_emulator::config::Config;
 use servicebus_emulator::{Emulator, READY_LINE, TlsIdentity};
 
@@ -72,12 +73,62 @@ struct Cli {
     /// Log format on stderr (filter with RUST_LOG, default `info`).
     #[arg(long, env = "SERVICEBUS_EMULATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+
+    #[command(flatten)]
+    limits: Limits,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum LogFormat {
     Json,
     Text,
+}
+
+/// What protects the process from clients that take too much; each refusal names its flag.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Limits")]
+struct Limits {
+    /// Connections served at once over all listeners; one more is closed at once (Service Bus
+    /// Standard's AMQP connection quota).
+    #[arg(long, env = "SERVICEBUS_EMULATOR_MAX_CONNECTIONS", value_name = "N",
+          default_value_t = EngineConfig::default().max_connections)]
+    max_connections: usize,
+
+    /// Links one connection may have attached at once; one more is refused with
+    /// amqp:resource-limit-exceeded.
+    #[arg(long, env = "SERVICEBUS_EMULATOR_MAX_LINKS_PER_CONNECTION", value_name = "N",
+          default_value_t = EngineConfig::default().max_links_per_connection)]
+    max_links_per_connection: usize,
+
+    /// Largest AMQP frame accepted, advertised in Open (at least 512).
+    #[arg(long, env = "SERVICEBUS_EMULATOR_MAX_FRAME_SIZE", value_name = "BYTES",
+          default_value_t = EngineConfig::default().max_frame_size,
+          value_parser = clap::value_parser!(u32).range(512..))]
+    max_frame_size: u32,
+
+    /// Largest message a client may send (Standard: 256 KiB; Premium allows up to 100 MiB).
+    #[arg(long, env = "SERVICEBUS_EMULATOR_MAX_MESSAGE_SIZE", value_name = "BYTES",
+          default_value_t = EngineConfig::default().max_message_size)]
+    max_message_size: u64,
+
+    /// Idle time-out advertised in Open, in seconds; a connection silent for twice this is closed.
+    #[arg(long, env = "SERVICEBUS_EMULATOR_IDLE_TIMEOUT", value_name = "SECONDS",
+          default_value_t = EngineConfig::default().idle_timeout.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout: u64,
+}
+
+impl Limits {
+    fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            max_connections: self.max_connections,
+            max_links_per_connection: self.max_links_per_connection,
+            max_frame_size: self.max_frame_size,
+            max_message_size: self.max_message_size,
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout),
+            ..EngineConfig::default()
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -139,7 +190,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut builder = Emulator::builder()
         .config(config)
         .listen(cli.listen)
-        .health_listen(cli.health_listen);
+        .health_listen(cli.health_listen)
+        .engine_config(cli.limits.engine_config());
     // clap makes the three TLS settings come together.
     if let (Some(addr), Some(cert), Some(key)) = (cli.tls_listen, &cli.tls_cert, &cli.tls_key) {
         builder = builder.tls(addr, TlsIdentity::from_pem_files(cert, key)?);

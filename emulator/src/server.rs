@@ -182,11 +182,11 @@ impl EmulatorBuilder {
         let tls_addr = tls.as_ref().map(|(_, addr, _)| *addr);
         let broker = Broker::new(&config);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let shared = Arc::new(Shared {
-            broker: broker.clone(),
-            validator: SasValidator::emulator_default(),
-            engine: self.engine,
-        });
+        let shared = Shared::new(
+            broker.clone(),
+            SasValidator::emulator_default(),
+            self.engine,
+        );
         let mut tasks = JoinSet::new();
         let shutdown = || {
             let mut rx = shutdown_rx.clone();
@@ -284,14 +284,18 @@ pub struct Shared {
     pub broker: Broker,
     pub validator: SasValidator,
     pub engine: EngineConfig,
+    /// One permit per connection being served, over every listener (`EngineConfig::max_connections`).
+    connection_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shared {
     pub fn new(broker: Broker, validator: SasValidator, engine: EngineConfig) -> Arc<Shared> {
+        let slots = tokio::sync::Semaphore::new(engine.max_connections);
         Arc::new(Shared {
             broker,
             validator,
             engine,
+            connection_slots: Arc::new(slots),
         })
     }
 }
@@ -313,6 +317,17 @@ pub async fn accept_loop(
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let Ok(slot) = shared.connection_slots.clone().try_acquire_owned() else {
+                        // Closing at once is the cheapest answer, and the one that protects us.
+                        tracing::warn!(
+                            %peer,
+                            max = shared.engine.max_connections,
+                            "connection refused: the emulator already serves the most connections \
+                             --max-connections allows; close connections you no longer use, or raise it"
+                        );
+                        drop(stream);
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
                     let shared = shared.clone();
                     let stop = stop.clone();
@@ -328,6 +343,7 @@ pub async fn accept_loop(
                         if let Err(e) = served {
                             tracing::info!(%peer, error = %e, "connection ended with an error");
                         }
+                        drop(slot);
                     });
                 }
                 Err(e) => {

@@ -1446,3 +1446,53 @@ fn late_frames_for_an_ended_session_are_ignored_but_attach_is_an_error() {
         .unwrap_err();
     assert_eq!(err.condition, "amqp:connection:framing-error");
 }
+
+#[test]
+fn a_link_past_max_links_per_connection_is_refused_and_the_connection_stays() {
+    let now = Instant::now();
+    let config = EngineConfig {
+        max_links_per_connection: 2,
+        ..EngineConfig::default()
+    };
+    let mut engine = Engine::new(config, now);
+    engine
+        .on_frame(frame(0, open(65_536, None), &[]), now)
+        .unwrap();
+    engine.on_frame(frame(1, begin(65536), &[]), now).unwrap();
+    for (handle, name) in [(0, "a"), (1, "b"), (2, "c")] {
+        engine
+            .on_frame(
+                frame(1, attach(name, handle, Role::Receiver, "q"), &[]),
+                now,
+            )
+            .unwrap();
+    }
+    // Two links reach the broker; the third never does.
+    assert_eq!(events(&mut engine).len(), 2);
+    let out = output(&mut engine);
+    let refused = out.iter().find_map(|(_, p, _)| match p {
+        Some(Performative::Detach(d)) => d.error.as_ref().map(condition_str),
+        _ => None,
+    });
+    assert_eq!(refused.as_deref(), Some("amqp:resource-limit-exceeded"));
+    assert!(
+        !engine.is_closed(),
+        "one link too many must not cost the connection"
+    );
+    // Detaching one makes room again.
+    feed(
+        &mut engine,
+        Performative::Detach(Detach {
+            handle: 0.into(),
+            closed: true,
+            error: None,
+        }),
+        &[],
+    );
+    let _ = events(&mut engine);
+    feed(&mut engine, attach("d", 3, Role::Receiver, "q"), &[]);
+    assert!(
+        matches!(events(&mut engine).as_slice(), [Event::Attached { .. }]),
+        "after a detach, a new link is accepted"
+    );
+}

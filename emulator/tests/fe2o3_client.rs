@@ -467,3 +467,54 @@ async fn over_tls_a_jwt_put_token_grants_the_queue() {
     connection.close().await.unwrap();
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_connection_past_max_connections_is_closed_and_a_freed_slot_is_reused() {
+    let emu = Emulator::builder()
+        .loopback()
+        .engine_config(servicebus_emulator::amqp::EngineConfig {
+            max_connections: 2,
+            ..Default::default()
+        })
+        .start()
+        .await
+        .unwrap();
+    let (mut first, _first_session) = connect(&emu, 65_536).await;
+    let (_second, _second_session) = connect(&emu, 65_536).await;
+    let url = format!("amqp://127.0.0.1:{}", emu.amqp_addr().port());
+    let plain = || SaslProfile::Plain {
+        username: "RootManageSharedAccessKey".into(),
+        password: "SAS_KEY_VALUE".into(),
+    };
+    let third = Connection::builder()
+        .container_id("third")
+        .sasl_profile(plain())
+        .open(url.as_str())
+        .await;
+    assert!(
+        third.is_err(),
+        "a third connection was served past max_connections 2"
+    );
+    first.close().await.unwrap();
+    // The slot comes back when the server has finished with the first connection.
+    let mut reopened = None;
+    for _ in 0..100 {
+        if let Ok(connection) = Connection::builder()
+            .container_id("again")
+            .sasl_profile(plain())
+            .open(url.as_str())
+            .await
+        {
+            reopened = Some(connection);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut reopened = reopened.expect("a freed slot is served again");
+    let mut session = Session::begin(&mut reopened).await.unwrap();
+    let mut sender = Sender::attach(&mut session, "s", QUEUE).await.unwrap();
+    sender
+        .send(Message::builder().data(Binary::from("after")).build())
+        .await
+        .unwrap();
+}

@@ -83,6 +83,14 @@ pub struct EngineConfig {
     /// How long a connection that did not authenticate with SASL PLAIN may stay open without putting a
     /// valid `$cbs` token before it is closed (Service Bus: 20 s). `None` never closes it.
     pub cbs_token_timeout: Option<Duration>,
+    /// Links one connection may have attached at once, over all its sessions; one more is refused
+    /// with `amqp:resource-limit-exceeded` (the connection stays up). Protects the process from a
+    /// client that leaks links; real clients use a handful.
+    pub max_links_per_connection: usize,
+    /// Connections the emulator serves at once, over its plain and TLS listeners; one more is closed
+    /// at once with a log line naming `--max-connections`. The default is a Standard namespace's AMQP
+    /// connection quota (Service Bus quotas: 5,000).
+    pub max_connections: usize,
 }
 
 impl Default for EngineConfig {
@@ -97,6 +105,8 @@ impl Default for EngineConfig {
             sender_credit: 1000,
             handle_max: 1023,
             cbs_token_timeout: Some(Duration::from_secs(20)),
+            max_links_per_connection: 4096,
+            max_connections: 5000,
         }
     }
 }
@@ -658,6 +668,21 @@ impl Engine {
                 partial: None,
             },
         );
+        let open_links = self.links.values().filter(|l| !l.detach_sent).count();
+        if open_links > self.config.max_links_per_connection {
+            let max = self.config.max_links_per_connection;
+            self.refuse_link(
+                id,
+                amqp_error(
+                    "amqp:resource-limit-exceeded",
+                    format!(
+                        "this connection already has {max} links attached, the most the emulator \
+                         allows (--max-links-per-connection); detach links you no longer use"
+                    ),
+                ),
+            );
+            return Ok(());
+        }
         self.events.push_back(Event::Attached { link: id, info });
         Ok(())
     }
