@@ -352,7 +352,15 @@ mod tests {
         for good in ["j", "7", "job-rust", "0job", &"a".repeat(32)] {
             assert!(is_job_name(good), "{good}");
         }
-        for bad in ["", "-job", "job-", "job--rust", "Job", "job_rust", &"a".repeat(33)] {
+        for bad in [
+            "",
+            "-job",
+            "job-",
+            "job--rust",
+            "Job",
+            "job_rust",
+            &"a".repeat(33),
+        ] {
             assert!(!is_job_name(bad), "{bad}");
         }
     }
