@@ -100,6 +100,40 @@ impl fmt::Display for ExecutionStatus {
     }
 }
 
+/// Why an execution ended as it did, in the API's two fields: `properties.reason`, a short code, and
+/// `properties.message`, a sentence. Container Apps jobs run on Kubernetes Jobs and surface their
+/// condition reasons; the local controller uses the same codes (see [`Ending`]'s constants).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ending {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Ending {
+    /// More replicas failed than the retry limit allows (Kubernetes' Job condition reason for
+    /// `backoffLimit`, "Job has reached the specified backoff limit").
+    pub const BACKOFF_LIMIT_EXCEEDED: &'static str = "BackoffLimitExceeded";
+    /// The replica timeout passed (`activeDeadlineSeconds`, "Job was active longer than specified
+    /// deadline").
+    pub const DEADLINE_EXCEEDED: &'static str = "DeadlineExceeded";
+    /// Stopped from outside before it could finish; no Azure code is documented for this, so the
+    /// status's own word.
+    pub const STOPPED: &'static str = "Stopped";
+}
+
+/// The subscription id of local ARM-style resource ids: no subscription is involved.
+pub const LOCAL_SUBSCRIPTION: &str = "00000000-0000-0000-0000-000000000000";
+/// The resource group of local ARM-style resource ids.
+pub const LOCAL_RESOURCE_GROUP: &str = "aca-job-lab-local";
+
+/// An execution's ARM resource id, as `az containerapp job execution list` shows it:
+/// `/subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.App/jobs/<job>/executions/<name>`.
+pub fn execution_id(subscription: &str, resource_group: &str, job: &str, name: &str) -> String {
+    format!(
+        "/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/Microsoft.App/jobs/{job}/executions/{name}"
+    )
+}
+
 impl Execution {
     pub fn status(&self) -> ExecutionStatus {
         self.properties.status
@@ -107,6 +141,15 @@ impl Execution {
 
     pub fn start_time(&self) -> Option<OffsetDateTime> {
         self.properties.start_time
+    }
+
+    /// ` (reason: message)`, ` (reason)`, ` (message)` or nothing: why it ended, for a sentence.
+    pub fn why(&self) -> String {
+        match (&self.properties.reason, &self.properties.message) {
+            (Some(reason), Some(message)) => format!(" ({reason}: {message})"),
+            (Some(text), None) | (None, Some(text)) => format!(" ({text})"),
+            (None, None) => String::new(),
+        }
     }
 
     /// How long it ran, once it has ended.

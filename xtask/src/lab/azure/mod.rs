@@ -707,7 +707,7 @@ impl<'a> Session<'a> {
                  queue name, a poison message)",
                 execution.name,
                 execution.status(),
-                reason(&execution),
+                execution.why(),
                 logs(&execution)
             )),
             Ok(WatchOutcome::DeadlineReached { waited, ours }) => Err(anyhow!(
@@ -957,14 +957,6 @@ fn conclude<T>(step: &StepProgress, result: anyhow::Result<(T, String)>) -> anyh
             step.fail(&error);
             Err(error)
         }
-    }
-}
-
-fn reason(execution: &Execution) -> String {
-    match (&execution.properties.reason, &execution.properties.message) {
-        (Some(reason), Some(message)) => format!(" ({reason}: {message})"),
-        (Some(text), None) | (None, Some(text)) => format!(" ({text})"),
-        (None, None) => String::new(),
     }
 }
 
