@@ -759,6 +759,19 @@ async fn failed_listings_are_retried_and_reported_then_the_watch_succeeds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_listing_before_the_send_is_retried_too() {
+    let lab = AzureLab::with_emulator("listing-flaky-before-send").await;
+    let output = lab.run(&["--polling-interval", "50ms"]).await;
+    assert_eq!(exit_code(&output), 0, "{}", stdout(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains("listing failed (1 of 5 in a row allowed), retrying")
+            && text.contains(" ✔ Sent 1 message"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listings_that_keep_failing_end_the_watch_with_the_command_and_its_stderr() {
     let lab = AzureLab::with_emulator("listing-broken").await;
     let output = lab

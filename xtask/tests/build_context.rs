@@ -181,6 +181,12 @@ fn compile(pattern: &str) -> Test {
     }
 }
 
+/// One program's reading of `.dockerignore`.
+trait Matcher {
+    /// Is this file (relative to the context root, `/`-separated) left out of the upload?
+    fn excludes(&self, file: &str) -> bool;
+}
+
 /// `.dockerignore` as `docker build` applies it.
 struct DockerIgnore(Vec<DockerPattern>);
 
@@ -216,8 +222,10 @@ impl DockerIgnore {
         }
         Self(patterns)
     }
+}
 
-    /// `MatchesOrParentMatches`: is this file left out of the context?
+impl Matcher for DockerIgnore {
+    /// `MatchesOrParentMatches`.
     fn excludes(&self, file: &str) -> bool {
         let parent = go_dir(file);
         let parent_dirs: Vec<&str> = parent.split('/').collect();
@@ -279,7 +287,9 @@ impl AcrIgnore {
         }
         Self { rules }
     }
+}
 
+impl Matcher for AcrIgnore {
     /// `_archive_file_recursively` with `_ignore_check`, walked down to this file.
     fn excludes(&self, file: &str) -> bool {
         const VCS: &[&str] = &[
@@ -388,12 +398,9 @@ fn the_build_context_holds_no_state_plan_or_local_environment() {
     let mut files = repository_files();
     files.extend(LAB_LEFTOVERS.iter().map(|f| (*f).to_owned()));
 
-    let matchers: [(&str, &dyn Fn(&str) -> bool); 2] = [
-        ("docker build", &|f| docker.excludes(f)),
-        ("az acr build", &|f| acr.excludes(f)),
-    ];
-    for (tool, excludes) in matchers {
-        let uploaded: Vec<&String> = files.iter().filter(|f| !excludes(f)).collect();
+    let matchers: [(&str, &dyn Matcher); 2] = [("docker build", &docker), ("az acr build", &acr)];
+    for (tool, matcher) in matchers {
+        let uploaded: Vec<&String> = files.iter().filter(|f| !matcher.excludes(f)).collect();
         let leaked: Vec<&&String> = uploaded.iter().filter(|f| is_secret_or_local(f)).collect();
         assert!(
             leaked.is_empty(),

@@ -26,7 +26,7 @@ use self::process::{Invocation, Output, Runner, on_path};
 use self::send::{Batch, SendTarget, SentMessage};
 use self::terraform::{LabOutputs, Terraform, Variables};
 use super::executions::{
-    Execution, MAX_FAILED_LISTINGS, WatchOutcome, WatchPlan, wait_for_success,
+    Execution, ExecutionSource, MAX_FAILED_LISTINGS, WatchOutcome, WatchPlan, wait_for_success,
 };
 use super::settings::JobSettings;
 use super::ui::{StepProgress, Ui, human_duration};
@@ -346,7 +346,7 @@ impl<'a> Session<'a> {
             Err(_) => None,
         };
         if self.outputs.is_none()
-            && let Ok(output) = self.runner.run(&terraform.output(), None).await
+            && let Ok(output) = self.runner.run(&terraform.output().shielded(), None).await
         {
             self.outputs = LabOutputs::parse(&output.stdout).ok();
         }
@@ -629,11 +629,7 @@ impl<'a> Session<'a> {
         let result = async {
             // What exists before the message goes out is not ours, whatever Azure's clock says.
             step.update("listing the executions that exist before the send");
-            let listing = az::execution_list(outputs);
-            let before = super::executions::parse_execution_list(
-                &self.runner.run(&listing, Some(&step)).await?.stdout,
-            )
-            .with_context(|| format!("`{}` printed unexpected JSON", listing.display()))?;
+            let before = self.executions_before_send(outputs, &step).await?;
             let mut sent =
                 send::send_batch(&target, batch, self.args.role_wait, &self.interrupt, &step)
                     .await?;
@@ -660,6 +656,40 @@ impl<'a> Session<'a> {
         Ok(sent)
     }
 
+    /// The job's executions just before the send. A failed listing is retried as the watch retries
+    /// its own (backoff, [`MAX_FAILED_LISTINGS`] in a row at most): a throttled `az` call must not end
+    /// the lab before the message is even sent.
+    async fn executions_before_send(
+        &self,
+        outputs: &LabOutputs,
+        step: &StepProgress,
+    ) -> anyhow::Result<Vec<Execution>> {
+        let mut source = AzExecutions {
+            runner: &self.runner,
+            invocation: az::execution_list(outputs),
+        };
+        let mut failures = 0;
+        loop {
+            match source.list().await {
+                Ok(executions) => return Ok(executions),
+                Err(error) if failures + 1 < MAX_FAILED_LISTINGS && !self.interrupt.is_set() => {
+                    failures += 1;
+                    report_failed_listing(&self.ui, failures, &error);
+                    step.update("listing the executions again");
+                    let pause = self
+                        .polling_interval
+                        .saturating_mul(1 << failures)
+                        .min(self.polling_interval.max(Duration::from_secs(60)));
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = self.interrupt.wait() => return Err(anyhow!("the send was interrupted (Ctrl-C)")),
+                    }
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
     async fn watch(&self, outputs: &LabOutputs, sent: &SentMessage) -> anyhow::Result<()> {
         let invocation = az::execution_list(outputs);
         let every = human_duration(self.polling_interval);
@@ -683,12 +713,7 @@ impl<'a> Session<'a> {
         let waited = tokio::select! {
             outcome = wait_for_success(&mut source, &plan, |report| {
                 if let Some((failures, error)) = report.failed {
-                    // Said out loud (not only in the spinner) so a flaky network shows in the log.
-                    let first = error.to_string();
-                    let first = first.lines().next().unwrap_or_default();
-                    self.ui.detail(format!(
-                        "listing failed ({failures} of {MAX_FAILED_LISTINGS} in a row allowed), retrying: {first}"
-                    ));
+                    report_failed_listing(&self.ui, failures, error);
                     return;
                 }
                 let newest = report.ours.last().map_or_else(
@@ -958,6 +983,16 @@ fn conclude<T>(step: &StepProgress, result: anyhow::Result<(T, String)>) -> anyh
             Err(error)
         }
     }
+}
+
+/// A failed execution listing that will be retried: said out loud (not only in the spinner), so a
+/// flaky network or throttling shows in the run's log.
+fn report_failed_listing(ui: &Ui, failures: u32, error: &anyhow::Error) {
+    let text = error.to_string();
+    ui.detail(format!(
+        "listing failed ({failures} of {MAX_FAILED_LISTINGS} in a row allowed), retrying: {}",
+        text.lines().next().unwrap_or_default()
+    ));
 }
 
 /// The two ways to read an execution's logs, as printed under the watch step.

@@ -130,9 +130,10 @@ impl Terraform {
         self.command(&["output", "-json"])
     }
 
-    /// What is still in the state (after a failed destroy: what was left behind).
+    /// What is still in the state (after a failed destroy: what was left behind). Shielded like the
+    /// destroy it follows: after Ctrl-C the participant needs this list most.
     pub fn state_list(&self) -> Invocation {
-        self.command(&["state", "list"])
+        self.command(&["state", "list"]).shielded()
     }
 
     /// Teardown runs shielded: a second Ctrl-C must not leave half a lab billing.
@@ -153,8 +154,9 @@ impl Terraform {
         if self.state_file().exists() {
             bail!(
                 "two Terraform states: {} (left by an older version of the lab) and {}; the lab cannot tell \
-                 which one describes what is running. Destroy the old one by hand (`terraform -chdir=terraform \
-                 destroy` with ARM_SUBSCRIPTION_ID set, TF_DATA_DIR unset), then delete {}",
+                 which one describes what is running. Destroy the old one by hand (with ARM_SUBSCRIPTION_ID set and \
+                 TF_DATA_DIR unset: `terraform -chdir=terraform init`, then `terraform -chdir=terraform destroy`), \
+                 then delete {}",
                 legacy.display(),
                 self.state_file().display(),
                 legacy.display()

@@ -599,17 +599,21 @@ async fn stopping_the_controller_stops_running_executions() {
     );
 }
 
+/// A scaler whose every read fails (the queue does not exist).
+struct UnreadableQueue;
+
+impl QueueMetrics for UnreadableQueue {
+    async fn active_message_count(&self) -> Result<u64, MetricsError> {
+        Err(MetricsError::UnknownQueue("nope".into()))
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_queue_that_cannot_be_read_starts_nothing_and_says_why() {
-    struct Broken;
-    impl QueueMetrics for Broken {
-        async fn active_message_count(&self) -> Result<u64, MetricsError> {
-            Err(MetricsError::UnknownQueue("nope".into()))
-        }
-    }
     let queue = FakeQueue::with(1);
     let runner = FakeRunner::new(&queue, Behaviour::Succeed(Duration::ZERO));
-    let controller = Controller::with_clock(config(1), Broken, runner, Clock::starting_at(T0));
+    let controller =
+        Controller::with_clock(config(1), UnreadableQueue, runner, Clock::starting_at(T0));
     let history = controller.history();
     let status = controller.status();
     controller.run(sleep(Duration::from_millis(2500))).await;
@@ -628,17 +632,12 @@ async fn a_queue_that_cannot_be_read_starts_nothing_and_says_why() {
 #[tokio::test(start_paused = true)]
 async fn min_executions_are_kept_even_when_the_queue_cannot_be_read() {
     // KEDA: min > 0 keeps a ScaledJob active, and below the minimum it tops up, metrics or not.
-    struct Broken;
-    impl QueueMetrics for Broken {
-        async fn active_message_count(&self) -> Result<u64, MetricsError> {
-            Err(MetricsError::UnknownQueue("nope".into()))
-        }
-    }
     let queue = FakeQueue::with(0);
     let runner = FakeRunner::new(&queue, STOPS_ON_SIGTERM);
     let mut config = config(3);
     config.scale.min_executions = 2;
-    let controller = Controller::with_clock(config, Broken, runner, Clock::starting_at(T0));
+    let controller =
+        Controller::with_clock(config, UnreadableQueue, runner, Clock::starting_at(T0));
     let history = controller.history();
     controller.run(sleep(Duration::from_millis(3500))).await;
     // Two at the first poll, then no more: the two keep running (until the controller stops).
