@@ -101,8 +101,9 @@ variable "job_name" {
   type        = string
 
   validation {
-    condition     = can(regex("^[a-z][a-z0-9-]{0,29}[a-z0-9]$", var.job_name))
-    error_message = "job_name must be 2 to 31 lowercase letters, digits or '-', starting with a letter and not ending with '-'."
+    # The azurerm provider's ContainerAppJobName rule (internal/services/containerapps/validate).
+    condition     = can(regex("^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$", var.job_name)) && !strcontains(var.job_name, "--")
+    error_message = "job_name must be 1 to 32 lowercase letters, digits or '-', starting and ending with a letter or digit, without '--'."
   }
 }
 

@@ -3,6 +3,12 @@ terraform {
   # (max_executions is checked against min_executions).
   required_version = ">= 1.9"
 
+  # State stays out of the work tree: `cargo xtask lab --azure` passes the file's path at init
+  # (`-backend-config=path=<state dir>/terraform/terraform.tfstate`) and sets TF_DATA_DIR beside it.
+  # Run by hand without them, terraform keeps `terraform.tfstate` here, which .gitignore and
+  # .dockerignore both exclude (the state holds the namespace's keys and connection strings).
+  backend "local" {}
+
   required_providers {
     azurerm = {
       source = "hashicorp/azurerm"

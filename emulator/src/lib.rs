@@ -1,5 +1,38 @@
 //! A Service Bus compatible AMQP 1.0 broker for offline tests and the local lab.
 //!
+//! Start one in a test, on a free port, with the queues the code under test expects, and hand the code
+//! its connection string; no container, no SQL Server, ready in milliseconds:
+//!
+//! ```
+//! use servicebus_emulator::Emulator;
+//! use servicebus_emulator::config::Config;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> anyhow::Result<()> {
+//! // The body of a `#[tokio::test]`:
+//! let emulator = Emulator::builder()
+//!     .config(Config::with_queues(["orders"]))
+//!     .listen("127.0.0.1:0".parse()?)
+//!     .health_listen("127.0.0.1:0".parse()?)
+//!     .start()
+//!     .await?;
+//!
+//! // What any Service Bus client (the Azure SDKs included) connects with, SAS auth and all.
+//! let connection_string = emulator.connection_string();
+//! assert!(connection_string.contains("UseDevelopmentEmulator=true"));
+//!
+//! // … run the code under test against it, then look at the queue directly:
+//! let counts = emulator.broker().counts("orders").expect("the queue exists");
+//! assert_eq!(counts.active_message_count, 0);
+//! emulator.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The `servicebus-emulator` binary serves the same broker from the official emulator's `Config.json`;
+//! with the `testcontainers` feature, [`testcontainers`](crate#layout) has images for it and for
+//! Microsoft's emulator.
+//!
 //! # Layout
 //! The layers are kept apart so that each can be tested alone, and data flows one way:
 //!

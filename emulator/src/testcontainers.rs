@@ -39,7 +39,9 @@ use testcontainers::{
 
 /// AMQP 1.0 (plain, as both emulators serve it).
 pub const AMQP_PORT: ContainerPort = ContainerPort::Tcp(5672);
-/// HTTP health (`GET /health`).
+/// HTTP: health (`GET /health`) on both; on the official emulator 2.x also its management API, which
+/// the SDKs' administration clients reach with `Endpoint=sb://<host>:<mapped 5300>;…` (its README,
+/// "Choosing the right connection string"). `EMULATOR_HTTP_PORT` moves it inside the container.
 pub const HEALTH_PORT: ContainerPort = ContainerPort::Tcp(5300);
 /// Where both emulators read their `Config.json`.
 pub const CONFIG_PATH: &str = "/ServiceBus_Emulator/ConfigFiles/Config.json";
@@ -131,13 +133,19 @@ impl Image for ServiceBusEmulator {
 pub struct OfficialServiceBusEmulator {
     env_vars: BTreeMap<String, String>,
     mounts: Vec<Mount>,
+    /// [`Self::TAG`] unless [`with_version`](Self::with_version) picked another.
+    tag: String,
 }
 
 impl OfficialServiceBusEmulator {
-    /// The image name; the tag is [`Self::TAG`].
+    /// The image name; the tag is [`Self::TAG`] unless [`with_version`](Self::with_version) says otherwise.
     pub const NAME: &str = "mcr.microsoft.com/azure-messaging/servicebus-emulator";
-    /// The version the other languages' modules are verified with.
-    pub const TAG: &str = "1.1.2";
+    /// The current release: 2.0.0 added the management API (administration clients) on the HTTP port
+    /// ([`HEALTH_PORT`], 5300), which it also uses for health. Still needs the SQL Server sidecar.
+    pub const TAG: &str = "2.0.0";
+    /// The previous release, which the other languages' modules were first verified with; select it with
+    /// `with_version(OfficialServiceBusEmulator::TAG_1_1_2)` (e.g. where only that image is present).
+    pub const TAG_1_1_2: &str = "1.1.2";
     /// The sidecar's name on the network unless [`with_sql_server`](Self::with_sql_server) says otherwise.
     pub const DEFAULT_SQL_SERVER: &str = "sqledge";
     /// A password that meets SQL Server's complexity rules; the sidecar is private to the test network.
@@ -146,6 +154,12 @@ impl OfficialServiceBusEmulator {
     /// SQL Server and then the emulator each take tens of seconds to come up, more on a loaded machine;
     /// testcontainers' default of 60 s is too tight for either.
     pub const STARTUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);
+
+    /// Run this version of the image instead of [`Self::TAG`], e.g. [`Self::TAG_1_1_2`].
+    pub fn with_version(mut self, tag: impl Into<String>) -> Self {
+        self.tag = tag.into();
+        self
+    }
 
     /// Accept the emulator's licence (`ACCEPT_EULA=Y`); also accepts the sidecar's in [`requests`](Self::requests).
     pub fn with_accept_eula(mut self) -> Self {
@@ -243,6 +257,7 @@ impl Default for OfficialServiceBusEmulator {
         Self {
             env_vars,
             mounts: Vec::new(),
+            tag: Self::TAG.to_owned(),
         }
     }
 }
@@ -253,7 +268,7 @@ impl Image for OfficialServiceBusEmulator {
     }
 
     fn tag(&self) -> &str {
-        Self::TAG
+        &self.tag
     }
 
     fn ready_conditions(&self) -> Vec<WaitFor> {
@@ -378,7 +393,7 @@ mod tests {
 
         assert_eq!(
             emulator.descriptor(),
-            "mcr.microsoft.com/azure-messaging/servicebus-emulator:1.1.2"
+            "mcr.microsoft.com/azure-messaging/servicebus-emulator:2.0.0"
         );
         assert_eq!(
             sidecar.descriptor(),
@@ -425,6 +440,27 @@ mod tests {
             ready.contains("Emulator Service is Successfully Up!"),
             "{ready}"
         );
+    }
+
+    /// 2.0.0 by default, with the HTTP port (health and, since 2.0.0, management) exposed; 1.1.2 on
+    /// request, wired the same way.
+    #[test]
+    fn official_version_defaults_to_2_0_0_and_1_1_2_stays_selectable() {
+        let (_, current) = OfficialServiceBusEmulator::default().requests("net-1");
+        assert_eq!(
+            current.descriptor(),
+            "mcr.microsoft.com/azure-messaging/servicebus-emulator:2.0.0"
+        );
+        assert!(current.expose_ports().contains(&ContainerPort::Tcp(5300)));
+        let (_, previous) = OfficialServiceBusEmulator::default()
+            .with_version(OfficialServiceBusEmulator::TAG_1_1_2)
+            .requests("net-1");
+        assert_eq!(
+            previous.descriptor(),
+            "mcr.microsoft.com/azure-messaging/servicebus-emulator:1.1.2"
+        );
+        assert_eq!(previous.expose_ports(), current.expose_ports());
+        assert_eq!(env_of(&previous), env_of(&current));
     }
 
     #[test]

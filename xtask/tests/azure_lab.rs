@@ -20,6 +20,25 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/azure")
 }
 
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A checkout to run the lab from (`ACA_LAB_ROOT`): the repository's ignore files and `terraform/`,
+/// so what the fake terraform writes lands in a copy, never in the real work tree.
+fn checkout(at: &Path) {
+    std::fs::create_dir_all(at.join("terraform")).unwrap();
+    for file in [".gitignore", ".dockerignore"] {
+        std::fs::copy(workspace().join(file), at.join(file)).unwrap();
+    }
+    for entry in std::fs::read_dir(workspace().join("terraform")).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), at.join("terraform").join(entry.file_name())).unwrap();
+        }
+    }
+}
+
 /// One run of the lab in its own temp dir: fake tools, their log, the runner's state, and (for runs
 /// that send) the emulator the message goes to.
 struct AzureLab {
@@ -36,6 +55,7 @@ impl AzureLab {
         for tool in ["az", "terraform"] {
             std::os::unix::fs::symlink(fixtures().join("fake_cli.py"), bin.join(tool)).unwrap();
         }
+        checkout(&dir.path().join("checkout"));
         Self {
             dir,
             scenario,
@@ -62,6 +82,10 @@ impl AzureLab {
         self.emulator.as_ref().unwrap()
     }
 
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("checkout")
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.path().join("calls.log")
     }
@@ -85,6 +109,7 @@ impl AzureLab {
                     .join(format!("{}.json", self.scenario)),
             )
             .env("LAB_STATE_DIR", self.dir.path().join("state"))
+            .env("ACA_LAB_ROOT", self.root())
             .env_remove("ACA_LAB_SERVICEBUS_CONNECTION_STRING")
             .stdin(Stdio::null());
         if let Some(emulator) = &self.emulator {
@@ -126,15 +151,18 @@ fn stdout(output: &Output) -> String {
 fn filters() -> Vec<(&'static str, &'static str)> {
     vec![
         (r"in \d+(\.\d+)? s\.|in \d+m\d{2}s\.", "in [duration]."),
+        // Message ids only: the subscription id is a fixed value the snapshots must show.
         (
-            r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
-            "[uuid]",
+            r"message id [0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+            "message id [uuid]",
         ),
         (r"\d+ bytes", "[n] bytes"),
         (r"started \d+(\.\d+)? s after", "started [t] after"),
         (r"\d+(\.\d+)? s elapsed", "[t] elapsed"),
         (r"within \d+(\.\d+)? s", "within [t]"),
         (r#""elapsed_ms":\d+"#, r#""elapsed_ms":"[ms]""#),
+        // The test's temp directory (tempfile names it `.tmp` and six letters or digits).
+        (r"(/[A-Za-z0-9._-]+)*/\.tmp[A-Za-z0-9]{6}", "[tmp]"),
     ]
 }
 
@@ -232,7 +260,8 @@ async fn dry_run_prints_every_command_and_runs_none() {
     let text = stdout(&output);
     assert!(
         text.contains(&format!(
-            "plan -input=false -out tfplan -var-file={}",
+            "plan -input=false -out={} -var-file={}",
+            lab.dir.path().join("state/terraform/tfplan").display(),
             custom.display()
         )),
         "{text}"
@@ -251,8 +280,23 @@ async fn dry_run_prints_every_command_and_runs_none() {
     );
 }
 
-const TEARDOWN: &str =
-    "terraform -chdir=terraform destroy -input=false -auto-approve [ARM_SUBSCRIPTION_ID]";
+/// The subscription id in `az-account-show.json`: terraform must be pointed at exactly this one.
+const SUBSCRIPTION: &str = "8f3c2b1a-4d5e-4f60-9a7b-1c2d3e4f5a6b";
+
+/// `[ARM_SUBSCRIPTION_ID=…] [TF_DATA_DIR=…]` as the fake logs them, for a test's own state directory.
+fn tf_env(lab: &AzureLab) -> String {
+    format!(
+        "[ARM_SUBSCRIPTION_ID={SUBSCRIPTION}] [TF_DATA_DIR={}]",
+        lab.dir.path().join("state/terraform/.terraform").display()
+    )
+}
+
+fn teardown(lab: &AzureLab) -> String {
+    format!(
+        "terraform -chdir=terraform destroy -input=false -auto-approve {}",
+        tf_env(lab)
+    )
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_then_succeeded_sends_for_real_and_tears_down() {
@@ -278,7 +322,7 @@ async fn running_then_succeeded_sends_for_real_and_tears_down() {
         String::from_utf8_lossy(&output.stderr)
     );
     snapshot!("succeeded_calls", lab.calls());
-    // None → Running → Succeeded: three listings, then it stops polling.
+    // None (before the send) → Running → Succeeded: three listings, then it stops polling.
     assert_eq!(lab.count_calls("az containerapp job execution list"), 3);
     snapshot!("succeeded_stdout", stdout(&output));
 
@@ -310,7 +354,7 @@ async fn a_failed_execution_fails_fast_and_still_tears_down() {
         .run(&["--polling-interval", "50ms", "--timeout", "10m"])
         .await;
     assert_eq!(exit_code(&output), 1, "{}", stdout(&output));
-    assert!(lab.calls().ends_with(TEARDOWN), "{}", lab.calls());
+    assert!(lab.calls().ends_with(&teardown(&lab)), "{}", lab.calls());
     snapshot!("failed_stdout", stdout(&output));
 }
 
@@ -324,7 +368,7 @@ async fn never_triggered_gives_up_at_the_deadline_and_still_tears_down() {
     // The only listed execution predates the send, so it must not count as ours.
     let text = stdout(&output);
     assert!(text.contains("no execution started"), "{text}");
-    assert!(lab.calls().ends_with(TEARDOWN), "{}", lab.calls());
+    assert!(lab.calls().ends_with(&teardown(&lab)), "{}", lab.calls());
     snapshot!("never_triggered_calls", lab.calls());
     snapshot!("never_triggered_stdout", text);
 }
@@ -340,7 +384,7 @@ async fn a_dead_lettered_message_fails_the_lab_even_after_a_succeeded_execution(
         text.contains("1 message(s) in the dead-letter queue"),
         "{text}"
     );
-    assert!(lab.calls().ends_with(TEARDOWN), "{}", lab.calls());
+    assert!(lab.calls().ends_with(&teardown(&lab)), "{}", lab.calls());
 }
 
 #[tokio::test]
@@ -434,10 +478,11 @@ async fn ctrl_c_while_watching_still_tears_down() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until it is watching, then press Ctrl-C.
+    // Wait until it is watching (the first listing is the send's), then press Ctrl-C.
+    wait_for_calls(&lab, "az containerapp job execution list", 2).await;
     let output = ctrl_c_after(&lab, child, "az containerapp job execution list").await;
     assert_eq!(exit_code(&output), 130, "{}", stdout(&output));
-    assert!(lab.calls().ends_with(TEARDOWN), "{}", lab.calls());
+    assert!(lab.calls().ends_with(&teardown(&lab)), "{}", lab.calls());
     let text = stdout(&output);
     assert!(
         text.contains("watching was interrupted (Ctrl-C)") && text.contains(" ✔ terraform destroy"),
@@ -455,15 +500,19 @@ async fn ctrl_c_during_apply_stops_terraform_once_and_tears_down() {
     let text = stdout(&output);
     assert!(text.contains(" ✘ terraform apply tfplan"), "{text}");
     assert!(
-        text.contains(
-            "`terraform -chdir=terraform apply -input=false tfplan` was interrupted (Ctrl-C)"
-        ),
+        text.contains(&format!(
+            "`terraform -chdir=terraform apply -input=false {}` was interrupted (Ctrl-C)",
+            lab.dir.path().join("state/terraform/tfplan").display()
+        )),
         "{text}"
     );
     // apply had started, so something may exist: teardown runs, and nothing after apply does.
     assert!(
         lab.calls().ends_with(&format!(
-            "terraform -chdir=terraform apply -input=false tfplan [ARM_SUBSCRIPTION_ID]\n{TEARDOWN}"
+            "terraform -chdir=terraform apply -input=false {plan} {env}\n{teardown}",
+            plan = lab.dir.path().join("state/terraform/tfplan").display(),
+            env = tf_env(&lab),
+            teardown = teardown(&lab)
         )),
         "{}",
         lab.calls()
@@ -495,16 +544,18 @@ async fn ctrl_c_after(lab: &AzureLab, child: std::process::Child, call: &str) ->
 
 /// Poll the fakes' log until a call shows up (the runner is a separate process).
 async fn wait_for_call(lab: &AzureLab, call: &str) {
+    wait_for_calls(lab, call, 1).await;
+}
+
+/// Poll the fakes' log until a call has run `times` times.
+async fn wait_for_calls(lab: &AzureLab, call: &str, times: usize) {
     for _ in 0..600 {
-        if std::fs::read_to_string(lab.log_path())
-            .unwrap_or_default()
-            .contains(call)
-        {
+        if lab.count_calls(call) >= times {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("`{call}` never ran: {}", lab.calls());
+    panic!("`{call}` never ran {times} time(s): {}", lab.calls());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -551,10 +602,7 @@ async fn json_output_is_one_object_per_step() {
 async fn step_by_step_up_send_watch_down() {
     let lab = AzureLab::with_emulator("succeeded").await;
     for (step, expected) in [
-        (
-            vec!["up"],
-            "terraform -chdir=terraform apply -input=false tfplan",
-        ),
+        (vec!["up"], "terraform -chdir=terraform apply -input=false"),
         (vec!["send", "--count", "2"], "Sent 2 messages"),
         (vec!["watch", "--polling-interval", "50ms"], "Succeeded"),
         (vec!["down"], "terraform -chdir=terraform destroy"),
@@ -595,7 +643,7 @@ async fn watch_without_a_recorded_send_says_to_send_first() {
 
 #[tokio::test]
 async fn executions_lists_the_history_as_a_table_or_as_json() {
-    let lab = AzureLab::new("failed"); // its first listing: one Running execution
+    let lab = AzureLab::new("history"); // its first listing: one Running execution
     let output = lab.run(&["executions"]).await;
     assert_eq!(exit_code(&output), 0, "{}", stdout(&output));
     let text = stdout(&output);
@@ -615,4 +663,315 @@ async fn executions_lists_the_history_as_a_table_or_as_json() {
     assert_eq!(executions[0]["name"], "job-rust-k3j9x2q");
     assert_eq!(executions[0]["properties"]["status"], "Failed");
     assert!(!lab.calls().contains("destroy"), "listing never tears down");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_destroy_fails_the_run_and_says_what_is_left_and_how_to_finish() {
+    let lab = AzureLab::with_emulator("destroy-fails").await;
+    let output = lab.run(&["--polling-interval", "50ms"]).await;
+    // Everything else succeeded; the teardown did not: that must not read as success.
+    assert_eq!(exit_code(&output), 3, "{}", stdout(&output));
+    let text = stdout(&output);
+    assert!(text.contains(" ✘ terraform destroy"), "{text}");
+    assert!(
+        !text.contains("nothing left running") && !text.starts_with("Done"),
+        "{text}"
+    );
+    for expected in [
+        "TEARDOWN FAILED: 3 resource(s) are still in Azure and may be billing:",
+        "  azurerm_container_app_environment.lab",
+        "  azurerm_resource_group.lab",
+        "run `cargo xtask lab --azure down`",
+        "`az group delete -n rg-lab-x7k2q9 --yes`",
+        "ScheduledForDelete",
+        "Teardown FAILED: resources may still be billing",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    // What was left behind comes from the state, read after the failed destroy.
+    assert!(
+        lab.calls().ends_with(&format!(
+            "{}\nterraform -chdir=terraform state list {}",
+            teardown(&lab),
+            tf_env(&lab)
+        )),
+        "{}",
+        lab.calls()
+    );
+    snapshot!("destroy_failed_stdout", text);
+}
+
+#[tokio::test]
+async fn a_failed_down_exits_non_zero_with_what_is_left() {
+    let lab = AzureLab::new("destroy-fails");
+    let output = lab.run(&["down"]).await;
+    assert_eq!(exit_code(&output), 3, "{}", stdout(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains("TEARDOWN FAILED: 3 resource(s) are still in Azure")
+            && text.contains("`az group delete -n rg-lab-x7k2q9 --yes`"),
+        "{text}"
+    );
+    // `down` initialises first (a checkout where `up` never ran has no data directory).
+    let calls = lab.calls();
+    let init = calls.find("terraform -chdir=terraform init").unwrap();
+    let destroy = calls.find("terraform -chdir=terraform destroy").unwrap();
+    assert!(init < destroy, "{calls}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_subscription_handed_to_terraform_is_the_one_az_is_logged_in_to() {
+    let lab = AzureLab::with_emulator("succeeded").await;
+    let output = lab.run(&["--polling-interval", "50ms"]).await;
+    assert_eq!(exit_code(&output), 0, "{}", stdout(&output));
+    let terraform_calls: Vec<String> = lab
+        .calls()
+        .lines()
+        .filter(|l| l.starts_with("terraform -chdir"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(terraform_calls.len(), 5, "{terraform_calls:?}");
+    for call in terraform_calls {
+        assert!(
+            call.contains(&format!("[ARM_SUBSCRIPTION_ID={SUBSCRIPTION}]")),
+            "{call}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_listings_are_retried_and_reported_then_the_watch_succeeds() {
+    let lab = AzureLab::with_emulator("listing-flaky").await;
+    let output = lab.run(&["--polling-interval", "50ms"]).await;
+    assert_eq!(exit_code(&output), 0, "{}", stdout(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains("listing failed (1 of 5 in a row allowed), retrying")
+            && text.contains("listing failed (2 of 5 in a row allowed), retrying"),
+        "{text}"
+    );
+    assert!(
+        text.contains(" ✔ Execution job-rust-k3j9x2q Succeeded"),
+        "{text}"
+    );
+    // One listing before the send, two failures, Running, Succeeded.
+    assert_eq!(lab.count_calls("az containerapp job execution list"), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_listing_before_the_send_is_retried_too() {
+    let lab = AzureLab::with_emulator("listing-flaky-before-send").await;
+    let output = lab.run(&["--polling-interval", "50ms"]).await;
+    assert_eq!(exit_code(&output), 0, "{}", stdout(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains("listing failed (1 of 5 in a row allowed), retrying")
+            && text.contains(" ✔ Sent 1 message"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_that_keep_failing_end_the_watch_with_the_command_and_its_stderr() {
+    let lab = AzureLab::with_emulator("listing-broken").await;
+    let output = lab
+        .run(&["--polling-interval", "50ms", "--timeout", "10m"])
+        .await;
+    assert_eq!(exit_code(&output), 1, "{}", stdout(&output));
+    let text = stdout(&output);
+    for expected in [
+        " ✘ Watching `az containerapp job execution list`",
+        "listing the executions failed 5 times in a row",
+        "`az containerapp job execution list -n job-rust -g rg-lab-x7k2q9 -o json` failed (exit status: 1)",
+        "ERROR: (TooManyRequests) Number of 'read' requests",
+        " ✔ terraform destroy",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    assert!(lab.calls().ends_with(&teardown(&lab)), "{}", lab.calls());
+    // One listing before the send, then five failures.
+    assert_eq!(lab.count_calls("az containerapp job execution list"), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_ignores_an_execution_listed_before_the_send_whatever_its_start_time() {
+    let lab = AzureLab::with_emulator("earlier-execution").await;
+    for step in [
+        &["up"][..],
+        &["send"],
+        &["watch", "--polling-interval", "50ms"],
+    ] {
+        let output = lab.run(step).await;
+        assert_eq!(exit_code(&output), 0, "{step:?}: {}", stdout(&output));
+        if step[0] == "watch" {
+            // The earlier execution Succeeded and its startTime is after the send by this machine's
+            // clock; only the name list recorded at the send tells it is not ours.
+            let text = stdout(&output);
+            assert!(
+                text.contains(" ✔ Execution job-rust-k3j9x2q Succeeded")
+                    && !text.contains("job-rust-b4f0re1 Succeeded"),
+                "{text}"
+            );
+        }
+    }
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(lab.dir.path().join("state/last-send.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        record["executions_before"],
+        serde_json::json!(["job-rust-b4f0re1"])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_queue_fails_the_send_at_once_naming_it() {
+    // The broker has no `queue-messages`; a retry loop would run for the whole --role-wait.
+    let emulator = Emulator::builder()
+        .config(Config::with_queues(["another-queue"]))
+        .listen("127.0.0.1:0".parse().unwrap())
+        .health_listen("127.0.0.1:0".parse().unwrap())
+        .start()
+        .await
+        .unwrap();
+    let lab = AzureLab {
+        emulator: Some(emulator),
+        ..AzureLab::new("succeeded")
+    };
+    let output = lab.run(&["send", "--role-wait", "30m"]).await;
+    assert_eq!(exit_code(&output), 1, "{}", stdout(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains("hint: queue `queue-messages` does not exist on 127.0.0.1"),
+        "{text}"
+    );
+    assert!(!text.contains("waiting for the Data Sender role"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unauthorized_send_is_retried_until_the_role_wait_ends() {
+    let lab = AzureLab::with_emulator("succeeded").await;
+    // A key the emulator does not know: the broker refuses the token, as while a role propagates.
+    let wrong: Vec<String> = lab
+        .emulator()
+        .connection_string()
+        .split(';')
+        .map(|part| match part.split_once('=') {
+            Some(("SharedAccessKey", _)) => "SharedAccessKey=bm90LXRoZS1rZXk=".to_owned(),
+            _ => part.to_owned(),
+        })
+        .collect();
+    let wrong = wrong.join(";");
+    let mut command = lab.command(&["send", "--role-wait", "1500ms"]);
+    command.env("ACA_LAB_SERVICEBUS_CONNECTION_STRING", wrong);
+    let output = run_to_end(command).await;
+    assert_eq!(exit_code(&output), 1, "{}", stdout(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains("hint: still unauthorized after --role-wait 1.50 s"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn an_az_cli_older_than_the_sign_in_needs_is_refused_with_the_upgrade() {
+    let lab = AzureLab::new("az-too-old");
+    let output = lab.run(&[]).await;
+    assert_eq!(exit_code(&output), 1);
+    let text = stdout(&output);
+    assert!(
+        text.contains("az 2.53.1 is too old") && text.contains("`az upgrade`"),
+        "{text}"
+    );
+    assert!(!lab.calls().contains("terraform -chdir"), "{}", lab.calls());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_stay_out_of_the_work_tree_and_git_status_stays_clean() {
+    let lab = AzureLab::with_emulator("succeeded").await;
+    let root = lab.root();
+    let git = |args: &[&str]| {
+        let output = Command::new("git")
+            .args(["-c", "user.name=lab", "-c", "user.email=lab@example.com"])
+            .args(args)
+            .current_dir(&root)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "git {args:?}: {output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    git(&["init", "-q"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "checkout"]);
+    // The default state directory (in the checkout), as a participant has it.
+    let mut command = lab.command(&["--polling-interval", "50ms", "--keep"]);
+    command.env_remove("LAB_STATE_DIR");
+    let output = run_to_end(command).await;
+    assert_eq!(exit_code(&output), 0, "{}", stdout(&output));
+
+    assert_eq!(git(&["status", "--porcelain", "--untracked-files=all"]), "");
+    let terraform_dir = root.join(".lab/azure/terraform");
+    for file in ["terraform.tfstate", "terraform.tfstate.backup", "tfplan"] {
+        let text = std::fs::read_to_string(terraform_dir.join(file)).unwrap();
+        assert!(
+            text.contains("FAKE-SECRET"),
+            "{file} is where the secrets went"
+        );
+    }
+    for file in [
+        "terraform.tfstate",
+        "terraform.tfstate.backup",
+        "tfplan",
+        ".terraform",
+    ] {
+        assert!(
+            !root.join("terraform").join(file).exists(),
+            "terraform/{file} must not be written"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_left_in_the_work_tree_by_an_older_lab_is_moved_not_forgotten() {
+    let lab = AzureLab::new("destroy-fails");
+    let legacy = lab.root().join("terraform/terraform.tfstate");
+    std::fs::write(&legacy, r#"{"resources": ["the running lab"]}"#).unwrap();
+    std::fs::write(lab.root().join("terraform/tfplan"), "old plan").unwrap();
+    let output = lab.run(&["down"]).await;
+    let text = stdout(&output);
+    assert!(text.contains("state moved out of the work tree"), "{text}");
+    assert!(!legacy.exists() && !lab.root().join("terraform/tfplan").exists());
+    let moved = lab.dir.path().join("state/terraform/terraform.tfstate");
+    assert_eq!(
+        std::fs::read_to_string(moved).unwrap(),
+        r#"{"resources": ["the running lab"]}"#
+    );
+}
+
+#[test]
+fn the_fake_cli_matches_a_rule_only_with_its_words_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("scenario.json");
+    std::fs::write(
+        &scenario,
+        r#"{"rules": [{"when": "az show provider", "then": {"stdout": "az-version.json"}},
+                      {"when": "az provider show", "then": {"stdout": "az-provider-registered.tsv"}}]}"#,
+    )
+    .unwrap();
+    let az = dir.path().join("az");
+    std::os::unix::fs::symlink(fixtures().join("fake_cli.py"), &az).unwrap();
+    let run = |args: &[&str]| {
+        Command::new(&az)
+            .args(args)
+            .env("FAKE_SCENARIO", &scenario)
+            .env("FAKE_LOG", dir.path().join("log"))
+            .output()
+            .unwrap()
+    };
+    // `show provider` is not `provider show`: the second rule answers.
+    let output = run(&["provider", "show", "--namespace", "Microsoft.App"]);
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "Registered");
+    // Neither rule matches these words in this order.
+    let output = run(&["show", "--namespace", "x"]);
+    assert_eq!(output.status.code(), Some(97), "{output:?}");
 }

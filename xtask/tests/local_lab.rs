@@ -682,6 +682,15 @@ fn activation_message_count_from_the_settings_file_holds_back_a_single_message()
         1,
         "max_executions 1 and the message left behind is again not more than 1: {executions:#}"
     );
+    // Shaped like Azure's: an ARM resource id that ends with the execution's name.
+    let only = &executions[0];
+    let id = only["id"].as_str().unwrap_or_default();
+    assert!(
+        id.starts_with("/subscriptions/")
+            && id.contains("/providers/Microsoft.App/jobs/job-rust/executions/")
+            && id.ends_with(only["name"].as_str().unwrap()),
+        "{only:#}"
+    );
     lab.readme_command("cargo xtask lab down").success();
 }
 

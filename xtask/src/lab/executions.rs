@@ -81,10 +81,16 @@ impl ExecutionStatus {
         self == Self::Succeeded
     }
 
-    /// The execution cannot reach `Succeeded` any more, so waiting longer is pointless.
-    /// `Stopped` is terminal too (someone stopped it), and `Degraded` means replicas are failing.
+    /// The execution cannot reach `Succeeded` any more, so waiting longer is pointless: `Failed`, and
+    /// `Stopped` (someone stopped it).
+    ///
+    /// `Degraded` and `Unknown` are NOT terminal. No source defines them beyond their names (the REST
+    /// spec's `JobExecutionRunningState` enum, api-version 2025-07-01; the .NET and JS SDK docs say only
+    /// "Degraded."/"Unknown."), so the watch keeps polling through them until the deadline, as the
+    /// project's reference notes decide (shared/reference/aca-keda-terraform.md §3b): a replica that is
+    /// being retried may well still succeed, and giving up early would tear down a lab that works.
     pub fn is_failure(self) -> bool {
-        matches!(self, Self::Failed | Self::Degraded | Self::Stopped)
+        matches!(self, Self::Failed | Self::Stopped)
     }
 }
 
@@ -94,6 +100,40 @@ impl fmt::Display for ExecutionStatus {
     }
 }
 
+/// Why an execution ended as it did, in the API's two fields: `properties.reason`, a short code, and
+/// `properties.message`, a sentence. Container Apps jobs run on Kubernetes Jobs and surface their
+/// condition reasons; the local controller uses the same codes (see [`Ending`]'s constants).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ending {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Ending {
+    /// More replicas failed than the retry limit allows (Kubernetes' Job condition reason for
+    /// `backoffLimit`, "Job has reached the specified backoff limit").
+    pub const BACKOFF_LIMIT_EXCEEDED: &'static str = "BackoffLimitExceeded";
+    /// The replica timeout passed (`activeDeadlineSeconds`, "Job was active longer than specified
+    /// deadline").
+    pub const DEADLINE_EXCEEDED: &'static str = "DeadlineExceeded";
+    /// Stopped from outside before it could finish; no Azure code is documented for this, so the
+    /// status's own word.
+    pub const STOPPED: &'static str = "Stopped";
+}
+
+/// The subscription id of local ARM-style resource ids: no subscription is involved.
+pub const LOCAL_SUBSCRIPTION: &str = "00000000-0000-0000-0000-000000000000";
+/// The resource group of local ARM-style resource ids.
+pub const LOCAL_RESOURCE_GROUP: &str = "aca-job-lab-local";
+
+/// An execution's ARM resource id, as `az containerapp job execution list` shows it:
+/// `/subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.App/jobs/<job>/executions/<name>`.
+pub fn execution_id(subscription: &str, resource_group: &str, job: &str, name: &str) -> String {
+    format!(
+        "/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/Microsoft.App/jobs/{job}/executions/{name}"
+    )
+}
+
 impl Execution {
     pub fn status(&self) -> ExecutionStatus {
         self.properties.status
@@ -101,6 +141,15 @@ impl Execution {
 
     pub fn start_time(&self) -> Option<OffsetDateTime> {
         self.properties.start_time
+    }
+
+    /// ` (reason: message)`, ` (reason)`, ` (message)` or nothing: why it ended, for a sentence.
+    pub fn why(&self) -> String {
+        match (&self.properties.reason, &self.properties.message) {
+            (Some(reason), Some(message)) => format!(" ({reason}: {message})"),
+            (Some(text), None) | (None, Some(text)) => format!(" ({text})"),
+            (None, None) => String::new(),
+        }
     }
 
     /// How long it ran, once it has ended.
@@ -133,6 +182,10 @@ pub trait ExecutionSource {
     fn list(&mut self) -> impl Future<Output = anyhow::Result<Vec<Execution>>>;
 }
 
+/// How many listings in a row may fail (network, throttling, an expired token being refreshed) before
+/// the watch gives up; between them it backs off. Any successful listing resets the count.
+pub const MAX_FAILED_LISTINGS: u32 = 5;
+
 /// What to wait for, and for how long.
 #[derive(Debug, Clone)]
 pub struct WatchPlan {
@@ -154,6 +207,19 @@ impl WatchPlan {
             since,
             clock_skew: Duration::from_secs(60),
             ignore: HashSet::new(),
+            poll_interval,
+            deadline,
+        }
+    }
+
+    /// Ours are the executions that were not listed just before the send (`before`), whatever their
+    /// clocks say: Azure stamps `startTime` with its own clock, so a comparison with this machine's
+    /// clock could take an earlier execution for ours (or miss ours) when the two disagree.
+    pub fn excluding(before: HashSet<String>, poll_interval: Duration, deadline: Duration) -> Self {
+        Self {
+            since: OffsetDateTime::UNIX_EPOCH,
+            clock_skew: Duration::ZERO,
+            ignore: before,
             poll_interval,
             deadline,
         }
@@ -183,6 +249,9 @@ pub struct PollReport<'a> {
     pub ours: &'a [Execution],
     /// Every execution listed.
     pub total: usize,
+    /// This listing failed (the error, with the command and its output) and will be retried: the
+    /// `n`th failure in a row out of [`MAX_FAILED_LISTINGS`]; `ours` is then what the last good one showed.
+    pub failed: Option<(u32, &'a anyhow::Error)>,
 }
 
 /// How the wait ended.
@@ -206,7 +275,9 @@ pub enum WatchOutcome {
 }
 
 /// List executions every `poll_interval` until one of ours succeeds, one fails, or the deadline passes.
-/// A success seen in the same listing as a failure wins: the message was processed.
+/// A success seen in the same listing as a failure wins: the message was processed. A listing that
+/// fails is reported and retried with backoff (twice the pause after each failure in a row, at most a
+/// minute); [`MAX_FAILED_LISTINGS`] failures in a row end the wait with the last error.
 pub async fn wait_for_success<S: ExecutionSource>(
     source: &mut S,
     plan: &WatchPlan,
@@ -215,6 +286,8 @@ pub async fn wait_for_success<S: ExecutionSource>(
     let started = Instant::now();
     let give_up_at = started + plan.deadline;
     let mut poll = 0;
+    let mut failures = 0u32;
+    let mut ours: Vec<Execution> = Vec::new();
     loop {
         poll += 1;
         // A listing that hangs must not outlive the deadline; allow one interval past it for the last one.
@@ -222,11 +295,46 @@ pub async fn wait_for_success<S: ExecutionSource>(
         let Ok(listing) = tokio::time::timeout_at(listing_deadline, source.list()).await else {
             return Ok(WatchOutcome::DeadlineReached {
                 waited: started.elapsed(),
-                ours: Vec::new(),
+                ours,
             });
         };
-        let all = listing?;
-        let mut ours: Vec<Execution> = all.iter().filter(|e| plan.is_ours(e)).cloned().collect();
+        let all = match listing {
+            Ok(all) => {
+                failures = 0;
+                all
+            }
+            Err(error) => {
+                failures += 1;
+                let elapsed = started.elapsed();
+                if failures >= MAX_FAILED_LISTINGS {
+                    return Err(error.context(format!(
+                        "listing the executions failed {failures} times in a row over {}; the last error follows",
+                        human_duration(elapsed)
+                    )));
+                }
+                on_poll(&PollReport {
+                    poll,
+                    elapsed,
+                    ours: &ours,
+                    total: 0,
+                    failed: Some((failures, &error)),
+                });
+                let now = Instant::now();
+                if now >= give_up_at {
+                    return Ok(WatchOutcome::DeadlineReached {
+                        waited: elapsed,
+                        ours,
+                    });
+                }
+                let backoff = plan
+                    .poll_interval
+                    .saturating_mul(1 << failures.min(16))
+                    .min(plan.poll_interval.max(Duration::from_secs(60)));
+                tokio::time::sleep_until((now + backoff).min(give_up_at)).await;
+                continue;
+            }
+        };
+        ours = all.iter().filter(|e| plan.is_ours(e)).cloned().collect();
         ours.sort_by_key(|e| (e.start_time(), e.name.clone()));
         let elapsed = started.elapsed();
         on_poll(&PollReport {
@@ -234,6 +342,7 @@ pub async fn wait_for_success<S: ExecutionSource>(
             elapsed,
             ours: &ours,
             total: all.len(),
+            failed: None,
         });
 
         if let Some(execution) = ours.iter().find(|e| e.status().is_success()) {
@@ -421,6 +530,29 @@ mod tests {
         assert_eq!(source.calls, 31);
     }
 
+    #[test]
+    fn listed_before_the_send_is_the_only_rule_when_known() {
+        let plan = WatchPlan::excluding(
+            HashSet::from(["job-rust-before1".to_owned()]),
+            Duration::from_secs(10),
+            Duration::from_secs(300),
+        );
+        // Azure's clock ahead of ours: an earlier execution looks as if it started after the send.
+        let earlier = execution(
+            "job-rust-before1",
+            ExecutionStatus::Succeeded,
+            Some(SEND + Duration::from_secs(120)),
+        );
+        assert!(!plan.is_ours(&earlier));
+        // Azure's clock behind ours: our execution looks as if it started long before the send.
+        let ours = execution(
+            "job-rust-new0000",
+            ExecutionStatus::Running,
+            Some(SEND - Duration::from_secs(600)),
+        );
+        assert!(plan.is_ours(&ours));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn ignored_names_are_not_ours_even_with_a_late_start_time() {
         let mut plan = plan();
@@ -442,12 +574,8 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn failed_and_degraded_end_the_wait_at_once() {
-        for status in [
-            ExecutionStatus::Failed,
-            ExecutionStatus::Degraded,
-            ExecutionStatus::Stopped,
-        ] {
+    async fn failed_and_stopped_end_the_wait_at_once() {
+        for status in [ExecutionStatus::Failed, ExecutionStatus::Stopped] {
             let start = Some(datetime!(2026-11-25 12:00:40 UTC));
             let mut source = Scripted::new(vec![
                 vec![execution(
@@ -465,6 +593,40 @@ mod tests {
             };
             assert_eq!(execution.status(), status);
             assert_eq!(elapsed, Duration::from_secs(10));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn degraded_and_unknown_keep_the_watch_going() {
+        let start = Some(datetime!(2026-11-25 12:00:40 UTC));
+        for status in [ExecutionStatus::Degraded, ExecutionStatus::Unknown] {
+            // … until the execution recovers,
+            let mut source = Scripted::new(vec![
+                vec![execution("job-rust-abc1234", status, start)],
+                vec![execution("job-rust-abc1234", status, start)],
+                vec![execution(
+                    "job-rust-abc1234",
+                    ExecutionStatus::Succeeded,
+                    start,
+                )],
+            ]);
+            let outcome = wait_for_success(&mut source, &plan(), |_| {})
+                .await
+                .unwrap();
+            assert!(
+                matches!(outcome, WatchOutcome::Succeeded { elapsed, .. } if elapsed == Duration::from_secs(20)),
+                "{status}: {outcome:?}"
+            );
+            // … or until the deadline, which reports the execution as it last was.
+            let mut source =
+                Scripted::new(vec![vec![execution("job-rust-abc1234", status, start)]]);
+            let mut plan = plan();
+            plan.deadline = Duration::from_secs(30);
+            let outcome = wait_for_success(&mut source, &plan, |_| {}).await.unwrap();
+            let WatchOutcome::DeadlineReached { ours, .. } = outcome else {
+                panic!("{status}: {outcome:?}")
+            };
+            assert_eq!(ours[0].status(), status);
         }
     }
 
@@ -502,18 +664,70 @@ mod tests {
         assert_eq!(source.calls, 4, "listings at 0, 10, 20 and 25 s");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_source_error_stops_the_wait_with_its_message() {
-        struct Broken;
-        impl ExecutionSource for Broken {
-            async fn list(&mut self) -> anyhow::Result<Vec<Execution>> {
-                anyhow::bail!("`az containerapp job execution list` failed: ERROR: not found")
+    /// Fails the first `failures` listings, then lists `then`.
+    struct Flaky {
+        failures: u32,
+        calls: u32,
+        then: Vec<Execution>,
+    }
+
+    impl ExecutionSource for Flaky {
+        async fn list(&mut self) -> anyhow::Result<Vec<Execution>> {
+            self.calls += 1;
+            if self.calls <= self.failures {
+                anyhow::bail!(
+                    "`az containerapp job execution list` failed (exit status: 1): ERROR: (TooManyRequests)"
+                )
             }
+            Ok(self.then.clone())
         }
-        let error = wait_for_success(&mut Broken, &plan(), |_| {})
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_listings_are_retried_with_backoff_and_reported() {
+        let start = Some(datetime!(2026-11-25 12:00:40 UTC));
+        let mut source = Flaky {
+            failures: 2,
+            calls: 0,
+            then: vec![execution(
+                "job-rust-abc1234",
+                ExecutionStatus::Succeeded,
+                start,
+            )],
+        };
+        let mut reported = Vec::new();
+        let outcome = wait_for_success(&mut source, &plan(), |report| {
+            reported.push(report.failed.map(|(n, error)| (n, error.to_string())))
+        })
+        .await
+        .unwrap();
+        let WatchOutcome::Succeeded { elapsed, .. } = outcome else {
+            panic!("{outcome:?}")
+        };
+        // Backoff: 20 s after the first failure, 40 s after the second.
+        assert_eq!(elapsed, Duration::from_secs(60));
+        assert_eq!(reported.len(), 3);
+        assert_eq!(reported[0].as_ref().unwrap().0, 1);
+        assert!(reported[1].as_ref().unwrap().1.contains("TooManyRequests"));
+        assert_eq!(reported[2], None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failing_listings_end_the_wait_after_too_many_in_a_row() {
+        let mut source = Flaky {
+            failures: u32::MAX,
+            calls: 0,
+            then: Vec::new(),
+        };
+        let error = wait_for_success(&mut source, &plan(), |_| {})
             .await
             .unwrap_err();
-        assert!(error.to_string().contains("ERROR: not found"));
+        assert_eq!(source.calls, MAX_FAILED_LISTINGS);
+        let text = format!("{error:#}");
+        assert!(
+            text.contains("failed 5 times in a row") && text.contains("ERROR: (TooManyRequests)"),
+            "{text}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

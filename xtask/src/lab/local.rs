@@ -431,13 +431,12 @@ async fn wait<S: ExecutionSource + ActiveCount>(
             Ok(execution)
         }
         WatchOutcome::Failed { execution, .. } => {
-            let reason = execution
-                .properties
-                .reason
-                .clone()
-                .unwrap_or_else(|| "no reason given".to_owned());
+            let reason = match execution.why() {
+                why if why.is_empty() => " (no reason given)".to_owned(),
+                why => why,
+            };
             let error = anyhow::anyhow!(
-                "execution {} ended {}: {reason}; its replica log is shown with the executions",
+                "execution {} ended {}{reason}; its replica log is shown with the executions",
                 execution.name,
                 execution.status()
             );

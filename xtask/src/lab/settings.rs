@@ -134,8 +134,8 @@ impl JobSettings {
         check(
             is_job_name(&self.job_name),
             format!(
-                "job_name {:?}: use 2 to 31 lowercase letters, digits or '-', starting with a letter \
-                 and not ending with '-'",
+                "job_name {:?}: use 1 to 32 lowercase letters, digits or '-', starting and ending with a \
+                 letter or digit, without '--' (azurerm's rule for a Container Apps job name)",
                 self.job_name
             ),
         );
@@ -327,13 +327,15 @@ fn describe(error: &serde_json::Error) -> String {
     format!("expected {expected}, got {got}")
 }
 
+/// The azurerm provider's `ContainerAppJobName` validation (internal/services/containerapps/validate):
+/// 1 to 32 characters, lowercase letters, digits and '-', first and last a letter or digit, no "--".
 fn is_job_name(name: &str) -> bool {
-    (2..=31).contains(&name.len())
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && !name.ends_with('-')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    let alphanumeric = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    (1..=32).contains(&name.len())
+        && name.starts_with(alphanumeric)
+        && name.ends_with(alphanumeric)
+        && !name.contains("--")
+        && name.chars().all(|c| alphanumeric(c) || c == '-')
 }
 
 fn is_queue_name(name: &str) -> bool {
@@ -395,6 +397,24 @@ mod tests {
     }
 
     #[test]
+    fn job_names_follow_the_azurerm_rule() {
+        for good in ["j", "7", "job-rust", "0job", &"a".repeat(32)] {
+            assert!(is_job_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "-job",
+            "job-",
+            "job--rust",
+            "Job",
+            "job_rust",
+            &"a".repeat(33),
+        ] {
+            assert!(!is_job_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
     fn every_problem_is_named_with_its_fix() {
         let mut settings = committed();
         settings.job_name = "Job_Rust".into();
@@ -403,7 +423,7 @@ mod tests {
         settings.memory = "1Gi".into();
         let error = settings.validate().unwrap_err().to_string();
         assert!(
-            error.contains("job_name \"Job_Rust\": use 2 to 31 lowercase letters"),
+            error.contains("job_name \"Job_Rust\": use 1 to 32 lowercase letters"),
             "{error}"
         );
         assert!(

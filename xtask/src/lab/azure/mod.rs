@@ -24,8 +24,10 @@ use self::az::{Account, AzExecutions};
 use self::interrupt::Interrupt;
 use self::process::{Invocation, Output, Runner, on_path};
 use self::send::{Batch, SendTarget, SentMessage};
-use self::terraform::{LabOutputs, Variables};
-use super::executions::{Execution, WatchOutcome, WatchPlan, wait_for_success};
+use self::terraform::{LabOutputs, Terraform, Variables};
+use super::executions::{
+    Execution, ExecutionSource, MAX_FAILED_LISTINGS, WatchOutcome, WatchPlan, wait_for_success,
+};
 use super::settings::JobSettings;
 use super::ui::{StepProgress, Ui, human_duration};
 use super::{LabArgs, Step};
@@ -140,9 +142,14 @@ struct Session<'a> {
     timeout: Duration,
     /// `--polling-interval`: the pause between two execution listings.
     polling_interval: Duration,
-    /// `--state-dir`: where the last send is remembered between `send` and `watch`.
+    /// `--state-dir`: where the last send is remembered between `send` and `watch`, and where
+    /// Terraform keeps the lab's state and plan (`terraform/` inside it).
     state_dir: PathBuf,
+    /// The checkout: commands run from here (`-chdir=terraform` is relative to it).
+    root: PathBuf,
     account: Option<Account>,
+    /// What `terraform output` said, once asked (the teardown's advice names the resource group).
+    outputs: Option<LabOutputs>,
     /// `terraform apply` has started, so resources may exist.
     provisioned: bool,
 }
@@ -154,11 +161,12 @@ impl<'a> Session<'a> {
         settings_file: Option<PathBuf>,
         interrupt: Interrupt,
     ) -> Self {
+        let root = checkout_root();
         Self {
             args: &lab.azure_args,
             keep: lab.keep,
             ui: Ui::new(lab.output),
-            runner: Runner::new(interrupt.clone()),
+            runner: Runner::new(interrupt.clone(), root.clone()),
             interrupt,
             settings,
             settings_file,
@@ -167,8 +175,10 @@ impl<'a> Session<'a> {
             state_dir: lab
                 .state_dir
                 .clone()
-                .unwrap_or_else(|| crate::util::project_root().join(".lab").join("azure")),
+                .unwrap_or_else(|| root.join(".lab").join("azure")),
+            root,
             account: None,
+            outputs: None,
             provisioned: false,
         }
     }
@@ -186,6 +196,10 @@ impl<'a> Session<'a> {
             .as_ref()
             .map(|a| a.id.clone())
             .unwrap_or_default()
+    }
+
+    fn terraform(&self) -> Terraform {
+        Terraform::new(&self.state_dir, self.subscription())
     }
 
     fn variables(&self) -> Variables {
@@ -286,13 +300,13 @@ impl<'a> Session<'a> {
         self.destroy_with(step).await
     }
 
-    async fn destroy_with(&self, step: StepProgress) -> bool {
+    async fn destroy_with(&mut self, step: StepProgress) -> bool {
         if self.interrupt.is_set() {
             step.update("tearing down; Ctrl-C is ignored until terraform destroy ends");
         }
         let result = self
             .runner
-            .run(&terraform::destroy(&self.subscription()), Some(&step))
+            .run(&self.terraform().destroy(), Some(&step))
             .await;
         match result {
             Ok(output) => {
@@ -307,14 +321,39 @@ impl<'a> Session<'a> {
                 true
             }
             Err(error) => {
-                let error = error.context(
-                    "TEARDOWN FAILED: run `cargo xtask lab --azure down` again; if it keeps failing, delete the \
-                     resource group (`az group delete -n <resource_group_name> --yes`; the name is in \
-                     `terraform -chdir=terraform output resource_group_name`)",
-                );
+                let left = self.left_behind().await;
+                let error = error.context(left.advice());
                 step.fail(&error);
                 false
             }
+        }
+    }
+
+    /// After a failed destroy: what the state still lists, and the resource group that holds it all.
+    /// Both are best effort (the state may be unreadable too); the advice works without them.
+    async fn left_behind(&mut self) -> LeftBehind {
+        let terraform = self.terraform();
+        let resources = match self.runner.run(&terraform.state_list(), None).await {
+            Ok(output) => Some(
+                output
+                    .stdout
+                    .lines()
+                    .map(str::trim)
+                    .filter(|line| !line.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            ),
+            Err(_) => None,
+        };
+        if self.outputs.is_none()
+            && let Ok(output) = self.runner.run(&terraform.output().shielded(), None).await
+        {
+            self.outputs = LabOutputs::parse(&output.stdout).ok();
+        }
+        LeftBehind {
+            resources,
+            resource_group: self.outputs.as_ref().map(|o| o.resource_group_name.clone()),
+            output_command: terraform.by_hand("output -raw resource_group_name"),
         }
     }
 
@@ -357,8 +396,17 @@ impl<'a> Session<'a> {
                 "Teardown did not run: fix the problem above and run `down` again; ended",
             ),
             Ok(()) => {
+                // `init` first: a checkout where `up` never ran here (or ran with an older version of
+                // the lab, which kept the state in terraform/) has no initialised data directory yet.
+                let initialised = self.init().await.is_ok();
                 let step = self.ui.step("destroy", "terraform destroy");
-                if self.destroy_with(step).await {
+                let destroyed = if initialised {
+                    self.destroy_with(step).await
+                } else {
+                    step.skipped("terraform init failed (see above), so destroy cannot run yet");
+                    false
+                };
+                if destroyed {
                     (0, "Done")
                 } else {
                     (
@@ -482,13 +530,11 @@ impl<'a> Session<'a> {
         self.runner.run(invocation, Some(step)).await
     }
 
-    /// `terraform init`, `plan -out tfplan`, `apply tfplan`, then the outputs.
+    /// `terraform init`, `plan -out`, `apply` that plan, then the outputs.
     async fn provision(&mut self) -> anyhow::Result<LabOutputs> {
-        let subscription = self.subscription();
-        let init = terraform::init(&subscription);
-        self.terraform_step("init", &init, |_| "terraform init".into())
-            .await?;
-        let plan = terraform::plan(&subscription, &self.variables());
+        self.init().await?;
+        let terraform = self.terraform();
+        let plan = terraform.plan(&self.variables());
         self.terraform_step("plan", &plan, |out| {
             format!(
                 "terraform plan -out tfplan ({})",
@@ -498,7 +544,7 @@ impl<'a> Session<'a> {
         .await?;
         // From here on something may exist in Azure, so any failure ends with a teardown.
         self.provisioned = true;
-        let apply = terraform::apply(&subscription);
+        let apply = terraform.apply();
         self.terraform_step("apply", &apply, |out| {
             let counts = terraform::complete_summary(out).unwrap_or_else(|| "applied".into());
             format!("terraform apply tfplan ({counts})")
@@ -507,16 +553,39 @@ impl<'a> Session<'a> {
         self.outputs().await
     }
 
+    /// `terraform init` with the state in the lab's state directory, after moving a state that an
+    /// older version of the lab left in `terraform/` (so nothing it describes is forgotten).
+    async fn init(&self) -> anyhow::Result<()> {
+        let terraform = self.terraform();
+        let moved = terraform.adopt_legacy_state(&self.root.join("terraform"));
+        let step = self.ui.step("init", "terraform init");
+        let moved = conclude(&step, moved.map(|m| (m, String::new())))?;
+        drop(step);
+        self.terraform_step("init", &terraform.init(), |_| {
+            if moved.is_empty() {
+                "terraform init".into()
+            } else {
+                format!(
+                    "terraform init (state moved out of the work tree: {})",
+                    moved.join(", ")
+                )
+            }
+        })
+        .await
+    }
+
     async fn terraform_step(
         &self,
         id: &'static str,
         invocation: &Invocation,
         message: impl FnOnce(&str) -> String,
     ) -> anyhow::Result<()> {
-        let title = invocation
-            .display()
-            .replace("-chdir=terraform ", "")
-            .replace(" -input=false", "");
+        let title = match id {
+            "init" => "terraform init".to_owned(),
+            "plan" => "terraform plan -out tfplan".to_owned(),
+            "apply" => "terraform apply tfplan".to_owned(),
+            _ => invocation.display(),
+        };
         let step = self.ui.step(id, title);
         let result = self.runner.run(invocation, Some(&step)).await;
         let output = conclude(&step, result.map(|o| (o, String::new())))?;
@@ -524,8 +593,8 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    async fn outputs(&self) -> anyhow::Result<LabOutputs> {
-        let invocation = terraform::output(&self.subscription());
+    async fn outputs(&mut self) -> anyhow::Result<LabOutputs> {
+        let invocation = self.terraform().output();
         let step = self.ui.step("outputs", "terraform output -json");
         let result =
             async { LabOutputs::parse(&self.runner.run(&invocation, Some(&step)).await?.stdout) }
@@ -543,6 +612,7 @@ impl<'a> Session<'a> {
                 "job": outputs.job_name,
             }),
         );
+        self.outputs = Some(outputs.clone());
         Ok(outputs)
     }
 
@@ -557,9 +627,13 @@ impl<'a> Session<'a> {
             format!("Sending {} to {}", messages(batch.count), target.queue),
         );
         let result = async {
-            let sent =
+            // What exists before the message goes out is not ours, whatever Azure's clock says.
+            step.update("listing the executions that exist before the send");
+            let before = self.executions_before_send(outputs, &step).await?;
+            let mut sent =
                 send::send_batch(&target, batch, self.args.role_wait, &self.interrupt, &step)
                     .await?;
+            sent.executions_before = Some(before.into_iter().map(|e| e.name).collect());
             sent.save(&self.state_dir)?;
             Ok(sent)
         }
@@ -582,6 +656,40 @@ impl<'a> Session<'a> {
         Ok(sent)
     }
 
+    /// The job's executions just before the send. A failed listing is retried as the watch retries
+    /// its own (backoff, [`MAX_FAILED_LISTINGS`] in a row at most): a throttled `az` call must not end
+    /// the lab before the message is even sent.
+    async fn executions_before_send(
+        &self,
+        outputs: &LabOutputs,
+        step: &StepProgress,
+    ) -> anyhow::Result<Vec<Execution>> {
+        let mut source = AzExecutions {
+            runner: &self.runner,
+            invocation: az::execution_list(outputs),
+        };
+        let mut failures = 0;
+        loop {
+            match source.list().await {
+                Ok(executions) => return Ok(executions),
+                Err(error) if failures + 1 < MAX_FAILED_LISTINGS && !self.interrupt.is_set() => {
+                    failures += 1;
+                    report_failed_listing(&self.ui, failures, &error);
+                    step.update("listing the executions again");
+                    let pause = self
+                        .polling_interval
+                        .saturating_mul(1 << failures)
+                        .min(self.polling_interval.max(Duration::from_secs(60)));
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = self.interrupt.wait() => return Err(anyhow!("the send was interrupted (Ctrl-C)")),
+                    }
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
     async fn watch(&self, outputs: &LabOutputs, sent: &SentMessage) -> anyhow::Result<()> {
         let invocation = az::execution_list(outputs);
         let every = human_duration(self.polling_interval);
@@ -589,13 +697,25 @@ impl<'a> Session<'a> {
             "watch",
             format!("Watching `az containerapp job execution list` every {every}"),
         );
-        let plan = WatchPlan::new(sent.sent_at, self.polling_interval, self.timeout);
+        let plan = match &sent.executions_before {
+            Some(before) => WatchPlan::excluding(
+                before.iter().cloned().collect(),
+                self.polling_interval,
+                self.timeout,
+            ),
+            // A send recorded by an older version of the lab: fall back to its time.
+            None => WatchPlan::new(sent.sent_at, self.polling_interval, self.timeout),
+        };
         let mut source = AzExecutions {
             runner: &self.runner,
             invocation,
         };
         let waited = tokio::select! {
             outcome = wait_for_success(&mut source, &plan, |report| {
+                if let Some((failures, error)) = report.failed {
+                    report_failed_listing(&self.ui, failures, error);
+                    return;
+                }
                 let newest = report.ours.last().map_or_else(
                     || "no new execution yet".to_owned(),
                     |e| format!("{} {}", e.name, e.status()),
@@ -604,8 +724,7 @@ impl<'a> Session<'a> {
             }) => outcome,
             () = self.interrupt.wait() => Err(anyhow!("watching was interrupted (Ctrl-C)")),
         };
-        let logs =
-            |execution: &Execution| format!("logs: {}", az::logs_command(outputs, &execution.name));
+        let logs = |execution: &Execution| logs_text(outputs, &execution.name);
         let result = match waited {
             Ok(WatchOutcome::Succeeded { execution, .. }) => Ok(execution),
             Ok(WatchOutcome::Failed { execution, .. }) => Err(anyhow!(
@@ -613,7 +732,7 @@ impl<'a> Session<'a> {
                  queue name, a poison message)",
                 execution.name,
                 execution.status(),
-                reason(&execution),
+                execution.why(),
                 logs(&execution)
             )),
             Ok(WatchOutcome::DeadlineReached { waited, ours }) => Err(anyhow!(
@@ -647,9 +766,15 @@ impl<'a> Session<'a> {
             .map_or_else(String::new, |d| format!(", ran {}", human_duration(d)));
         step.ok_with(
             format!("Execution {} Succeeded ({after_send}{ran})", execution.name),
-            json!({ "execution": execution.name, "logs_command": az::logs_command(outputs, &execution.name) }),
+            json!({
+                "execution": execution.name,
+                "logs_command": az::log_commands(outputs, &execution.name).extension,
+                "logs_query_command": az::log_commands(outputs, &execution.name).core,
+            }),
         );
-        self.ui.detail(logs(&execution));
+        for line in logs(&execution).lines() {
+            self.ui.detail(line);
+        }
         self.check_queue(outputs).await
     }
 
@@ -689,9 +814,8 @@ impl<'a> Session<'a> {
 
     /// `--dry-run`: every command in order, with `<placeholders>` for what terraform would report.
     fn print_plan(&self, step: Option<&Step>) {
-        let account = Account::placeholder();
-        let subscription = account.id.as_str();
         let outputs = LabOutputs::placeholders(&self.settings);
+        let terraform = Terraform::new(&self.state_dir, Account::placeholder().id);
         let ui = &self.ui;
         let comment = |id, text: String| ui.planned_command(id, &format!("# {text}"));
         let preflight = || {
@@ -703,17 +827,19 @@ impl<'a> Session<'a> {
             }
             comment(
                 "preflight",
-                "terraform runs with ARM_SUBSCRIPTION_ID=<id from az account show>".into(),
+                format!(
+                    "terraform runs with ARM_SUBSCRIPTION_ID=<id from az account show> and TF_DATA_DIR={}: \
+                     state and plan stay in {}, out of the work tree",
+                    terraform.data_dir().display(),
+                    terraform.dir().display()
+                ),
             );
         };
         let provision = || {
-            ui.planned_command("init", &terraform::init(subscription).display());
-            ui.planned_command(
-                "plan",
-                &terraform::plan(subscription, &self.variables()).display(),
-            );
-            ui.planned_command("apply", &terraform::apply(subscription).display());
-            ui.planned_command("outputs", &terraform::output(subscription).display());
+            ui.planned_command("init", &terraform.init().display());
+            ui.planned_command("plan", &terraform.plan(&self.variables()).display());
+            ui.planned_command("apply", &terraform.apply().display());
+            ui.planned_command("outputs", &terraform.output().display());
         };
         let send = |count: u32| {
             let auth = if self.args.servicebus_connection_string.is_some() {
@@ -721,6 +847,11 @@ impl<'a> Session<'a> {
             } else {
                 "your az login token"
             };
+            ui.planned_command("send", &az::execution_list(&outputs).display());
+            comment(
+                "send",
+                "the executions listed now are not ours: watch ignores them".into(),
+            );
             comment(
                 "send",
                 format!(
@@ -736,14 +867,18 @@ impl<'a> Session<'a> {
             comment(
                 "watch",
                 format!(
-                    "repeat every {} until an execution that started after the send is Succeeded (at most {})",
+                    "repeat every {} until an execution not listed before the send is Succeeded (at most {}; \
+                     a failed listing is retried with backoff, {MAX_FAILED_LISTINGS} in a row end the watch)",
                     human_duration(self.polling_interval),
                     human_duration(self.timeout)
                 ),
             );
             comment(
                 "watch",
-                format!("then print: {}", az::logs_command(&outputs, "<execution>")),
+                format!(
+                    "then print how to read its logs:\n# {}",
+                    logs_text(&outputs, "<execution>").replace('\n', "\n# ")
+                ),
             );
             ui.planned_command("queue", &az::queue_counts(&outputs).display());
         };
@@ -751,7 +886,7 @@ impl<'a> Session<'a> {
             if self.keep {
                 comment("destroy", "--keep: no terraform destroy".into());
             } else {
-                ui.planned_command("destroy", &terraform::destroy(subscription).display());
+                ui.planned_command("destroy", &terraform.destroy().display());
             }
         };
         comment("lab", self.header());
@@ -770,18 +905,72 @@ impl<'a> Session<'a> {
             preflight();
             provision();
         } else if let Some(Step::Send { count, .. }) = step {
-            ui.planned_command("outputs", &terraform::output(subscription).display());
+            ui.planned_command("outputs", &terraform.output().display());
             send(*count);
         } else if matches!(step, Some(Step::Watch)) {
-            ui.planned_command("outputs", &terraform::output(subscription).display());
+            ui.planned_command("outputs", &terraform.output().display());
             watch();
         } else if matches!(step, Some(Step::Executions { .. })) {
-            ui.planned_command("outputs", &terraform::output(subscription).display());
+            ui.planned_command("outputs", &terraform.output().display());
             ui.planned_command("executions", &az::execution_list(&outputs).display());
         } else if matches!(step, Some(Step::Down)) {
             preflight();
-            ui.planned_command("destroy", &terraform::destroy(subscription).display());
+            ui.planned_command("init", &terraform.init().display());
+            ui.planned_command("destroy", &terraform.destroy().display());
         }
+    }
+}
+
+/// The checkout the lab runs from: `ACA_LAB_ROOT` when set (a copy of the repository, as the tests
+/// use), otherwise the workspace this xtask was built in.
+fn checkout_root() -> PathBuf {
+    std::env::var_os("ACA_LAB_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(crate::util::project_root)
+}
+
+/// What a failed `terraform destroy` left in Azure, and how to finish the teardown.
+struct LeftBehind {
+    /// `terraform state list`; `None` when the state could not be read.
+    resources: Option<Vec<String>>,
+    resource_group: Option<String>,
+    /// The by-hand command that prints the resource group's name, for when it is not known here.
+    output_command: String,
+}
+
+impl LeftBehind {
+    fn advice(&self) -> String {
+        let mut text = String::from("TEARDOWN FAILED: ");
+        match &self.resources {
+            Some(resources) if resources.is_empty() => text.push_str(
+                "Terraform's state lists nothing any more, but resources it was deleting may still exist",
+            ),
+            Some(resources) => {
+                text.push_str(&format!(
+                    "{} resource(s) are still in Azure and may be billing:",
+                    resources.len()
+                ));
+                for resource in resources {
+                    text.push_str("\n  ");
+                    text.push_str(resource);
+                }
+            }
+            None => text.push_str(
+                "the lab's Terraform state could not be read; assume everything is still running and billing",
+            ),
+        }
+        text.push_str(
+            "\nfinish the teardown: run `cargo xtask lab --azure down` (terraform destroy again; transient Azure \
+             errors usually pass); if it keeps failing, delete the resource group: ",
+        );
+        match &self.resource_group {
+            Some(group) => text.push_str(&format!("`az group delete -n {group} --yes`")),
+            None => text.push_str(&format!(
+                "`az group delete -n <name> --yes` (the name: `{}`)",
+                self.output_command
+            )),
+        }
+        text
     }
 }
 
@@ -796,12 +985,26 @@ fn conclude<T>(step: &StepProgress, result: anyhow::Result<(T, String)>) -> anyh
     }
 }
 
-fn reason(execution: &Execution) -> String {
-    match (&execution.properties.reason, &execution.properties.message) {
-        (Some(reason), Some(message)) => format!(" ({reason}: {message})"),
-        (Some(text), None) | (None, Some(text)) => format!(" ({text})"),
-        (None, None) => String::new(),
-    }
+/// A failed execution listing that will be retried: said out loud (not only in the spinner), so a
+/// flaky network or throttling shows in the run's log.
+fn report_failed_listing(ui: &Ui, failures: u32, error: &anyhow::Error) {
+    let text = error.to_string();
+    ui.detail(format!(
+        "listing failed ({failures} of {MAX_FAILED_LISTINGS} in a row allowed), retrying: {}",
+        text.lines().next().unwrap_or_default()
+    ));
+}
+
+/// The two ways to read an execution's logs, as printed under the watch step.
+fn logs_text(outputs: &LabOutputs, execution: &str) -> String {
+    let commands = az::log_commands(outputs, execution);
+    format!(
+        "logs: {}\n  (a preview command of the containerapp CLI extension: `{}`; it streams from a live replica)\n\
+         logs with the core CLI, from Log Analytics (a few minutes after the execution):\n  {}",
+        commands.extension,
+        az::CONTAINERAPP_EXTENSION,
+        commands.core
+    )
 }
 
 /// `1 message`, `3 messages`.

@@ -70,11 +70,14 @@ pub struct Output {
 #[derive(Debug, Clone)]
 pub struct Runner {
     interrupt: Interrupt,
+    /// Every command starts here (the checkout root), so `-chdir=terraform` works from any directory
+    /// `cargo xtask` was started in.
+    dir: std::path::PathBuf,
 }
 
 impl Runner {
-    pub fn new(interrupt: Interrupt) -> Self {
-        Self { interrupt }
+    pub fn new(interrupt: Interrupt, dir: std::path::PathBuf) -> Self {
+        Self { interrupt, dir }
     }
 
     /// Run to completion. A spinner (`step`) shows the child's latest output line while it runs.
@@ -87,6 +90,7 @@ impl Runner {
         let shown = invocation.display();
         let mut command = Command::new(program_path(invocation.program));
         command
+            .current_dir(&self.dir)
             .args(&invocation.args)
             .envs(invocation.env.iter().map(|(k, v)| (*k, v)))
             .stdin(Stdio::null())
@@ -242,7 +246,11 @@ fn hint_for(output: &str) -> Option<&'static str> {
         ),
         (
             "Error acquiring the state lock",
-            "another terraform run holds the state lock; wait for it, or `terraform -chdir=terraform force-unlock <ID>` if it died",
+            "another terraform run holds the state lock; wait for it, or, if it died, `terraform -chdir=terraform force-unlock <ID>` with TF_DATA_DIR set to the lab's state directory's terraform/.terraform (default .lab/azure/terraform/.terraform)",
+        ),
+        (
+            "Backend initialization required",
+            "terraform has not been initialised in the lab's state directory yet: run `cargo xtask lab --azure up` (or `down`, which initialises first)",
         ),
         (
             "Saved plan is stale",

@@ -1,7 +1,7 @@
 //! Sending the lab's messages with our own Service Bus client (package `aca-job-lab`), authenticated by
 //! the participant's az login (Entra token, role Data Sender granted by terraform), or by a connection
-//! string when one is given (a SAS key, or an emulator in tests). The send time is recorded so that a
-//! later `watch` knows which executions are ours.
+//! string when one is given (a SAS key, or an emulator in tests). The executions that existed just
+//! before the send are recorded (with the send time) so that a later `watch` knows which are ours.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -36,6 +36,10 @@ pub struct SentMessage {
     /// Taken just before the first message went out; executions that started earlier are not ours.
     #[serde(with = "time::serde::rfc3339")]
     pub sent_at: OffsetDateTime,
+    /// The job's executions listed just before the first message went out: none of them is ours.
+    /// `None` in a record written by an older version of the lab (then the send time decides).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executions_before: Option<Vec<String>>,
 }
 
 const RECORD: &str = "last-send.json";
@@ -96,8 +100,9 @@ impl Batch {
     }
 }
 
-/// Send the batch over one connection; retry while Service Bus refuses the token, which is what a role
+/// Send the batch over one connection; retry while Service Bus says "unauthorized", which is what a role
 /// assignment that has not propagated yet looks like (it can take a few minutes after `terraform apply`).
+/// Nothing else is retried: a queue that does not exist fails at once, naming it.
 pub async fn send_batch(
     target: &SendTarget,
     batch: &Batch,
@@ -140,26 +145,39 @@ pub async fn send_batch(
                     queue: target.queue.clone(),
                     bytes: messages.iter().map(|(_, body)| body.len()).sum(),
                     sent_at,
+                    executions_before: None,
                 });
             }
             Err(error)
-                if is_not_yet_authorized(&error) && tokio::time::Instant::now() < give_up =>
+                if refusal(&error) == Refusal::Unauthorized
+                    && tokio::time::Instant::now() < give_up =>
             {
                 step.update(format!(
                     "waiting for the Data Sender role to reach Service Bus (attempt {attempt})"
                 ));
                 attempt += 1;
+                let pause = give_up
+                    .saturating_duration_since(tokio::time::Instant::now())
+                    .min(Duration::from_secs(10));
                 tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(10)) => {}
+                    () = tokio::time::sleep(pause) => {}
                     () = interrupt.wait() => return Err(anyhow!("the send was interrupted (Ctrl-C)")),
                 }
             }
             Err(error) => {
-                let hint = if is_not_yet_authorized(&error) {
-                    "\nhint: your account needs `Azure Service Bus Data Sender` on the queue; terraform grants it to \
-                     whoever ran `terraform apply` (variable operator_object_id); role assignments can take minutes"
-                } else {
-                    ""
+                let hint = match refusal(&error) {
+                    Refusal::Unauthorized => format!(
+                        "\nhint: still unauthorized after --role-wait {}: your account needs `Azure Service Bus Data \
+                         Sender` on the queue; terraform grants it to whoever ran `terraform apply` (variable \
+                         operator_object_id); role assignments can take minutes, so a longer --role-wait may do",
+                        crate::lab::ui::human_duration(role_wait)
+                    ),
+                    Refusal::NotFound => format!(
+                        "\nhint: queue `{}` does not exist on {}: check the queue name (terraform output queue_name) \
+                         and that the lab is up (`cargo xtask lab --azure up`)",
+                        target.queue, config.host
+                    ),
+                    Refusal::Other => String::new(),
                 };
                 return Err(anyhow::Error::new(error).context(format!(
                     "could not send to queue `{}` on {}{hint}",
@@ -182,9 +200,31 @@ async fn send_with(
     client.close().await
 }
 
-fn is_not_yet_authorized(error: &ServiceBusError) -> bool {
-    matches!(
-        error,
-        ServiceBusError::Authorization { .. } | ServiceBusError::Attach { .. }
-    )
+/// Why Service Bus turned the send away, as far as the retry decision goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// The token was refused (`$cbs` put-token), or the link was (`amqp:unauthorized-access`, e.g.
+    /// "'Send' claim(s) are required"): what a role assignment still propagating looks like.
+    Unauthorized,
+    /// `amqp:not-found`: no such queue. Waiting will not create it.
+    NotFound,
+    Other,
+}
+
+fn refusal(error: &ServiceBusError) -> Refusal {
+    match error {
+        ServiceBusError::Authorization { .. } => Refusal::Unauthorized,
+        ServiceBusError::Attach { reason, .. } => {
+            // The attach error carries the broker's condition only as text (fe2o3's Display).
+            let reason = reason.to_ascii_lowercase();
+            if reason.contains("not-found") || reason.contains("notfound") {
+                Refusal::NotFound
+            } else if reason.contains("unauthorized") {
+                Refusal::Unauthorized
+            } else {
+                Refusal::Other
+            }
+        }
+        _ => Refusal::Other,
+    }
 }

@@ -1,6 +1,23 @@
-//! The terraform commands of the tutorial (`init`, `plan -out tfplan`, `apply tfplan`), the outputs the
+//! The terraform commands of the tutorial (`init`, `plan -out`, `apply` of that plan), the outputs the
 //! runner reads, and `destroy`. They run from the workspace root with `-chdir=terraform`, so a printed
 //! command can be pasted into a shell at the root of the checkout.
+//!
+//! Everything Terraform writes for a run stays out of the work tree, under the lab's state directory
+//! (`.lab/azure/terraform/` by default, ignored by git and by `.dockerignore`): the state and its
+//! backups hold the namespace's keys and connection strings, and so does a saved plan. Terraform
+//! offers no single switch for that, so three are used:
+//! - `TF_DATA_DIR` moves the per-working-directory data (`.terraform/`: providers and the backend
+//!   settings `init` saved), see Terraform's "Environment Variables" documentation;
+//! - the `local` backend (declared in `versions.tf`) takes its `path` at `init` time through
+//!   `-backend-config=path=…` (a partial backend configuration); state backups go next to it
+//!   (`<path>.backup`), and every later command finds the path through `TF_DATA_DIR`;
+//! - the plan is written with `-out=<state>/tfplan` and applied from there.
+//!
+//! Only the dependency lock file (`terraform/.terraform.lock.hcl`) is still written beside the
+//! configuration, where Terraform always puts it; it holds provider checksums, no secrets.
+//! Paths are absolute because terraform resolves relative ones after `-chdir`.
+
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
@@ -21,59 +38,159 @@ pub struct Variables {
     pub var_file: Option<std::path::PathBuf>,
 }
 
-fn terraform(args: &[&str], subscription: &str) -> Invocation {
-    let mut words = vec![CHDIR];
-    words.extend_from_slice(args);
-    // azurerm 4+ needs the subscription; taking it from `az account show` means the lab runs wherever
-    // the participant's az CLI points.
-    Invocation::new("terraform", words)
-        .env("ARM_SUBSCRIPTION_ID", subscription)
-        .env("TF_IN_AUTOMATION", "1")
+/// Where one lab's Terraform files live, and the subscription terraform works in.
+#[derive(Debug, Clone)]
+pub struct Terraform {
+    /// `--state-dir`/terraform: state, backups, plan and `TF_DATA_DIR`.
+    dir: PathBuf,
+    /// azurerm 4+ needs the subscription; taking it from `az account show` means the lab runs
+    /// wherever the participant's az CLI points.
+    subscription: String,
+}
+
+/// The files a lab's Terraform state consists of in the state directory (for the legacy move).
+const STATE_FILES: &[&str] = &["terraform.tfstate", "terraform.tfstate.backup"];
+
+impl Terraform {
+    pub fn new(state_dir: &Path, subscription: impl Into<String>) -> Self {
+        Self {
+            dir: state_dir.join("terraform"),
+            subscription: subscription.into(),
+        }
+    }
+
+    /// The directory holding state, backups, the plan and terraform's data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn state_file(&self) -> PathBuf {
+        self.dir.join("terraform.tfstate")
+    }
+
+    pub fn plan_file(&self) -> PathBuf {
+        self.dir.join("tfplan")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join(".terraform")
+    }
+
+    fn command(&self, args: &[&str]) -> Invocation {
+        let mut words = vec![CHDIR];
+        words.extend_from_slice(args);
+        Invocation::new("terraform", words)
+            .env("ARM_SUBSCRIPTION_ID", &self.subscription)
+            .env("TF_IN_AUTOMATION", "1")
+            .env("TF_DATA_DIR", self.data_dir().display().to_string())
+    }
+
+    /// How a person runs terraform on this lab by hand (POSIX shell), e.g. to look at the state.
+    pub fn by_hand(&self, args: &str) -> String {
+        format!(
+            "ARM_SUBSCRIPTION_ID={} TF_DATA_DIR={} terraform {CHDIR} {args}",
+            crate::util::shell_quote(&self.subscription),
+            crate::util::shell_quote(&self.data_dir().display().to_string()),
+        )
+    }
+
+    pub fn init(&self) -> Invocation {
+        let backend = format!("-backend-config=path={}", self.state_file().display());
+        self.command(&["init", "-input=false", &backend]).streamed()
+    }
+
+    pub fn plan(&self, variables: &Variables) -> Invocation {
+        let out = format!("-out={}", self.plan_file().display());
+        let mut invocation = self.command(&["plan", "-input=false", &out]).streamed();
+        if let Some(file) = &variables.var_file {
+            // -var-file wins over *.auto.tfvars.json, so these settings replace the committed ones.
+            invocation
+                .args
+                .push(format!("-var-file={}", file.display()));
+        }
+        for (name, value) in [
+            ("location", &variables.location),
+            ("scaler_auth", &variables.scaler_auth),
+            ("image_builder", &variables.image_builder),
+        ] {
+            if let Some(value) = value {
+                invocation.args.push("-var".into());
+                invocation.args.push(format!("{name}={value}"));
+            }
+        }
+        invocation
+    }
+
+    pub fn apply(&self) -> Invocation {
+        let plan = self.plan_file().display().to_string();
+        self.command(&["apply", "-input=false", &plan]).streamed()
+    }
+
+    pub fn output(&self) -> Invocation {
+        self.command(&["output", "-json"])
+    }
+
+    /// What is still in the state (after a failed destroy: what was left behind). Shielded like the
+    /// destroy it follows: after Ctrl-C the participant needs this list most.
+    pub fn state_list(&self) -> Invocation {
+        self.command(&["state", "list"]).shielded()
+    }
+
+    /// Teardown runs shielded: a second Ctrl-C must not leave half a lab billing.
+    pub fn destroy(&self) -> Invocation {
+        self.command(&["destroy", "-input=false", "-auto-approve"])
+            .shielded()
+            .streamed()
+    }
+
+    /// Earlier versions of the lab kept the state in `terraform/` itself. Move such a state into the
+    /// state directory, so `down` still finds (and destroys) what it describes, and delete the old
+    /// plan, which holds the same secrets. Returns what was moved, for the step's message.
+    pub fn adopt_legacy_state(&self, config_dir: &Path) -> anyhow::Result<Vec<String>> {
+        let legacy = config_dir.join("terraform.tfstate");
+        if !legacy.exists() {
+            return Ok(Vec::new());
+        }
+        if self.state_file().exists() {
+            bail!(
+                "two Terraform states: {} (left by an older version of the lab) and {}; the lab cannot tell \
+                 which one describes what is running. Destroy the old one by hand (with ARM_SUBSCRIPTION_ID set and \
+                 TF_DATA_DIR unset: `terraform -chdir=terraform init`, then `terraform -chdir=terraform destroy`), \
+                 then delete {}",
+                legacy.display(),
+                self.state_file().display(),
+                legacy.display()
+            );
+        }
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("could not create {}", self.dir.display()))?;
+        let mut moved = Vec::new();
+        for name in STATE_FILES {
+            let from = config_dir.join(name);
+            if from.exists() {
+                let to = self.dir.join(name);
+                // Same file system in the usual layout (.lab/ is in the checkout); copy otherwise.
+                if std::fs::rename(&from, &to).is_err() {
+                    std::fs::copy(&from, &to).with_context(|| {
+                        format!("could not move {} to {}", from.display(), to.display())
+                    })?;
+                    std::fs::remove_file(&from)
+                        .with_context(|| format!("could not remove {}", from.display()))?;
+                }
+                moved.push(format!("{} → {}", from.display(), to.display()));
+            }
+        }
+        let old_plan = config_dir.join("tfplan");
+        if old_plan.exists() {
+            std::fs::remove_file(&old_plan)
+                .with_context(|| format!("could not remove {}", old_plan.display()))?;
+        }
+        Ok(moved)
+    }
 }
 
 pub fn version() -> Invocation {
     Invocation::new("terraform", ["version", "-json"])
-}
-
-pub fn init(subscription: &str) -> Invocation {
-    terraform(&["init", "-input=false"], subscription).streamed()
-}
-
-pub fn plan(subscription: &str, variables: &Variables) -> Invocation {
-    let mut invocation =
-        terraform(&["plan", "-input=false", "-out", "tfplan"], subscription).streamed();
-    if let Some(file) = &variables.var_file {
-        // -var-file wins over *.auto.tfvars.json, so these settings replace the committed ones.
-        invocation
-            .args
-            .push(format!("-var-file={}", file.display()));
-    }
-    for (name, value) in [
-        ("location", &variables.location),
-        ("scaler_auth", &variables.scaler_auth),
-        ("image_builder", &variables.image_builder),
-    ] {
-        if let Some(value) = value {
-            invocation.args.push("-var".into());
-            invocation.args.push(format!("{name}={value}"));
-        }
-    }
-    invocation
-}
-
-pub fn apply(subscription: &str) -> Invocation {
-    terraform(&["apply", "-input=false", "tfplan"], subscription).streamed()
-}
-
-pub fn output(subscription: &str) -> Invocation {
-    terraform(&["output", "-json"], subscription)
-}
-
-/// Teardown runs shielded: a second Ctrl-C must not leave half a lab billing.
-pub fn destroy(subscription: &str) -> Invocation {
-    terraform(&["destroy", "-input=false", "-auto-approve"], subscription)
-        .shielded()
-        .streamed()
 }
 
 /// `terraform version -json` → `1.11.4`; the lab needs 1.9 or newer (cross-variable validations).
@@ -144,6 +261,9 @@ pub struct LabOutputs {
     pub servicebus_namespace: String,
     pub servicebus_fqdn: String,
     pub queue_name: String,
+    /// The workspace (customer) id for the Log Analytics query of an execution's logs; absent in a lab
+    /// applied by an older version of terraform/outputs.tf.
+    pub log_analytics_workspace_id: Option<String>,
 }
 
 impl LabOutputs {
@@ -178,6 +298,7 @@ impl LabOutputs {
             servicebus_namespace: get("servicebus_namespace")?,
             servicebus_fqdn: get("servicebus_fqdn")?,
             queue_name: get("queue_name")?,
+            log_analytics_workspace_id: get("log_analytics_workspace_id").ok(),
         })
     }
 
@@ -191,6 +312,7 @@ impl LabOutputs {
             servicebus_namespace: "<servicebus_namespace>".into(),
             servicebus_fqdn: "<servicebus_fqdn>".into(),
             queue_name: settings.queue_name.clone(),
+            log_analytics_workspace_id: None,
         }
     }
 }

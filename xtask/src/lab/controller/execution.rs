@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::history::{History, Stream};
 use super::replica::{LogSink, Replica, ReplicaExit, ReplicaRunner, ReplicaSpec};
 use super::{Clock, ControllerConfig};
-use crate::lab::executions::ExecutionStatus;
+use crate::lab::executions::{Ending, ExecutionStatus};
 
 pub(super) struct Execution<R> {
     pub name: String,
@@ -71,21 +71,30 @@ impl<R: ReplicaRunner> Execution<R> {
                     None => (ExecutionStatus::Succeeded, None),
                     Some(StopReason::Shutdown) => (
                         ExecutionStatus::Stopped,
-                        Some("the local jobs controller was stopped".to_owned()),
+                        Some(Ending {
+                            reason: Ending::STOPPED,
+                            message: "the local jobs controller was stopped".to_owned(),
+                        }),
                     ),
                     Some(StopReason::Timeout) => (
                         ExecutionStatus::Failed,
-                        Some(format!(
-                            "the replica timeout of {} s was reached; the replica was stopped",
-                            self.config.replica_timeout.as_secs()
-                        )),
+                        Some(Ending {
+                            reason: Ending::DEADLINE_EXCEEDED,
+                            message: format!(
+                                "the replica timeout of {} s was reached; the replica was stopped",
+                                self.config.replica_timeout.as_secs()
+                            ),
+                        }),
                     ),
                     Some(StopReason::Failed) => (
                         ExecutionStatus::Failed,
-                        Some(format!(
-                            "{failed} replica(s) failed, more than the replica retry limit of {}",
-                            self.config.replica_retry_limit
-                        )),
+                        Some(Ending {
+                            reason: Ending::BACKOFF_LIMIT_EXCEEDED,
+                            message: format!(
+                                "{failed} replica(s) failed, more than the replica retry limit of {}",
+                                self.config.replica_retry_limit
+                            ),
+                        }),
                     ),
                 };
             }

@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-use crate::lab::executions::{Execution, ExecutionProperties, ExecutionStatus};
+use crate::lab::executions::{
+    Ending, Execution, ExecutionProperties, ExecutionStatus, LOCAL_RESOURCE_GROUP,
+    LOCAL_SUBSCRIPTION, execution_id,
+};
 
 /// Container Apps keeps the most recent 100 finished executions; so do we.
 pub const HISTORY_LIMIT: usize = 100;
@@ -112,10 +115,16 @@ impl History {
         self.changed.subscribe()
     }
 
-    /// Record a new `Running` execution.
+    /// Record a new `Running` execution (named `<job>-<suffix>`, as the controller names them).
     pub fn start(&self, name: &str, start_time: OffsetDateTime, template: serde_json::Value) {
+        let job = name.rsplit_once('-').map_or(name, |(job, _)| job);
         let execution = Execution {
-            id: None,
+            id: Some(execution_id(
+                LOCAL_SUBSCRIPTION,
+                LOCAL_RESOURCE_GROUP,
+                job,
+                name,
+            )),
             name: name.to_owned(),
             resource_type: Some("Microsoft.App/jobs/executions".to_owned()),
             properties: ExecutionProperties {
@@ -138,19 +147,20 @@ impl History {
         self.notify();
     }
 
-    /// Set the final status, end time and, for failures, the reason.
+    /// Set the final status, end time and, for failures, the reason code and message.
     pub fn finish(
         &self,
         name: &str,
         status: ExecutionStatus,
         end_time: OffsetDateTime,
-        reason: Option<String>,
+        ending: Option<Ending>,
     ) {
         self.update(name, |record| {
             let properties = &mut record.execution.properties;
             properties.status = status;
             properties.end_time = Some(end_time);
-            properties.reason = reason;
+            properties.reason = ending.as_ref().map(|e| e.reason.to_owned());
+            properties.message = ending.map(|e| e.message);
         });
         trim(&mut self.lock().records);
     }
@@ -291,12 +301,17 @@ mod tests {
             "job-rust-abc1234",
             ExecutionStatus::Failed,
             T0 + time::Duration::seconds(3),
-            Some("replica failed".into()),
+            Some(Ending {
+                reason: Ending::BACKOFF_LIMIT_EXCEEDED,
+                message: "2 replica(s) failed, more than the replica retry limit of 1".into(),
+            }),
         );
         let json = serde_json::to_value(history.executions()).unwrap();
+        // As the REST spec's Job_Execution_Get example, plus the newer API's reason and message.
         assert_eq!(
             json,
             serde_json::json!([{
+                "id": "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/aca-job-lab-local/providers/Microsoft.App/jobs/job-rust/executions/job-rust-abc1234",
                 "name": "job-rust-abc1234",
                 "type": "Microsoft.App/jobs/executions",
                 "properties": {
@@ -304,7 +319,8 @@ mod tests {
                     "startTime": "2026-11-25T12:00:00Z",
                     "endTime": "2026-11-25T12:00:03Z",
                     "template": {"containers": []},
-                    "reason": "replica failed"
+                    "reason": "BackoffLimitExceeded",
+                    "message": "2 replica(s) failed, more than the replica retry limit of 1"
                 }
             }])
         );

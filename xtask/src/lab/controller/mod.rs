@@ -182,16 +182,17 @@ impl<M: QueueMetrics, R: ReplicaRunner> Controller<M, R> {
                     s.active_messages = Some(active);
                     s.error = None;
                 });
-                active
+                Some(active)
             }
             Err(error) => {
-                // KEDA logs a failed scaler read and starts nothing; so do we, and try again next time.
+                // KEDA logs a failed scaler read and counts no messages (min_executions are still
+                // kept, see ScaleRule); so do we, and try again next time.
                 tracing::warn!(%error, "could not read the queue's active message count");
                 self.status.send_modify(|s| {
                     s.polls += 1;
                     s.error = Some(error.to_string());
                 });
-                return;
+                None
             }
         };
         let running = u32::try_from(executions.len()).unwrap_or(u32::MAX);

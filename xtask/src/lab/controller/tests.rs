@@ -353,10 +353,12 @@ async fn a_failing_replica_is_retried_up_to_the_limit_then_the_execution_fails()
         first.replicas
     );
     assert_eq!(seconds_after_t0(first.execution.properties.end_time), 3.0);
-    let reason = first.execution.properties.reason.as_deref().unwrap();
+    let properties = &first.execution.properties;
+    assert_eq!(properties.reason.as_deref(), Some("BackoffLimitExceeded"));
+    let message = properties.message.as_deref().unwrap();
     assert!(
-        reason.contains("more than the replica retry limit of 2"),
-        "{reason}"
+        message.contains("more than the replica retry limit of 2"),
+        "{message}"
     );
     // Nothing is lost: the message is back and will start the next execution.
     let state = queue.state();
@@ -406,8 +408,10 @@ async fn a_replica_past_its_timeout_is_terminated_then_killed_and_its_message_re
             "replica ended: killed after the grace period (signal 9)"
         ]
     );
-    let reason = first.execution.properties.reason.as_deref().unwrap();
-    assert!(reason.contains("replica timeout of 10 s"), "{reason}");
+    let properties = &first.execution.properties;
+    assert_eq!(properties.reason.as_deref(), Some("DeadlineExceeded"));
+    let message = properties.message.as_deref().unwrap();
+    assert!(message.contains("replica timeout of 10 s"), "{message}");
     let state = queue.state();
     assert_eq!(
         state.redelivered, 1,
@@ -595,17 +599,21 @@ async fn stopping_the_controller_stops_running_executions() {
     );
 }
 
+/// A scaler whose every read fails (the queue does not exist).
+struct UnreadableQueue;
+
+impl QueueMetrics for UnreadableQueue {
+    async fn active_message_count(&self) -> Result<u64, MetricsError> {
+        Err(MetricsError::UnknownQueue("nope".into()))
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_queue_that_cannot_be_read_starts_nothing_and_says_why() {
-    struct Broken;
-    impl QueueMetrics for Broken {
-        async fn active_message_count(&self) -> Result<u64, MetricsError> {
-            Err(MetricsError::UnknownQueue("nope".into()))
-        }
-    }
     let queue = FakeQueue::with(1);
     let runner = FakeRunner::new(&queue, Behaviour::Succeed(Duration::ZERO));
-    let controller = Controller::with_clock(config(1), Broken, runner, Clock::starting_at(T0));
+    let controller =
+        Controller::with_clock(config(1), UnreadableQueue, runner, Clock::starting_at(T0));
     let history = controller.history();
     let status = controller.status();
     controller.run(sleep(Duration::from_millis(2500))).await;
@@ -618,6 +626,27 @@ async fn a_queue_that_cannot_be_read_starts_nothing_and_says_why() {
             .as_deref()
             .unwrap()
             .contains("\"nope\" does not exist")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn min_executions_are_kept_even_when_the_queue_cannot_be_read() {
+    // KEDA: min > 0 keeps a ScaledJob active, and below the minimum it tops up, metrics or not.
+    let queue = FakeQueue::with(0);
+    let runner = FakeRunner::new(&queue, STOPS_ON_SIGTERM);
+    let mut config = config(3);
+    config.scale.min_executions = 2;
+    let controller =
+        Controller::with_clock(config, UnreadableQueue, runner, Clock::starting_at(T0));
+    let history = controller.history();
+    controller.run(sleep(Duration::from_millis(3500))).await;
+    // Two at the first poll, then no more: the two keep running (until the controller stops).
+    let records = history.records();
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert!(
+        records
+            .iter()
+            .all(|r| r.execution.properties.start_time == Some(T0))
     );
 }
 
