@@ -242,6 +242,8 @@ async fn dry_run_prints_every_command_and_runs_none() {
         text.contains("# --keep: no terraform destroy")
             && !text.contains("terraform -chdir=terraform destroy")
     );
+    // --keep means no destroy at all: not after a failure either.
+    assert!(!text.contains("also runs after a failure"), "{text}");
 
     // Another settings file (shared `--settings`) is validated, shown, and handed to terraform.
     let custom = lab.dir.path().join("settings.json");
@@ -488,6 +490,30 @@ async fn ctrl_c_while_watching_still_tears_down() {
         text.contains("watching was interrupted (Ctrl-C)") && text.contains(" ✔ terraform destroy"),
         "{text}"
     );
+}
+
+/// In step mode, Ctrl-C in `watch` stops watching only: nothing is destroyed, and the runner says
+/// the lab keeps running (and billing) until `down`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_in_the_watch_step_leaves_the_lab_up_and_says_so() {
+    let lab = AzureLab::with_emulator("running-forever").await;
+    let sent = lab.run(&["send"]).await;
+    assert_eq!(exit_code(&sent), 0, "{}", stdout(&sent));
+    let child = lab
+        .command(&["watch", "--polling-interval", "50ms"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let listings = lab.count_calls("az containerapp job execution list");
+    wait_for_calls(&lab, "az containerapp job execution list", listings + 1).await;
+    let output = ctrl_c_after(&lab, child, "az containerapp job execution list").await;
+    assert_eq!(exit_code(&output), 130, "{}", stdout(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains("The lab keeps running, and billing, until `cargo xtask lab --azure down`."),
+        "{text}"
+    );
+    assert!(!lab.calls().contains("destroy"), "{}", lab.calls());
 }
 
 #[tokio::test]

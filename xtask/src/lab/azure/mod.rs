@@ -276,7 +276,14 @@ impl<'a> Session<'a> {
             (EXIT_TEARDOWN_FAILED, _) => {
                 "Teardown FAILED: resources may still be billing; see above. Ended".to_owned()
             }
-            (EXIT_INTERRUPTED, _) => "Interrupted; ended".to_owned(),
+            (EXIT_INTERRUPTED, None) => "Interrupted; ended".to_owned(),
+            (EXIT_INTERRUPTED, Some(_)) => {
+                // `send`, `watch` and `executions` create nothing and tear nothing down.
+                self.ui.detail(
+                    "The lab keeps running, and billing, until `cargo xtask lab --azure down`.",
+                );
+                "Interrupted; ended".to_owned()
+            }
             _ => "Failed; ended".to_owned(),
         };
         self.ui.finish(code == 0, closing);
@@ -896,11 +903,14 @@ impl<'a> Session<'a> {
             send(1);
             watch();
             destroy();
-            comment(
-                "destroy",
-                "terraform destroy also runs after a failure from apply on, and after Ctrl-C"
-                    .into(),
-            );
+            // With --keep nothing is destroyed, after a failure either.
+            if !self.keep {
+                comment(
+                    "destroy",
+                    "terraform destroy also runs after a failure from apply on, and after Ctrl-C"
+                        .into(),
+                );
+            }
         } else if matches!(step, Some(Step::Up)) {
             preflight();
             provision();
