@@ -39,8 +39,15 @@ enum Command {
     Test(test::TestArgs),
 }
 
+/// The command line, with each `lab` step's help trimmed to the flags it reads.
+fn command() -> clap::Command {
+    use clap::CommandFactory;
+    Cli::command().mut_subcommand("lab", lab::trim_step_help)
+}
+
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    use clap::FromArgMatches;
+    let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Lab(args) => lab::run(args),
         Command::Images(args) => images::run(args),
@@ -68,7 +75,120 @@ fn main() -> std::process::ExitCode {
 mod tests {
     #[test]
     fn cli_definition_is_valid() {
-        use clap::CommandFactory;
-        super::Cli::command().debug_assert();
+        super::command().debug_assert();
+    }
+
+    /// Each step's help as `cargo xtask lab STEP --help` prints it, and the long flags it shows.
+    fn step_help(step: &str) -> (String, Vec<String>) {
+        let mut command = super::command();
+        command.build();
+        let lab = command.find_subcommand_mut("lab").unwrap();
+        let step = lab.find_subcommand_mut(step).unwrap();
+        let shown = step
+            .get_arguments()
+            .filter(|arg| !arg.is_hide_set())
+            .filter_map(|arg| arg.get_long().map(|long| format!("--{long}")))
+            .collect();
+        (step.render_long_help().to_string(), shown)
+    }
+
+    #[test]
+    fn each_step_help_lists_only_the_flags_it_reads() {
+        for (step, expected) in [
+            (
+                "send",
+                &[
+                    "--azure",
+                    "--count",
+                    "--body",
+                    "--dry-run",
+                    "--output",
+                    "--state-dir",
+                    "--settings",
+                    "--help",
+                    "--role-wait",
+                    "--servicebus-connection-string",
+                ][..],
+            ),
+            (
+                "watch",
+                &[
+                    "--azure",
+                    "--dry-run",
+                    "--output",
+                    "--timeout",
+                    "--polling-interval",
+                    "--state-dir",
+                    "--settings",
+                    "--help",
+                ],
+            ),
+            (
+                "down",
+                &[
+                    "--azure",
+                    "--dry-run",
+                    "--output",
+                    "--state-dir",
+                    "--settings",
+                    "--help",
+                ],
+            ),
+        ] {
+            let (help, mut shown) = step_help(step);
+            let mut expected: Vec<&str> = expected.to_vec();
+            shown.sort();
+            expected.sort();
+            assert_eq!(shown, expected, "{step}:\n{help}");
+            assert!(
+                help.contains(&format!("Usage: cargo xtask lab {step} [OPTIONS]")),
+                "{help}"
+            );
+        }
+        // `up` provisions: the runtime and Azure knobs are its own.
+        let up = step_help("up").1.join(" ");
+        for flag in [
+            "--runtime",
+            "--worker-bin",
+            "--port",
+            "--location",
+            "--keep",
+        ] {
+            assert!(up.contains(flag), "up lacks {flag}: {up}");
+        }
+        assert!(!up.contains("--count") && !up.contains("--timeout"), "{up}");
+    }
+
+    #[test]
+    fn a_flag_before_or_after_the_step_reaches_the_step() {
+        use clap::FromArgMatches;
+        for words in [
+            &[
+                "cargo-xtask",
+                "lab",
+                "--state-dir",
+                "/x",
+                "watch",
+                "--timeout",
+                "5s",
+            ][..],
+            &[
+                "cargo-xtask",
+                "lab",
+                "watch",
+                "--state-dir",
+                "/x",
+                "--timeout",
+                "5s",
+            ],
+        ] {
+            let matches = super::command().try_get_matches_from(words).unwrap();
+            let super::Command::Lab(lab) = super::Cli::from_arg_matches(&matches).unwrap().command
+            else {
+                panic!("not lab")
+            };
+            assert_eq!(lab.state_dir.as_deref(), Some(std::path::Path::new("/x")));
+            assert_eq!(lab.timeout, Some(std::time::Duration::from_secs(5)));
+        }
     }
 }

@@ -94,6 +94,98 @@ pub enum Step {
     Serve,
 }
 
+/// The lab's flags that each step reads; `--help` of a step lists only these (and `--help`).
+///
+/// The flags stay global so a participant may put them before or after the step's name, as the
+/// workshop's commands do (`cargo xtask lab --azure up`, `cargo xtask lab up --settings …`); only
+/// the help is trimmed, so a step's help does not offer knobs that would change nothing.
+const STEP_FLAGS: &[(&str, &[&str])] = &[
+    (
+        "up",
+        &[
+            "azure",
+            "dry_run",
+            "output",
+            "keep",
+            "polling_interval",
+            "state_dir",
+            "runtime",
+            "image",
+            "worker_bin",
+            "settings",
+            "port",
+            "health_port",
+            "location",
+            "scaler_auth",
+            "image_builder",
+        ],
+    ),
+    (
+        "send",
+        &[
+            "azure",
+            "dry_run",
+            "output",
+            "state_dir",
+            "settings",
+            "count",
+            "body",
+            "role_wait",
+            "servicebus_connection_string",
+        ],
+    ),
+    (
+        "watch",
+        &[
+            "azure",
+            "dry_run",
+            "output",
+            "state_dir",
+            "settings",
+            "timeout",
+            "polling_interval",
+        ],
+    ),
+    (
+        "executions",
+        &[
+            "azure",
+            "dry_run",
+            "output",
+            "state_dir",
+            "settings",
+            "format",
+        ],
+    ),
+    (
+        "down",
+        &["azure", "dry_run", "output", "state_dir", "settings"],
+    ),
+];
+
+/// Hide, in each step's `--help`, the global lab flags that step does not read. Call on the `lab`
+/// command before it is built: clap copies a global flag into a step only where the step has no flag
+/// of that name, so a hidden, local copy put there first keeps it out of that step's help. (Hiding
+/// after the build would have to edit clap's built lookup tables.) Such a flag written after that
+/// step's name is still accepted, and ignored, as the step never read it.
+pub fn trim_step_help(lab: clap::Command) -> clap::Command {
+    let globals: Vec<clap::Arg> = lab
+        .get_arguments()
+        .filter(|arg| arg.is_global_set())
+        .cloned()
+        .collect();
+    STEP_FLAGS.iter().fold(lab, |lab, (step, used)| {
+        lab.mut_subcommand(step, |mut step| {
+            for arg in &globals {
+                if !used.contains(&arg.get_id().as_str()) {
+                    step = step.arg(arg.clone().global(false).hide(true));
+                }
+            }
+            step
+        })
+    })
+}
+
 pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
     if !args.azure {
         return local::run(args);
