@@ -163,10 +163,23 @@ async fn peek_does_not_lock_or_remove() {
     emu.shutdown().await;
 }
 
+/// Renewing must extend the lock on the broker, not only the `locked_until` it reports: the scenario
+/// completes the message after its original lock would have expired.
 #[tokio::test]
-async fn renew_lock_extends_locked_until() {
-    let (emu, r) = run("renew_lock").await;
+async fn renew_lock_keeps_the_message_locked_past_its_original_expiry() {
+    let emu = start(config_with(QueueProperties {
+        lock_duration: Duration::from_secs(4),
+        max_delivery_count: 10,
+        ..QueueProperties::default()
+    }))
+    .await;
+    let r = scenario(&emu, "renew_lock").await;
     assert_eq!(r["extended"], true, "{r}");
+    assert_eq!(r["completed_after_original_expiry"], true, "{r}");
+    assert_eq!(r["completed_within_renewed_lock"], true, "{r}");
+    assert_eq!(r["redelivered"], 0, "{r}");
+    let counts = counts(&emu);
+    assert_eq!(counts.active_message_count, 0, "{counts:?}");
     emu.shutdown().await;
 }
 
