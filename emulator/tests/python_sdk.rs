@@ -2,8 +2,9 @@
 //! an ephemeral port, runs one scenario of `tests/python/scenarios.py` with the official emulator
 //! connection string, and asserts the JSON the scenario prints (the script asserts too).
 //!
-//! The interpreter comes from `ACA_LAB_PYTHON`, else `<workspace>/.venv/bin/python`; `cargo xtask test`
-//! creates that venv. Without it these tests fail (they never pass silently).
+//! The interpreter comes from `ACA_LAB_PYTHON`, else `<workspace>/.venv`, which the first test creates
+//! when it lacks the pinned SDK (see `aca_lab_testkit::python`). Without it these tests fail (they never
+//! pass silently).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -14,25 +15,6 @@ use servicebus_emulator::Emulator;
 use servicebus_emulator::config::{Config, QueueProperties};
 
 const QUEUE: &str = "queue-messages";
-
-fn python() -> PathBuf {
-    let path = std::env::var_os("ACA_LAB_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join(".venv")
-                .join("bin")
-                .join("python")
-        });
-    assert!(
-        path.exists(),
-        "no Python interpreter at {}: run `cargo xtask test` (it creates the venv with azure-servicebus) \
-         or set ACA_LAB_PYTHON to a python that has azure-servicebus installed",
-        path.display()
-    );
-    path
-}
 
 /// A config with one queue `queue-messages` and these properties.
 fn config_with(properties: QueueProperties) -> Config {
@@ -51,7 +33,7 @@ async fn start(config: Config) -> Emulator {
 /// Run a scenario against `emu`; returns its JSON result. Panics with the script's output on failure.
 async fn scenario(emu: &Emulator, name: &str) -> Value {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/scenarios.py");
-    let child = tokio::process::Command::new(python())
+    let child = tokio::process::Command::new(aca_lab_testkit::python::peer())
         .arg(&script)
         .arg(name)
         .env("SB_CONN", emu.connection_string())

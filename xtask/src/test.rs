@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
 use crate::util::{project_root, run_checked};
 
@@ -33,14 +33,14 @@ pub struct TestArgs {
 }
 
 /// Where the test virtualenv lives, relative to the workspace root.
-const VENV_DIR: &str = ".venv";
+const VENV_DIR: &str = aca_lab_testkit::python::VENV_DIR;
 
 pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     let root = project_root();
     let python = if args.no_venv {
         std::env::var_os("ACA_LAB_PYTHON").map(PathBuf::from)
     } else {
-        let requirements = root.join("tests").join("requirements.txt");
+        let requirements = root.join(aca_lab_testkit::python::REQUIREMENTS);
         Some(ensure_venv(
             &root.join(VENV_DIR),
             &requirements,
@@ -137,66 +137,19 @@ fn terraform_checks(root: &Path, dry_run: bool) -> anyhow::Result<()> {
 }
 
 /// Create the virtualenv `venv` with the pinned `requirements` unless it already has them; returns its
-/// python.
+/// python. The tests that need the Python peer make `.venv` the same way when it is missing
+/// (`aca_lab_testkit::python`), so a plain `cargo test` works too.
 fn ensure_venv(venv: &Path, requirements: &Path, dry_run: bool) -> anyhow::Result<PathBuf> {
-    let python = venv.join("bin").join("python");
-    if !dry_run && python.exists() && venv_satisfies(&python, requirements) {
-        return Ok(python);
+    use aca_lab_testkit::python;
+    if dry_run {
+        let system = python::system_python().unwrap_or_else(|_| PathBuf::from("python3"));
+        let venv_python = python::venv_python(venv);
+        run_checked(&mut python::create_command(&system, venv), true)?;
+        run_checked(
+            &mut python::install_command(&venv_python, requirements),
+            true,
+        )?;
+        return Ok(venv_python);
     }
-    let system_python = find_system_python()?;
-    if dry_run || !python.exists() {
-        let mut create = Command::new(&system_python);
-        create.args(["-m", "venv"]).arg(venv);
-        run_checked(&mut create, dry_run)?;
-    }
-    let mut install = Command::new(&python);
-    install
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "-r",
-        ])
-        .arg(requirements);
-    run_checked(&mut install, dry_run)?;
-    Ok(python)
-}
-
-/// True when every pinned `name==version` line in the requirements file is installed in the venv.
-fn venv_satisfies(python: &Path, requirements: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string(requirements) else {
-        return false;
-    };
-    text.lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .all(|pin| {
-            let Some((name, version)) = pin.split_once("==") else {
-                return false;
-            };
-            Command::new(python)
-                .args([
-                    "-c",
-                    "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))",
-                    name,
-                ])
-                .output()
-                .is_ok_and(|out| {
-                    out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == version
-                })
-        })
-}
-
-fn find_system_python() -> anyhow::Result<PathBuf> {
-    for candidate in ["python3", "python"] {
-        let found = Command::new(candidate).arg("--version").output();
-        if found.is_ok_and(|out| out.status.success()) {
-            return Ok(PathBuf::from(candidate));
-        }
-    }
-    bail!(
-        "no python3 on PATH: the emulator's SDK tests need Python 3.9+ with venv (install python3 and python3-venv)"
-    )
+    Ok(python::ensure_venv(venv, requirements)?)
 }
