@@ -4,11 +4,13 @@
 //!   created on first use so a plain `cargo test` on a fresh clone works (and `cargo xtask test`
 //!   makes the same one);
 //! - [`sources`]: the hash of the sources an image is built from, which `cargo xtask images` writes
-//!   into a label and the container tests compare, so a test never runs yesterday's image.
+//!   into a label and the container tests compare, so a test never runs yesterday's image;
+//! - [`report`]: which Service Bus backends the container tests ran, for `cargo xtask test`'s summary.
 //!
 //! Not published: it exists for this workspace's tests and tooling only.
 
 pub mod python;
+pub mod report;
 pub mod sources;
 
 use std::path::{Path, PathBuf};
