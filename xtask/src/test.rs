@@ -7,14 +7,22 @@
 //!    virtualenv under `target/venvs/` because checkov ships a clashing `hcl2` package;
 //! 3. one build of every test target in the workspace;
 //! 4. the container images, packaged from that build, when a Docker engine answers;
-//! 5. `cargo test --workspace`, last, so its summary lines close the output.
+//! 5. `cargo test --workspace`, and where Docker answers the `#[ignore]`d Docker walkthrough;
+//! 6. a closing summary ([`summary`]): every Service Bus backend that ran and every one that did not,
+//!    with the reason, and one `N passed, N failed, N skipped` line. It fails the run when a backend
+//!    the machine should have (Docker answers ⇒ `embedded` and `container`) did not run.
 
+mod summary;
+
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, Stdio};
 
+use aca_lab_testkit::report::{BackendsReport, REPORT_ENV};
 use anyhow::Context;
 
-use crate::util::{project_root, run_checked};
+use crate::util::{display_command, project_root, run_checked};
+use summary::Counts;
 
 #[derive(clap::Args, Debug)]
 pub struct TestArgs {
@@ -73,10 +81,13 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         );
     }
 
+    let report_path = crate::util::target_dir(&root)?.join("backends-report.json");
+    let filtered = !args.cargo_test_args.is_empty();
     let mut test = Command::new(&cargo);
     test.current_dir(&root)
-        .args(["test", "--workspace", "--all-features"]);
-    if !args.cargo_test_args.is_empty() {
+        .args(["test", "--workspace", "--all-features"])
+        .env(REPORT_ENV, &report_path);
+    if filtered {
         test.arg("--").args(&args.cargo_test_args);
     }
     if let Some(python) = &python {
@@ -85,18 +96,77 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     if docker && std::env::var_os("SERVICEBUS_BACKENDS").is_none() {
         test.env("SERVICEBUS_BACKENDS", "embedded,container,official?");
     }
+    // The one test that needs Docker outside tests/backends.rs is `#[ignore]`d, so that a plain
+    // `cargo test` reports it as ignored instead of passing it unrun; where Docker answers it runs here.
+    let mut walkthrough = Command::new(&cargo);
+    walkthrough.current_dir(&root).args([
+        "test",
+        "--all-features",
+        "--package",
+        "xtask",
+        "--test",
+        "local_lab",
+        "--",
+        "--ignored",
+    ]);
+    let run_walkthrough = docker && !filtered;
     if args.dry_run {
         run_checked(&mut test, true)?;
+        if run_walkthrough {
+            run_checked(&mut walkthrough, true)?;
+        }
         return Ok(ExitCode::SUCCESS);
     }
-    let status = test
-        .status()
-        .with_context(|| format!("could not start `{}`", crate::util::display_command(&test)))?;
-    Ok(if status.success() {
+
+    let _ = std::fs::remove_file(&report_path);
+    let (counts, succeeded) = run_counted(&mut test)?;
+    let walkthrough = if run_walkthrough {
+        Some(run_counted(&mut walkthrough)?)
+    } else {
+        None
+    };
+    let report = std::fs::read(&report_path)
+        .ok()
+        .and_then(|json| serde_json::from_slice::<BackendsReport>(&json).ok());
+    let (text, passed) = summary::render(&summary::Run {
+        counts,
+        succeeded,
+        report,
+        docker,
+        filtered,
+        walkthrough,
+    });
+    print!("{text}");
+    Ok(if passed {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Run a `cargo test`, passing its output through line by line while counting its `test result:`
+/// lines; returns the counts and whether it succeeded.
+fn run_counted(command: &mut Command) -> anyhow::Result<(Counts, bool)> {
+    let shown = display_command(command);
+    eprintln!("$ {shown}");
+    let mut child = command
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("could not start `{shown}`"))?;
+    let mut counts = Counts::default();
+    if let Some(stdout) = child.stdout.take() {
+        let mut out = std::io::stdout();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.with_context(|| format!("reading the output of `{shown}`"))?;
+            counts.add_line(&line);
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+    }
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for `{shown}`"))?;
+    Ok((counts, status.success()))
 }
 
 /// Terraform cannot run here (no binary, no provider downloads), so `terraform/` is checked statically:

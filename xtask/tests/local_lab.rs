@@ -222,15 +222,19 @@ fn the_walkthrough_ends_with_a_succeeded_execution() {
     );
 }
 
+/// Ignored unless asked for, so that where Docker is absent the runner counts it as ignored rather than
+/// passing it unrun; `cargo xtask test` runs it (`-- --ignored`) wherever a Docker engine answers.
 #[test]
+#[ignore = "needs Docker and the aca-job-lab/servicebus-job:dev image (`cargo xtask images`); \
+            `cargo xtask test` runs it where Docker answers, or `cargo test -p xtask --test local_lab -- --ignored`"]
 fn the_walkthrough_runs_the_worker_image_with_runtime_docker() {
     let docker = Command::new("docker")
         .args(["version", "--format", "{{.Server.Version}}"])
         .output();
-    if !docker.is_ok_and(|out| out.status.success()) {
-        eprintln!("skipped: no Docker engine answers here (the process runtime is tested above)");
-        return;
-    }
+    assert!(
+        docker.is_ok_and(|out| out.status.success()),
+        "no Docker engine answers here: this test needs one (the process runtime is tested without)"
+    );
     let lab = Lab::new();
     let assert = lab.command(&["lab", "--runtime", "docker"]).assert();
     let output = stdout(&assert);
