@@ -110,7 +110,7 @@ pub fn ensure_venv(venv: &Path, requirements: &Path) -> Result<PathBuf, VenvErro
     // half a minute on the first test should see why.
     let _ = writeln!(
         std::io::stderr(),
-        "installing the Python peer ({}) into {} (once) …",
+        "installing {} into the virtualenv {} (once) …",
         pins.join(", "),
         venv.display()
     );
