@@ -26,7 +26,8 @@ use summary::Counts;
 
 #[derive(clap::Args, Debug)]
 pub struct TestArgs {
-    /// Skip creating or updating the Python virtualenv (use whatever `ACA_LAB_PYTHON` points at).
+    /// Skip creating or updating the Python virtualenv here (the tests then use `ACA_LAB_PYTHON`, or
+    /// create `.venv` themselves).
     #[arg(long)]
     pub no_venv: bool,
     /// Skip the static checks of `terraform/` (python-hcl2 and checkov).
@@ -98,12 +99,12 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     }
     // The one test that needs Docker outside tests/backends.rs is `#[ignore]`d, so that a plain
     // `cargo test` reports it as ignored instead of passing it unrun; where Docker answers it runs here.
+    // `--workspace` keeps the features unified as in the build above, so nothing is compiled again.
     let mut walkthrough = Command::new(&cargo);
     walkthrough.current_dir(&root).args([
         "test",
+        "--workspace",
         "--all-features",
-        "--package",
-        "xtask",
         "--test",
         "local_lab",
         "--",

@@ -78,22 +78,22 @@ pub fn render(run: &Run) -> (String, bool) {
     for name in ALL_BACKENDS {
         let entry = run.report.as_ref().and_then(|r| r.backend(name));
         let ran = entry.map_or(0, |e| e.ran.len());
-        let skipped = entry.map_or(0, |e| e.skipped.len());
         let line = match entry {
-            _ if ran > 0 && skipped == 0 => format!("ran {ran} case(s)"),
-            _ if ran > 0 => format!(
-                "ran {ran} case(s), not {skipped}: {}",
-                entry.and_then(|e| e.reason.as_deref()).unwrap_or("no reason")
-            ),
-            Some(e) if skipped > 0 => format!(
-                "did NOT run: {}",
-                e.reason.as_deref().unwrap_or("no reason given")
-            ),
-            _ if run.report.is_none() => {
+            None if run.report.is_none() => {
                 "did NOT run: tests/backends.rs wrote no report (it did not run, or was filtered out)"
                     .to_owned()
             }
-            _ => "did NOT run: no case of it was selected".to_owned(),
+            None => "did NOT run: no case of it was selected".to_owned(),
+            Some(e) if e.ran.is_empty() => format!(
+                "did NOT run: {}",
+                e.reason.as_deref().unwrap_or("no case of it was selected")
+            ),
+            Some(e) if e.skipped.is_empty() => format!("ran {ran} case(s)"),
+            Some(e) => format!(
+                "ran {ran} case(s), not {}: {}",
+                e.skipped.len(),
+                e.reason.as_deref().unwrap_or("no reason given")
+            ),
         };
         let _ = writeln!(out, "  {name:<9} {line}");
         if run.docker && !run.filtered && REQUIRED_WITH_DOCKER.contains(&name) && ran == 0 {
