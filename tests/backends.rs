@@ -43,38 +43,25 @@ struct Case {
     body: fn(Backend) -> CaseFuture,
 }
 
+/// A [`Case`] named after its function, so a filter on the name finds the code.
+macro_rules! case {
+    ($body:ident on $backends:expr) => {
+        Case {
+            name: stringify!($body),
+            backends: $backends,
+            body: |backend| Box::pin($body(backend)),
+        }
+    };
+}
+
 fn cases() -> Vec<Case> {
     vec![
-        Case {
-            name: "worker_container_drains_the_queue_and_exits_zero",
-            backends: &Backend::ALL,
-            body: |b| Box::pin(worker_container_drains_the_queue_and_exits_zero(b)),
-        },
-        Case {
-            name: "poison_message_lands_in_the_dead_letter_queue",
-            backends: &Backend::ALL,
-            body: |b| Box::pin(poison_message_lands_in_the_dead_letter_queue(b)),
-        },
-        Case {
-            name: "abandoned_message_is_redelivered_to_the_next_execution",
-            backends: &Backend::ALL,
-            body: |b| Box::pin(abandoned_message_is_redelivered_to_the_next_execution(b)),
-        },
-        Case {
-            name: "two_worker_containers_share_a_queue_without_double_completion",
-            backends: &Backend::ALL,
-            body: |b| Box::pin(two_worker_containers_share_a_queue_without_double_completion(b)),
-        },
-        Case {
-            name: "worker_fails_clearly_when_the_emulator_stops_mid_run",
-            backends: &Backend::ALL,
-            body: |b| Box::pin(worker_fails_clearly_when_the_emulator_stops_mid_run(b)),
-        },
-        Case {
-            name: "our_emulator_image_serves_the_config_it_is_given",
-            backends: &[Backend::Container],
-            body: |_| Box::pin(our_emulator_image_serves_the_config_it_is_given()),
-        },
+        case!(worker_container_drains_the_queue_and_exits_zero on &Backend::ALL),
+        case!(poison_message_lands_in_the_dead_letter_queue on &Backend::ALL),
+        case!(abandoned_message_is_redelivered_to_the_next_execution on &Backend::ALL),
+        case!(two_worker_containers_share_a_queue_without_double_completion on &Backend::ALL),
+        case!(worker_fails_clearly_when_the_emulator_stops_mid_run on &Backend::ALL),
+        case!(our_emulator_image_serves_the_config_it_is_given on &[Backend::Container]),
     ]
 }
 
@@ -359,7 +346,7 @@ async fn worker_fails_clearly_when_the_emulator_stops_mid_run(backend: Backend) 
 
 /// `with_config` replaces the Config.json baked into our image: the given queue exists and the lab's
 /// queue does not. (The matrix passes the lab's own file, which would pass even if it were ignored.)
-async fn our_emulator_image_serves_the_config_it_is_given() {
+async fn our_emulator_image_serves_the_config_it_is_given(_backend: Backend) {
     let lab = std::fs::read_to_string(support::LAB_CONFIG).unwrap();
     let config = lab.replace(QUEUE, "custom-queue");
     let emulator = ServiceBusEmulator::default()

@@ -236,7 +236,7 @@ fn lock(venv: &Path) -> Result<File, VenvError> {
 fn lock_path(venv: &Path) -> PathBuf {
     let absolute = std::path::absolute(venv).unwrap_or_else(|_| venv.to_path_buf());
     let digest = Sha256::digest(absolute.as_os_str().as_encoded_bytes());
-    let key: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let key = crate::hex(&digest[..8]);
     std::env::temp_dir().join(format!("aca-lab-venv-{key}.lock"))
 }
 

@@ -75,11 +75,7 @@ impl ImageSources {
             hasher.update(&bytes);
             hasher.update([0]);
         }
-        Ok(hasher
-            .finalize()
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect())
+        Ok(crate::hex(&hasher.finalize()))
     }
 }
 

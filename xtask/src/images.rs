@@ -456,11 +456,7 @@ impl Inputs {
             }
             hasher.update([0]);
         }
-        Ok(hasher
-            .finalize()
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect())
+        Ok(aca_lab_testkit::hex(&hasher.finalize()))
     }
 
     /// Lay out the build context: `Dockerfile` plus `rootfs/` mirroring the image.
