@@ -10,8 +10,9 @@ use servicebus_emulator::config::Config;
 
 const QUEUE: &str = "queue-messages";
 
+/// `ACA_LAB_PYTHON`, else the workspace's `.venv`, created on first use (see `aca_lab_testkit::python`).
 fn python() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")
+    aca_lab_testkit::python::peer()
 }
 
 /// Runs a Python snippet with `argv[1]` = connection string, `argv[2]` = queue; returns stdout.
@@ -20,12 +21,7 @@ async fn python_run(script: &'static str, connection_string: String) -> String {
         Command::new(python())
             .args(["-c", script, &connection_string, QUEUE])
             .output()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot run {} ({e}); create the venv with `cargo xtask test`",
-                    python().display()
-                )
-            })
+            .unwrap_or_else(|e| panic!("cannot run {} ({e})", python().display()))
     })
     .await
     .unwrap();

@@ -6,8 +6,9 @@ use std::process::Command;
 use aca_job_lab::secret::Secret;
 use aca_job_lab::servicebus::SasSigner;
 
+/// `ACA_LAB_PYTHON`, else the workspace's `.venv`, created on first use (see `aca_lab_testkit::python`).
 fn python() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")
+    aca_lab_testkit::python::peer()
 }
 
 fn python_token(audience: &str, rule: &str, key: &str, expiry: u64) -> String {
@@ -17,12 +18,7 @@ print(generate_sas_token(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     let output = Command::new(python())
         .args(["-c", script, audience, rule, key, &expiry.to_string()])
         .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {} ({e}); create the venv with `cargo xtask test`",
-                python().display()
-            )
-        });
+        .unwrap_or_else(|e| panic!("cannot run {} ({e})", python().display()));
     assert!(
         output.status.success(),
         "python failed: {}",

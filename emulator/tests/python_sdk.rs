@@ -2,8 +2,9 @@
 //! an ephemeral port, runs one scenario of `tests/python/scenarios.py` with the official emulator
 //! connection string, and asserts the JSON the scenario prints (the script asserts too).
 //!
-//! The interpreter comes from `ACA_LAB_PYTHON`, else `<workspace>/.venv/bin/python`; `cargo xtask test`
-//! creates that venv. Without it these tests fail (they never pass silently).
+//! The interpreter comes from `ACA_LAB_PYTHON`, else `<workspace>/.venv`, which the first test creates
+//! when it lacks the pinned SDK (see `aca_lab_testkit::python`). Without it these tests fail (they never
+//! pass silently).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -14,25 +15,6 @@ use servicebus_emulator::Emulator;
 use servicebus_emulator::config::{Config, QueueProperties};
 
 const QUEUE: &str = "queue-messages";
-
-fn python() -> PathBuf {
-    let path = std::env::var_os("ACA_LAB_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join(".venv")
-                .join("bin")
-                .join("python")
-        });
-    assert!(
-        path.exists(),
-        "no Python interpreter at {}: run `cargo xtask test` (it creates the venv with azure-servicebus) \
-         or set ACA_LAB_PYTHON to a python that has azure-servicebus installed",
-        path.display()
-    );
-    path
-}
 
 /// A config with one queue `queue-messages` and these properties.
 fn config_with(properties: QueueProperties) -> Config {
@@ -63,7 +45,7 @@ async fn python_json(script: &str, args: &[&str], env: &[(&str, String)]) -> Val
         .copied()
         .collect::<Vec<_>>()
         .join(" ");
-    let child = tokio::process::Command::new(python())
+    let child = tokio::process::Command::new(aca_lab_testkit::python::peer())
         .arg(
             PathBuf::from(env!("CARGO_MANIFEST_DIR"))
                 .join("tests/python")
@@ -227,10 +209,23 @@ async fn peek_does_not_lock_or_remove() {
     emu.shutdown().await;
 }
 
+/// Renewing must extend the lock on the broker, not only the `locked_until` it reports: the scenario
+/// completes the message after its original lock would have expired.
 #[tokio::test]
-async fn renew_lock_extends_locked_until() {
-    let (emu, r) = run("renew_lock").await;
+async fn renew_lock_keeps_the_message_locked_past_its_original_expiry() {
+    let emu = start(config_with(QueueProperties {
+        lock_duration: Duration::from_secs(4),
+        max_delivery_count: 10,
+        ..QueueProperties::default()
+    }))
+    .await;
+    let r = scenario(&emu, "renew_lock").await;
     assert_eq!(r["extended"], true, "{r}");
+    assert_eq!(r["completed_after_original_expiry"], true, "{r}");
+    assert_eq!(r["completed_within_renewed_lock"], true, "{r}");
+    assert_eq!(r["redelivered"], 0, "{r}");
+    let counts = counts(&emu);
+    assert_eq!(counts.active_message_count, 0, "{counts:?}");
     emu.shutdown().await;
 }
 

@@ -6,31 +6,38 @@
 //! - `container`: our emulator image (`cargo xtask images`), on a network made for the test;
 //! - `official`: Microsoft's emulator image with its SQL Server sidecar, on a network made for the test.
 //!
-//! `SERVICEBUS_BACKENDS` (comma-separated, or `all`) chooses them. Unset, every backend whose images
-//! are present runs, and an absent one is skipped *visibly*: a `SKIPPED` line at once, and a summary
-//! after cargo's own result line naming each backend, the cases it ran and, for an absent one, why.
-//! A backend named in `SERVICEBUS_BACKENDS` that cannot run fails the test instead: CI names the
-//! backends it promises, so a missing image there is an error, not a quiet pass. A name ending in `?`
-//! (`official?`) is optional: it runs where its images are present and is skipped, with the reason,
-//! where they are not (`cargo xtask test` asks for `embedded,container,official?`).
+//! `SERVICEBUS_BACKENDS` (comma-separated, or `all`) chooses them. Before any case starts, [`plan`]
+//! decides per backend whether its cases run, are skipped, or fail:
+//! - unset, every backend whose images are present runs, and an absent one is *skipped*: its cases are
+//!   reported as ignored, with the reason, in the runner's own summary;
+//! - a backend named in `SERVICEBUS_BACKENDS` that cannot run *fails* its cases instead: CI names the
+//!   backends it promises, so a missing image there is an error, not a quiet pass. A name ending in `?`
+//!   (`official?`) is optional: it runs where its images are present and is skipped where they are not
+//!   (`cargo xtask test` asks for `embedded,container,official?`);
+//! - our own images older than the sources (their `aca-job-lab.source-hash` label differs from the
+//!   work tree's) fail the cases that need them, naming `cargo xtask images`: a green run on yesterday's
+//!   image would test yesterday's code.
+//!
+//! After the runner's summary, a few lines name each backend, the cases it ran and, for one that did not
+//! run, why; with `ACA_LAB_BACKENDS_REPORT` set the same goes to that file for `cargo xtask test`.
 
 #![allow(dead_code)] // each test binary uses its own part of the support code
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::io::Write as _;
-use std::sync::{Mutex, Once};
+use std::fmt::{self, Write as _};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use aca_job_lab::servicebus::{
     ConnectionConfig, ReceivedMessage, ServiceBusClient, ServiceBusMessage,
 };
 use aca_job_lab::testcontainers::ServiceBusJob;
+use aca_lab_testkit::report::{BackendRun, BackendsReport, REPORT_ENV};
+use aca_lab_testkit::sources::{EMULATOR_IMAGE, ImageSources, JOB_IMAGE, SOURCE_HASH_LABEL};
 use servicebus_emulator::Emulator;
 use servicebus_emulator::testcontainers::{
     AMQP_PORT, OfficialServiceBusEmulator, OfficialStack, ServiceBusEmulator, connection_string,
 };
-use testcontainers::bollard::Docker;
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, ContainerRequest, Image, ImageExt};
 
@@ -48,6 +55,12 @@ pub enum Backend {
     Official,
 }
 
+/// An image a backend needs, and for our own images the sources it must have been built from.
+struct NeededImage {
+    reference: String,
+    sources: Option<ImageSources>,
+}
+
 impl Backend {
     pub const ALL: [Backend; 3] = [Backend::Embedded, Backend::Container, Backend::Official];
 
@@ -60,16 +73,29 @@ impl Backend {
     }
 
     /// The images a backend needs (the worker image for all of them).
-    fn images(self) -> Vec<String> {
-        let mut images = vec![descriptor(&ServiceBusJob::default())];
+    fn images(self) -> Vec<NeededImage> {
+        let ours = |reference: String, sources| NeededImage {
+            reference,
+            sources: Some(sources),
+        };
+        let theirs = |reference: String| NeededImage {
+            reference,
+            sources: None,
+        };
+        let mut images = vec![ours(descriptor(&ServiceBusJob::default()), JOB_IMAGE)];
         match self {
             Backend::Embedded => {}
-            Backend::Container => images.push(descriptor(&ServiceBusEmulator::default())),
-            Backend::Official => {
-                images.push(descriptor(&OfficialServiceBusEmulator::default()));
-                images.push(descriptor(
-                    &servicebus_emulator::testcontainers::MssqlSidecar::default(),
+            Backend::Container => {
+                images.push(ours(
+                    descriptor(&ServiceBusEmulator::default()),
+                    EMULATOR_IMAGE,
                 ));
+            }
+            Backend::Official => {
+                images.push(theirs(descriptor(&OfficialServiceBusEmulator::default())));
+                images.push(theirs(descriptor(
+                    &servicebus_emulator::testcontainers::MssqlSidecar::default(),
+                )));
             }
         }
         images
@@ -78,7 +104,8 @@ impl Backend {
 
 impl fmt::Display for Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        // `pad`, so the summary's `{backend:<9}` lines up.
+        f.pad(self.name())
     }
 }
 
@@ -89,7 +116,7 @@ fn descriptor<I: Image>(image: &I) -> String {
 /// How `SERVICEBUS_BACKENDS` treats a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wanted {
-    /// Named: it must run; a missing image fails the test.
+    /// Named: it must run; a missing image fails its cases.
     Required,
     /// Named with a trailing `?`, or the variable is unset: run it where it can run, else skip visibly.
     IfPresent,
@@ -97,8 +124,8 @@ enum Wanted {
     NotSelected,
 }
 
-fn wanted(backend: Backend) -> Wanted {
-    match requested() {
+fn wanted(backend: Backend) -> Result<Wanted, String> {
+    Ok(match requested()? {
         None => Wanted::IfPresent,
         Some(names) if names.iter().any(|n| n == backend.name()) => Wanted::Required,
         Some(names)
@@ -109,18 +136,22 @@ fn wanted(backend: Backend) -> Wanted {
             Wanted::IfPresent
         }
         Some(_) => Wanted::NotSelected,
-    }
+    })
 }
 
 /// What `SERVICEBUS_BACKENDS` asks for: `None` = not set (run what is present).
-fn requested() -> Option<Vec<String>> {
-    let value = std::env::var("SERVICEBUS_BACKENDS").ok()?;
+fn requested() -> Result<Option<Vec<String>>, String> {
+    let Ok(value) = std::env::var("SERVICEBUS_BACKENDS") else {
+        return Ok(None);
+    };
     let value = value.trim();
     if value.is_empty() {
-        return None;
+        return Ok(None);
     }
     if value.eq_ignore_ascii_case("all") {
-        return Some(Backend::ALL.iter().map(|b| b.name().to_string()).collect());
+        return Ok(Some(
+            Backend::ALL.iter().map(|b| b.name().to_string()).collect(),
+        ));
     }
     let names: Vec<String> = value
         .split(',')
@@ -128,72 +159,161 @@ fn requested() -> Option<Vec<String>> {
         .collect();
     for name in &names {
         let name = name.strip_suffix('?').unwrap_or(name);
-        assert!(
-            Backend::ALL.iter().any(|b| b.name() == name),
-            "SERVICEBUS_BACKENDS names `{name}`, which is not a backend: use a comma-separated list of embedded, container, official (a trailing `?` makes one optional), or `all`"
-        );
-    }
-    Some(names)
-}
-
-/// Why a backend cannot run here, or `Ok` when it can.
-async fn availability(backend: Backend) -> Result<(), String> {
-    let docker = match testcontainers::core::client::docker_client_instance().await {
-        Ok(docker) => docker,
-        Err(error) => return Err(format!("no Docker engine: {error}")),
-    };
-    if let Err(error) = docker.ping().await {
-        return Err(format!("the Docker engine does not answer: {error}"));
-    }
-    let missing = missing_images(&docker, &backend.images()).await;
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        let hint = if backend == Backend::Official {
-            "pull them where a registry is reachable (`docker pull …`), or `docker load` a saved copy"
-        } else {
-            "build them with `cargo xtask images`"
-        };
-        Err(format!(
-            "image(s) {} not present; {hint}",
-            missing.join(", ")
-        ))
-    }
-}
-
-async fn missing_images(docker: &Docker, images: &[String]) -> Vec<String> {
-    let mut missing = Vec::new();
-    for image in images {
-        if docker.inspect_image(image).await.is_err() {
-            missing.push(image.clone());
+        if !Backend::ALL.iter().any(|b| b.name() == name) {
+            return Err(format!(
+                "SERVICEBUS_BACKENDS names `{name}`, which is not a backend: use a comma-separated list of \
+                 embedded, container, official (a trailing `?` makes one optional), or `all`"
+            ));
         }
     }
-    missing
+    Ok(Some(names))
 }
 
-/// Per-backend bookkeeping for the summary printed when the test binary exits.
+/// What this run does with a backend's cases, decided once before any case starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    Run,
+    /// Reported as ignored, with the reason.
+    Skip(String),
+    /// Failed, with the reason and the fix.
+    Refuse(String),
+}
+
+/// Why a backend cannot run here.
+enum Unavailable {
+    /// No Docker, or an image is absent: a skip unless the backend was required.
+    Absent(String),
+    /// One of our images was built from other sources: always a failure.
+    Stale(String),
+}
+
+/// Decide what to do with each backend's cases. Asks Docker once per backend.
+pub async fn plan() -> BTreeMap<Backend, Plan> {
+    let mut plans = BTreeMap::new();
+    for backend in Backend::ALL {
+        let plan = match wanted(backend) {
+            Err(error) => Plan::Refuse(error),
+            Ok(Wanted::NotSelected) => Plan::Skip(format!(
+                "not selected (SERVICEBUS_BACKENDS={})",
+                std::env::var("SERVICEBUS_BACKENDS").unwrap_or_default()
+            )),
+            Ok(wanted) => match (availability(backend).await, wanted) {
+                (Ok(()), _) => Plan::Run,
+                (Err(Unavailable::Stale(reason)), _) => Plan::Refuse(reason),
+                (Err(Unavailable::Absent(reason)), Wanted::Required) => Plan::Refuse(format!(
+                    "backend `{backend}` was requested by SERVICEBUS_BACKENDS but cannot run: {reason}"
+                )),
+                (Err(Unavailable::Absent(reason)), _) => Plan::Skip(reason),
+            },
+        };
+        plans.insert(backend, plan);
+    }
+    plans
+}
+
+/// Whether `backend` can run here: Docker answers, its images are present, ours are current.
+async fn availability(backend: Backend) -> Result<(), Unavailable> {
+    let docker = match testcontainers::core::client::docker_client_instance().await {
+        Ok(docker) => docker,
+        Err(error) => return Err(Unavailable::Absent(format!("no Docker engine: {error}"))),
+    };
+    if let Err(error) = docker.ping().await {
+        return Err(Unavailable::Absent(format!(
+            "the Docker engine does not answer: {error}"
+        )));
+    }
+    let mut missing = Vec::new();
+    let mut stale = Vec::new();
+    for image in backend.images() {
+        let Ok(inspect) = docker.inspect_image(&image.reference).await else {
+            missing.push(image.reference);
+            continue;
+        };
+        let Some(sources) = image.sources else {
+            continue;
+        };
+        let root = aca_lab_testkit::workspace_root();
+        let want = sources
+            .hash(&root)
+            .map_err(|error| Unavailable::Stale(error.to_string()))?;
+        let label = inspect
+            .config
+            .and_then(|config| config.labels)
+            .and_then(|labels| labels.get(SOURCE_HASH_LABEL).cloned());
+        match label {
+            Some(have) if have == want => {}
+            Some(have) => stale.push(format!(
+                "{} was built from other sources ({SOURCE_HASH_LABEL} {}…, work tree {}…)",
+                image.reference,
+                &have[..have.len().min(12)],
+                &want[..12]
+            )),
+            None => stale.push(format!(
+                "{} has no {SOURCE_HASH_LABEL} label (built before images carried one)",
+                image.reference
+            )),
+        }
+    }
+    if !stale.is_empty() {
+        return Err(Unavailable::Stale(format!(
+            "{}; a test on it would test old code: rebuild with `cargo xtask images`",
+            stale.join("; ")
+        )));
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let hint = if backend == Backend::Official {
+        "pull them where a registry is reachable (`docker pull …`), or `docker load` a saved copy"
+    } else {
+        "build them with `cargo xtask images`"
+    };
+    Err(Unavailable::Absent(format!(
+        "image(s) {} not present; {hint}",
+        missing.join(", ")
+    )))
+}
+
+/// Per-backend bookkeeping for the summary printed after the runner's own.
 #[derive(Default)]
-struct BackendReport {
+struct BackendLog {
     ran: Vec<&'static str>,
     skipped: Vec<&'static str>,
     reason: Option<String>,
     ready_us: Vec<u128>,
 }
 
-static REPORT: Mutex<BTreeMap<Backend, BackendReport>> = Mutex::new(BTreeMap::new());
-static SUMMARY: Once = Once::new();
+static LOG: Mutex<BTreeMap<Backend, BackendLog>> = Mutex::new(BTreeMap::new());
 
-unsafe extern "C" {
-    // libc's atexit: the summary must come after libtest's own result line, which is printed after the
-    // last test ends, so it cannot be a test itself.
-    fn atexit(callback: extern "C" fn()) -> i32;
+fn log(backend: Backend, update: impl FnOnce(&mut BackendLog)) {
+    if let Ok(mut log) = LOG.lock() {
+        update(log.entry(backend).or_default());
+    }
 }
 
-extern "C" fn print_summary() {
-    let Ok(report) = REPORT.lock() else { return };
+/// Count `case` as run on `backend` (call as it starts: a failing case ran too).
+pub fn ran(backend: Backend, case: &'static str) {
+    log(backend, |l| l.ran.push(case));
+}
+
+/// Count `case` as not run on `backend`, and why.
+pub fn not_run(backend: Backend, case: &'static str, reason: &str) {
+    log(backend, |l| {
+        l.skipped.push(case);
+        l.reason = Some(reason.to_owned());
+    });
+}
+
+/// The lines naming each backend, what it ran and, for one that did not run, why; also written to
+/// `ACA_LAB_BACKENDS_REPORT` when that names a file. Printed after the runner's summary.
+pub fn summary() -> String {
+    let Ok(log) = LOG.lock() else {
+        return String::new();
+    };
     let mut out = String::from("\nservicebus backends:\n");
+    let mut report = BackendsReport::default();
     for backend in Backend::ALL {
-        let Some(entry) = report.get(&backend) else {
+        let Some(entry) = log.get(&backend) else {
             continue;
         };
         if !entry.ran.is_empty() {
@@ -211,27 +331,31 @@ extern "C" fn print_summary() {
         }
         if !entry.skipped.is_empty() {
             out.push_str(&format!(
-                "  {backend:<9} SKIPPED {} case(s) ({}): {}\n",
+                "  {backend:<9} did NOT run {} case(s): {}\n",
                 entry.skipped.len(),
-                entry.skipped.join(", "),
                 entry.reason.as_deref().unwrap_or("absent")
             ));
         }
+        report.backends.push(BackendRun {
+            name: backend.name().to_owned(),
+            ran: entry.ran.iter().map(|c| (*c).to_owned()).collect(),
+            skipped: entry.skipped.iter().map(|c| (*c).to_owned()).collect(),
+            reason: entry.reason.clone(),
+        });
     }
-    // Straight to the process's stderr: libtest captures only the print macros, and this must be seen.
-    let _ = std::io::stderr().write_all(out.as_bytes());
-}
-
-fn record(backend: Backend, update: impl FnOnce(&mut BackendReport)) {
-    SUMMARY.call_once(|| {
-        // SAFETY: registers a plain `extern "C" fn` with no captured state.
-        unsafe {
-            atexit(print_summary);
+    if let Some(path) = std::env::var_os(REPORT_ENV) {
+        let written = serde_json::to_vec_pretty(&report)
+            .map_err(std::io::Error::other)
+            .and_then(|json| std::fs::write(&path, json));
+        if let Err(error) = written {
+            let _ = writeln!(
+                out,
+                "  (could not write the report to {}: {error})",
+                std::path::Path::new(&path).display()
+            );
         }
-    });
-    if let Ok(mut report) = REPORT.lock() {
-        update(report.entry(backend).or_default());
     }
+    out
 }
 
 /// The Service Bus under test, running.
@@ -252,53 +376,13 @@ enum Running {
     Official(OfficialStack),
 }
 
-/// Start `backend` for `case`, or report it absent and return `None` (the case then returns early).
-/// Panics when `SERVICEBUS_BACKENDS` asked for this backend and it cannot run.
-pub async fn start(backend: Backend, case: &'static str) -> Option<Stack> {
-    if !runnable(backend, case).await {
-        return None;
-    }
+/// Start `backend` (its [`Plan`] said it can run), timing how long it takes to be ready.
+pub async fn start(backend: Backend) -> Stack {
     let started = Instant::now();
     let stack = Stack::start(backend).await;
     let ready = started.elapsed().as_micros();
-    record(backend, |r| {
-        r.ran.push(case);
-        r.ready_us.push(ready);
-    });
-    Some(stack)
-}
-
-/// Count `case` as run on `backend`, for a test that starts its own containers after [`runnable`].
-pub fn ran(backend: Backend, case: &'static str) {
-    record(backend, |r| r.ran.push(case));
-}
-
-/// Whether `backend` can run `case` here; when not, says why (and panics when it was requested).
-pub async fn runnable(backend: Backend, case: &'static str) -> bool {
-    let skip = match wanted(backend) {
-        Wanted::NotSelected => Some(format!(
-            "not selected (SERVICEBUS_BACKENDS={})",
-            requested().unwrap_or_default().join(",")
-        )),
-        Wanted::Required => {
-            if let Err(reason) = availability(backend).await {
-                panic!(
-                    "backend `{backend}` was requested by SERVICEBUS_BACKENDS but cannot run: {reason}"
-                );
-            }
-            None
-        }
-        Wanted::IfPresent => availability(backend).await.err(),
-    };
-    if let Some(reason) = skip {
-        let _ = writeln!(std::io::stderr(), "SKIPPED {case} on {backend}: {reason}");
-        record(backend, |r| {
-            r.skipped.push(case);
-            r.reason = Some(reason);
-        });
-        return false;
-    }
-    true
+    log(backend, |l| l.ready_us.push(ready));
+    stack
 }
 
 /// A name unique to this test, for containers and networks.

@@ -14,13 +14,17 @@
 //! - `--release` compiles statically linked glibc binaries, the small images for the workshop.
 //!
 //! Re-running is cheap: every input (binary, libraries, files, Dockerfile) is hashed into the label
-//! [`HASH_LABEL`], and an image whose label already matches is left alone.
+//! [`HASH_LABEL`], and an image whose label already matches is left alone. A second label,
+//! [`SOURCE_HASH_LABEL`], holds the hash of the sources the binary was built from
+//! ([`aca_lab_testkit::sources`]): the container tests compare it with the work tree and refuse a
+//! stale image, naming this command.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+use aca_lab_testkit::sources::{EMULATOR_IMAGE, ImageSources, JOB_IMAGE, SOURCE_HASH_LABEL};
 use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 
@@ -98,6 +102,8 @@ pub struct ImageSpec {
     /// Files copied from the workspace into the image: (workspace-relative source, absolute destination).
     pub files: Vec<(&'static str, &'static str)>,
     pub dockerfile: String,
+    /// The sources the binary is built from, hashed into [`SOURCE_HASH_LABEL`].
+    pub sources: ImageSources,
 }
 
 impl ImageName {
@@ -126,6 +132,7 @@ impl ImageName {
                     ],
                     "A Service Bus compatible AMQP 1.0 emulator (aca-job-lab)",
                 ),
+                sources: EMULATOR_IMAGE,
             },
             ImageName::Job => ImageSpec {
                 reference: format!("aca-job-lab/servicebus-job:{TAG}"),
@@ -138,6 +145,7 @@ impl ImageName {
                     &[],
                     "The aca-job-lab Container Apps job: drains a Service Bus queue in peek-lock",
                 ),
+                sources: JOB_IMAGE,
             },
         }
     }
@@ -241,7 +249,11 @@ pub fn run(args: ImagesArgs) -> anyhow::Result<ExitCode> {
         let binary = bin_dir.join(spec.binary);
         let inputs = Inputs::collect(&root, spec, &binary)?;
         let hash = inputs.hash(spec)?;
-        if !args.force && image_hash(&spec.reference).as_deref() == Some(hash.as_str()) {
+        let source_hash = spec.sources.hash(&root)?;
+        if !args.force
+            && label(&spec.reference, HASH_LABEL).as_deref() == Some(hash.as_str())
+            && label(&spec.reference, SOURCE_HASH_LABEL).as_deref() == Some(source_hash.as_str())
+        {
             println!(
                 "{} is up to date ({HASH_LABEL}={})",
                 spec.reference,
@@ -252,7 +264,7 @@ pub fn run(args: ImagesArgs) -> anyhow::Result<ExitCode> {
         let context = contexts.join(spec.binary);
         inputs.write_context(spec, &context)?;
         let previous = image_id(&spec.reference);
-        let mut docker = docker_build(spec, &hash, &context);
+        let mut docker = docker_build(spec, &hash, &source_hash, &context);
         if let Some((key, value)) = builder_env {
             docker.env(key, value);
         }
@@ -319,12 +331,20 @@ pub fn plan_text(
         );
         let _ = writeln!(
             out,
-            "# skip when the image's {HASH_LABEL} label equals the hash of those inputs"
+            "# skip when the image's {HASH_LABEL} label equals the hash of those inputs and its \
+             {SOURCE_HASH_LABEL} label the hash of {}",
+            spec.sources
+                .files
+                .iter()
+                .chain(spec.sources.rust_dirs)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         let _ = writeln!(
             out,
             "{}",
-            display_command(&docker_build(spec, "<hash>", &context))
+            display_command(&docker_build(spec, "<hash>", "<source-hash>", &context))
         );
     }
     out
@@ -349,11 +369,12 @@ fn run_captured(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn docker_build(spec: &ImageSpec, hash: &str, context: &Path) -> Command {
+fn docker_build(spec: &ImageSpec, hash: &str, source_hash: &str, context: &Path) -> Command {
     let mut docker = Command::new("docker");
     docker
         .args(["build", "--quiet", "--tag", &spec.reference])
         .args(["--label", &format!("{HASH_LABEL}={hash}")])
+        .args(["--label", &format!("{SOURCE_HASH_LABEL}={source_hash}")])
         .arg(context);
     docker
 }
@@ -434,11 +455,7 @@ impl Inputs {
             }
             hasher.update([0]);
         }
-        Ok(hasher
-            .finalize()
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect())
+        Ok(aca_lab_testkit::hex(&hasher.finalize()))
     }
 
     /// Lay out the build context: `Dockerfile` plus `rootfs/` mirroring the image.
@@ -548,9 +565,9 @@ fn parse_ldd(output: &str) -> anyhow::Result<Vec<PathBuf>> {
     Ok(libs)
 }
 
-/// The content hash label of a local image, or `None` when the image does not exist.
-fn image_hash(reference: &str) -> Option<String> {
-    let format = format!("{{{{ index .Config.Labels \"{HASH_LABEL}\" }}}}");
+/// A label of a local image, or `None` when the image or the label does not exist.
+fn label(reference: &str, name: &str) -> Option<String> {
+    let format = format!("{{{{ index .Config.Labels \"{name}\" }}}}");
     inspect(reference, &format)
 }
 

@@ -7,18 +7,27 @@
 //!    virtualenv under `target/venvs/` because checkov ships a clashing `hcl2` package;
 //! 3. one build of every test target in the workspace;
 //! 4. the container images, packaged from that build, when a Docker engine answers;
-//! 5. `cargo test --workspace`, last, so its summary lines close the output.
+//! 5. `cargo test --workspace`, and where Docker answers the `#[ignore]`d Docker walkthrough;
+//! 6. a closing summary ([`summary`]): every Service Bus backend that ran and every one that did not,
+//!    with the reason, and one `N passed, N failed, N skipped` line. It fails the run when a backend
+//!    the machine should have (Docker answers ⇒ `embedded` and `container`) did not run.
 
+mod summary;
+
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, Stdio};
 
-use anyhow::{Context, bail};
+use aca_lab_testkit::report::{BackendsReport, REPORT_ENV};
+use anyhow::Context;
 
-use crate::util::{project_root, run_checked};
+use crate::util::{display_command, project_root, run_checked};
+use summary::Counts;
 
 #[derive(clap::Args, Debug)]
 pub struct TestArgs {
-    /// Skip creating or updating the Python virtualenv (use whatever `ACA_LAB_PYTHON` points at).
+    /// Skip creating or updating the Python virtualenv here (the tests then use `ACA_LAB_PYTHON`, or
+    /// create `.venv` themselves).
     #[arg(long)]
     pub no_venv: bool,
     /// Skip the static checks of `terraform/` (python-hcl2 and checkov).
@@ -33,14 +42,14 @@ pub struct TestArgs {
 }
 
 /// Where the test virtualenv lives, relative to the workspace root.
-const VENV_DIR: &str = ".venv";
+const VENV_DIR: &str = aca_lab_testkit::python::VENV_DIR;
 
 pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     let root = project_root();
     let python = if args.no_venv {
         std::env::var_os("ACA_LAB_PYTHON").map(PathBuf::from)
     } else {
-        let requirements = root.join("tests").join("requirements.txt");
+        let requirements = root.join(aca_lab_testkit::python::REQUIREMENTS);
         Some(ensure_venv(
             &root.join(VENV_DIR),
             &requirements,
@@ -72,10 +81,13 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         );
     }
 
+    let report_path = crate::util::target_dir(&root)?.join("backends-report.json");
+    let filtered = !args.cargo_test_args.is_empty();
     let mut test = crate::util::cargo();
     test.current_dir(&root)
-        .args(["test", "--workspace", "--all-features"]);
-    if !args.cargo_test_args.is_empty() {
+        .args(["test", "--workspace", "--all-features"])
+        .env(REPORT_ENV, &report_path);
+    if filtered {
         test.arg("--").args(&args.cargo_test_args);
     }
     if let Some(python) = &python {
@@ -84,18 +96,77 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     if docker && std::env::var_os("SERVICEBUS_BACKENDS").is_none() {
         test.env("SERVICEBUS_BACKENDS", "embedded,container,official?");
     }
+    // The one test that needs Docker outside tests/backends.rs is `#[ignore]`d, so that a plain
+    // `cargo test` reports it as ignored instead of passing it unrun; where Docker answers it runs here.
+    // `--workspace` keeps the features unified as in the build above, so nothing is compiled again.
+    let mut walkthrough = crate::util::cargo();
+    walkthrough.current_dir(&root).args([
+        "test",
+        "--workspace",
+        "--all-features",
+        "--test",
+        "local_lab",
+        "--",
+        "--ignored",
+    ]);
+    let run_walkthrough = docker && !filtered;
     if args.dry_run {
         run_checked(&mut test, true)?;
+        if run_walkthrough {
+            run_checked(&mut walkthrough, true)?;
+        }
         return Ok(ExitCode::SUCCESS);
     }
-    let status = test
-        .status()
-        .with_context(|| format!("could not start `{}`", crate::util::display_command(&test)))?;
-    Ok(if status.success() {
+
+    let _ = std::fs::remove_file(&report_path);
+    let (counts, succeeded) = run_counted(&mut test)?;
+    let walkthrough = if run_walkthrough {
+        Some(run_counted(&mut walkthrough)?)
+    } else {
+        None
+    };
+    let report = std::fs::read(&report_path)
+        .ok()
+        .and_then(|json| serde_json::from_slice::<BackendsReport>(&json).ok());
+    let (text, passed) = summary::render(&summary::Run {
+        counts,
+        succeeded,
+        report,
+        docker,
+        filtered,
+        walkthrough,
+    });
+    print!("{text}");
+    Ok(if passed {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Run a `cargo test`, passing its output through line by line while counting its `test result:`
+/// lines; returns the counts and whether it succeeded.
+fn run_counted(command: &mut Command) -> anyhow::Result<(Counts, bool)> {
+    let shown = display_command(command);
+    eprintln!("$ {shown}");
+    let mut child = command
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("could not start `{shown}`"))?;
+    let mut counts = Counts::default();
+    if let Some(stdout) = child.stdout.take() {
+        let mut out = std::io::stdout();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.with_context(|| format!("reading the output of `{shown}`"))?;
+            counts.add_line(&line);
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+    }
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for `{shown}`"))?;
+    Ok((counts, status.success()))
 }
 
 /// Terraform cannot run here (no binary, no provider downloads), so `terraform/` is checked statically:
@@ -136,66 +207,19 @@ fn terraform_checks(root: &Path, dry_run: bool) -> anyhow::Result<()> {
 }
 
 /// Create the virtualenv `venv` with the pinned `requirements` unless it already has them; returns its
-/// python.
+/// python. The tests that need the Python peer make `.venv` the same way when it is missing
+/// (`aca_lab_testkit::python`), so a plain `cargo test` works too.
 fn ensure_venv(venv: &Path, requirements: &Path, dry_run: bool) -> anyhow::Result<PathBuf> {
-    let python = venv.join("bin").join("python");
-    if !dry_run && python.exists() && venv_satisfies(&python, requirements) {
-        return Ok(python);
+    use aca_lab_testkit::python;
+    if dry_run {
+        let system = python::system_python().unwrap_or_else(|_| PathBuf::from("python3"));
+        let venv_python = python::venv_python(venv);
+        run_checked(&mut python::create_command(&system, venv), true)?;
+        run_checked(
+            &mut python::install_command(&venv_python, requirements),
+            true,
+        )?;
+        return Ok(venv_python);
     }
-    let system_python = find_system_python()?;
-    if dry_run || !python.exists() {
-        let mut create = Command::new(&system_python);
-        create.args(["-m", "venv"]).arg(venv);
-        run_checked(&mut create, dry_run)?;
-    }
-    let mut install = Command::new(&python);
-    install
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "-r",
-        ])
-        .arg(requirements);
-    run_checked(&mut install, dry_run)?;
-    Ok(python)
-}
-
-/// True when every pinned `name==version` line in the requirements file is installed in the venv.
-fn venv_satisfies(python: &Path, requirements: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string(requirements) else {
-        return false;
-    };
-    text.lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .all(|pin| {
-            let Some((name, version)) = pin.split_once("==") else {
-                return false;
-            };
-            Command::new(python)
-                .args([
-                    "-c",
-                    "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))",
-                    name,
-                ])
-                .output()
-                .is_ok_and(|out| {
-                    out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == version
-                })
-        })
-}
-
-fn find_system_python() -> anyhow::Result<PathBuf> {
-    for candidate in ["python3", "python"] {
-        let found = Command::new(candidate).arg("--version").output();
-        if found.is_ok_and(|out| out.status.success()) {
-            return Ok(PathBuf::from(candidate));
-        }
-    }
-    bail!(
-        "no python3 on PATH: the emulator's SDK tests need Python 3.9+ with venv (install python3 and python3-venv)"
-    )
+    Ok(python::ensure_venv(venv, requirements)?)
 }

@@ -105,13 +105,18 @@ impl Lab {
 
     /// Run a command as `lab/README.md` writes it (it must be listed in [`README_COMMANDS`]).
     fn readme_command(&self, line: &str) -> Assert {
+        self.readme(line).assert()
+    }
+
+    /// A command as `lab/README.md` writes it, to be given more environment before it runs.
+    fn readme(&self, line: &str) -> assert_cmd::Command {
         assert!(
             README_COMMANDS.contains(&line),
             "{line:?} is not a README command"
         );
         let words = shell_words(line.strip_prefix("cargo xtask ").unwrap());
         let words: Vec<&str> = words.iter().map(String::as_str).collect();
-        self.command(&words).assert()
+        self.command(&words)
     }
 
     fn pid(&self) -> Option<u32> {
@@ -267,15 +272,19 @@ fn the_walkthrough_ends_with_a_succeeded_execution() {
     );
 }
 
+/// Ignored unless asked for, so that where Docker is absent the runner counts it as ignored rather than
+/// passing it unrun; `cargo xtask test` runs it (`-- --ignored`) wherever a Docker engine answers.
 #[test]
+#[ignore = "needs Docker and the aca-job-lab/servicebus-job:dev image (`cargo xtask images`); \
+            `cargo xtask test` runs it where Docker answers, or `cargo test -p xtask --test local_lab -- --ignored`"]
 fn the_walkthrough_runs_the_worker_image_with_runtime_docker() {
     let docker = Command::new("docker")
         .args(["version", "--format", "{{.Server.Version}}"])
         .output();
-    if !docker.is_ok_and(|out| out.status.success()) {
-        eprintln!("skipped: no Docker engine answers here (the process runtime is tested above)");
-        return;
-    }
+    assert!(
+        docker.is_ok_and(|out| out.status.success()),
+        "no Docker engine answers here: this test needs one (the process runtime is tested without)"
+    );
     let lab = Lab::new();
     let assert = lab.command(&["lab", "--runtime", "docker"]).assert();
     let output = stdout(&assert);
@@ -342,7 +351,14 @@ fn the_walkthrough_prints_json_steps_for_machines() {
 #[test]
 fn the_workshop_steps_keep_one_lab_running_across_commands() {
     let lab = Lab::new();
-    let up = lab.readme_command("cargo xtask lab up").success();
+    // Every replica works 2 s on its message, longer than the 1 s poll (the lab's replicas inherit its
+    // environment): were max_executions ignored, the three messages sent below would start executions
+    // side by side, and the overlap check would see it.
+    let up = lab
+        .readme("cargo xtask lab up")
+        .env("SIMULATE_WORK", "2s")
+        .assert()
+        .success();
     assert!(
         stdout(&up).contains("Lab running in the background"),
         "{}",
@@ -676,11 +692,14 @@ fn activation_message_count_from_the_settings_file_holds_back_a_single_message()
         "{}",
         stdout(&watch)
     );
+    // The execution took one of the two messages; the one left behind is again not more than 1, so
+    // further polls start nothing (with activation 0 the next poll would start a second execution).
+    std::thread::sleep(Duration::from_secs(3));
     let executions = lab.executions();
     assert_eq!(
         executions.as_array().unwrap().len(),
         1,
-        "max_executions 1 and the message left behind is again not more than 1: {executions:#}"
+        "the message left behind is not more than activation_message_count 1: {executions:#}"
     );
     // Shaped like Azure's: an ARM resource id that ends with the execution's name.
     let only = &executions[0];

@@ -149,18 +149,31 @@ def peek():
 
 
 def renew_lock():
+    """Needs a queue with a short LockDuration (the Rust test configures PT4S).
+
+    A later `locked_until` alone proves nothing: the completion after the original lock would have
+    expired is what only a broker that really extended the lock accepts.
+    """
     with client() as sb:
         send(sb, ServiceBusMessage("slow"))
         with sb.get_queue_receiver(QUEUE) as receiver:
             m = receive_one(receiver)
             before = m.locked_until_utc
-            time.sleep(1.1)
+            time.sleep(2)
             after = receiver.renew_message_lock(m)
+            # One second past the original expiry, still well inside the renewed lock.
+            now = datetime.datetime.now(datetime.timezone.utc)
+            time.sleep(max((before - now).total_seconds() + 1, 0))
+            completed_at = datetime.datetime.now(datetime.timezone.utc)
             receiver.complete_message(m)
+            again = receiver.receive_messages(max_message_count=1, max_wait_time=1)
         return {
             "before": before.isoformat(),
             "after": after.isoformat(),
             "extended": after > before,
+            "completed_after_original_expiry": completed_at > before,
+            "completed_within_renewed_lock": completed_at < after,
+            "redelivered": len(again),
         }
 
 
