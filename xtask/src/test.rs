@@ -138,7 +138,11 @@ fn terraform_checks(root: &Path, dry_run: bool) -> anyhow::Result<()> {
 
 /// Create the virtualenv `venv` with the pinned `requirements` unless it already has them; returns its
 /// python.
-fn ensure_venv(venv: &Path, requirements: &Path, dry_run: bool) -> anyhow::Result<PathBuf> {
+pub(crate) fn ensure_venv(
+    venv: &Path,
+    requirements: &Path,
+    dry_run: bool,
+) -> anyhow::Result<PathBuf> {
     let python = venv.join("bin").join("python");
     if !dry_run && python.exists() && venv_satisfies(&python, requirements) {
         return Ok(python);
@@ -165,7 +169,7 @@ fn ensure_venv(venv: &Path, requirements: &Path, dry_run: bool) -> anyhow::Resul
 }
 
 /// True when every pinned `name==version` line in the requirements file is installed in the venv.
-fn venv_satisfies(python: &Path, requirements: &Path) -> bool {
+pub(crate) fn venv_satisfies(python: &Path, requirements: &Path) -> bool {
     let Ok(text) = std::fs::read_to_string(requirements) else {
         return false;
     };

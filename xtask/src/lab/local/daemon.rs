@@ -18,6 +18,7 @@ use super::state::{LabState, StateDir};
 use super::{Options, Runtime, header};
 use crate::lab::controller::History;
 use crate::lab::controller::process::signal;
+use crate::lab::report;
 use crate::lab::ui::Ui;
 use crate::util::display_command;
 
@@ -125,6 +126,12 @@ pub fn up(args: &Options, ui: &Ui, dry_run: bool) -> anyhow::Result<ExitCode> {
 pub async fn serve(args: &Options) -> anyhow::Result<ExitCode> {
     let state = args.state();
     let worker = match (args.flags.runtime, &args.flags.worker_bin) {
+        _ if args.flags.job == report::JobKind::Python => Worker::Python {
+            python: args.flags.python.clone().context(
+                "`lab serve --job python` needs --python; start the lab with `cargo xtask lab up`",
+            )?,
+            script: super::python_job::script(),
+        },
         (Runtime::Docker, _) => Worker::Image(args.flags.image.clone()),
         (Runtime::Process, Some(path)) => Worker::Binary(path.clone()),
         (Runtime::Process, None) => {
@@ -138,6 +145,15 @@ pub async fn serve(args: &Options) -> anyhow::Result<ExitCode> {
     let writer = tokio::spawn(keep_files_current(
         controller.history.clone(),
         state.clone(),
+    ));
+    let run = report::RunDir::create(
+        state.path(),
+        &controller.recorder.recording(&controller.history),
+    )?;
+    let recording = tokio::spawn(keep_recording_current(
+        controller.recorder.clone(),
+        controller.history.clone(),
+        run.clone(),
     ));
     state.write_lab(&LabState {
         pid: std::process::id(),
@@ -162,9 +178,14 @@ pub async fn serve(args: &Options) -> anyhow::Result<ExitCode> {
         _ = tokio::signal::ctrl_c() => eprintln!("SIGINT: stopping the lab"),
     }
     let history = controller.history.clone();
+    let recorder = controller.recorder.clone();
     controller.stop().await;
     writer.abort();
+    recording.abort();
     write_files(&history, &state)?;
+    run.save(&recorder.recording(&history))?;
+    let written = run.render()?;
+    eprintln!("timeline: {}", written.html.display());
     emulator.shutdown().await;
     eprintln!("lab stopped");
     Ok(ExitCode::SUCCESS)
@@ -181,6 +202,17 @@ async fn keep_files_current(history: History, state: StateDir) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Save the run's recording every second, so `lab report` draws a running lab as it is now.
+async fn keep_recording_current(recorder: report::Recorder, history: History, run: report::RunDir) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        ticker.tick().await;
+        if let Err(error) = run.save(&recorder.recording(&history)) {
+            eprintln!("could not save the run's recording: {error:#}");
+        }
     }
 }
 
@@ -218,6 +250,13 @@ pub fn down(args: &Options, ui: &Ui) -> anyhow::Result<ExitCode> {
     let _ = signal(format!("-{pid}"), "KILL");
     state.remove()?;
     progress.ok(message);
+    if let Some(run) = report::RunDir::latest(state.path(), None) {
+        // The lab drew its timeline as it stopped; draw it here if it could not (it was killed).
+        match run.render() {
+            Ok(written) => report::announce(ui, &written),
+            Err(error) => eprintln!("warning: could not draw the timeline: {error:#}"),
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
