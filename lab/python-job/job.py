@@ -91,8 +91,9 @@ def main():
             queue_name=queue, receive_mode=ServiceBusReceiveMode.PEEK_LOCK, max_wait_time=max_wait
         ) as receiver:
             while not stopping and (max_messages == 0 or completed < max_messages):
-                want = 1 if max_messages == 0 else max_messages - completed
-                messages = receiver.receive_messages(max_message_count=min(want, 20), max_wait_time=max_wait)
+                # Up to 20 at a time (the Rust job's prefetch), never more than are still wanted.
+                want = 20 if max_messages == 0 else min(max_messages - completed, 20)
+                messages = receiver.receive_messages(max_message_count=want, max_wait_time=max_wait)
                 if not messages:
                     break
                 for message in messages:

@@ -147,6 +147,16 @@ fn shell_words(line: &str) -> Vec<String> {
     words
 }
 
+/// The message id the `Sent 1 message (message id …, …)` line names.
+fn sent_message_id(output: &str) -> String {
+    output
+        .lines()
+        .find_map(|l| l.split("message id ").nth(1))
+        .and_then(|rest| rest.split(',').next())
+        .unwrap()
+        .to_owned()
+}
+
 fn stdout(assert: &Assert) -> String {
     String::from_utf8_lossy(&assert.get_output().stdout).into_owned()
 }
@@ -205,12 +215,7 @@ fn the_walkthrough_ends_with_a_succeeded_execution() {
         insta::assert_snapshot!("walkthrough_table", table(&output));
     });
     // The replica's log is the worker's own output and names the message we sent.
-    let sent_id = output
-        .lines()
-        .find_map(|l| l.split("message id ").nth(1))
-        .and_then(|rest| rest.split(',').next())
-        .unwrap()
-        .to_owned();
+    let sent_id = sent_message_id(&output);
     let log: Vec<&str> = output
         .lines()
         .skip_while(|l| !l.contains("replica log ("))
@@ -243,11 +248,7 @@ fn the_walkthrough_runs_the_worker_image_with_runtime_docker() {
         insta::assert_snapshot!("walkthrough_table_docker", table(&output));
     });
     let template_image = "aca-job-lab/servicebus-job:dev";
-    let sent_id = output
-        .lines()
-        .find_map(|l| l.split("message id ").nth(1))
-        .and_then(|r| r.split(',').next())
-        .unwrap();
+    let sent_id = sent_message_id(&output);
     assert!(
         output.contains(&format!("message_id=\"{sent_id}\"")),
         "the container's log lacks the message:\n{output}"
@@ -635,12 +636,7 @@ fn the_python_job_walkthrough_ends_with_a_succeeded_execution_and_a_timeline() {
         insta::assert_snapshot!("python_walkthrough_story", story(&output));
     });
     // The replica log is the Python job's own output, naming the message we sent.
-    let sent_id = output
-        .lines()
-        .find_map(|l| l.split("message id ").nth(1))
-        .and_then(|rest| rest.split(',').next())
-        .unwrap()
-        .to_owned();
+    let sent_id = sent_message_id(&output);
     assert!(
         output.contains(&format!(
             "received message {sent_id} (delivery 0, 43 bytes, application/json)"

@@ -8,9 +8,9 @@
 
 mod daemon;
 mod display;
-mod python_job;
-mod runtime;
-mod send;
+pub(crate) mod python_job;
+pub(crate) mod runtime;
+pub(crate) mod send;
 mod state;
 
 use std::cell::Cell;

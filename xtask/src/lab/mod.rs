@@ -10,7 +10,7 @@ pub mod azure;
 pub mod controller;
 #[allow(dead_code)]
 pub mod executions;
-mod local;
+pub(crate) mod local;
 pub mod report;
 #[allow(dead_code)]
 pub mod settings;

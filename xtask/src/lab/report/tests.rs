@@ -325,18 +325,21 @@ fn painted_bars(image: &Image) -> Vec<Region> {
     bars
 }
 
-#[tokio::test(start_paused = true)]
-async fn chromium_paints_five_bars_one_after_another_with_max_executions_1() {
-    let Some(chromium) = chromium() else { return };
-    let recording = five_messages(1, JobKind::Rust).await;
+/// Five messages with `max_executions`, recorded, drawn, painted by Chromium: the bars it painted.
+async fn painted_run(max_executions: u32) -> Option<Vec<Region>> {
+    let chromium = chromium()?;
+    let recording = five_messages(max_executions, JobKind::Rust).await;
     let dir = tempfile::tempdir().unwrap();
     let written = super::write_run(dir.path(), &recording).unwrap();
-    let image = screenshot(
-        &chromium,
-        dir.path(),
-        &std::fs::read_to_string(written.html).unwrap(),
-    );
-    let bars = painted_bars(&image);
+    let html = std::fs::read_to_string(written.html).unwrap();
+    Some(painted_bars(&screenshot(&chromium, dir.path(), &html)))
+}
+
+#[tokio::test(start_paused = true)]
+async fn chromium_paints_five_bars_one_after_another_with_max_executions_1() {
+    let Some(bars) = painted_run(1).await else {
+        return;
+    };
     assert_eq!(bars.len(), 5, "{bars:#?}");
     for pair in bars.windows(2) {
         // One lane each, top to bottom, and each bar starts after the one above ended.
@@ -354,16 +357,9 @@ async fn chromium_paints_five_bars_one_after_another_with_max_executions_1() {
 
 #[tokio::test(start_paused = true)]
 async fn chromium_paints_five_bars_together_with_max_executions_5() {
-    let Some(chromium) = chromium() else { return };
-    let recording = five_messages(5, JobKind::Rust).await;
-    let dir = tempfile::tempdir().unwrap();
-    let written = super::write_run(dir.path(), &recording).unwrap();
-    let image = screenshot(
-        &chromium,
-        dir.path(),
-        &std::fs::read_to_string(written.html).unwrap(),
-    );
-    let bars = painted_bars(&image);
+    let Some(bars) = painted_run(5).await else {
+        return;
+    };
     assert_eq!(bars.len(), 5, "{bars:#?}");
     let first = bars[0];
     for bar in &bars {

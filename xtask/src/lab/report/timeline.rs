@@ -104,6 +104,31 @@ fn lanes(recording: &Recording) -> Vec<&Execution> {
     executions.split_off(skip)
 }
 
+type Chart<'a, 'b> = ChartContext<
+    'a,
+    SVGBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// A panel with its caption, 0..`span` seconds across and 0..`height` up; both panels share the layout
+/// so their x axes line up.
+fn panel<'a, 'b>(
+    area: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    caption: String,
+    caption_size: u32,
+    x_label_area: u32,
+    span: f64,
+    height: f64,
+) -> Result<Chart<'a, 'b>, DrawError> {
+    ChartBuilder::on(area)
+        .caption(caption, (FONT, caption_size))
+        .margin(12)
+        .x_label_area_size(x_label_area)
+        .y_label_area_size(48)
+        .build_cartesian_2d(0f64..span, 0f64..height)
+        .map_err(drawing("panel"))
+}
+
 fn queue_panel(
     area: &DrawingArea<SVGBackend<'_>, Shift>,
     recording: &Recording,
@@ -127,13 +152,7 @@ fn queue_panel(
         recording.max_executions,
         clock_time(start),
     );
-    let mut chart = ChartBuilder::on(area)
-        .caption(caption, (FONT, 18))
-        .margin(12)
-        .x_label_area_size(28)
-        .y_label_area_size(48)
-        .build_cartesian_2d(0f64..span, 0f64..top)
-        .map_err(drawing("queue panel"))?;
+    let mut chart = panel(area, caption, 18, 28, span, top)?;
     chart
         .configure_mesh()
         .y_desc("active messages")
@@ -258,13 +277,7 @@ fn executions_panel(
     } else {
         format!("executions ({})", lanes.len())
     };
-    let mut chart = ChartBuilder::on(area)
-        .caption(caption, (FONT, 15))
-        .margin(12)
-        .x_label_area_size(46)
-        .y_label_area_size(48)
-        .build_cartesian_2d(0f64..span, 0f64..count)
-        .map_err(drawing("executions panel"))?;
+    let mut chart = panel(area, caption, 15, 46, span, count)?;
     chart
         .configure_mesh()
         .disable_y_mesh()
