@@ -8,6 +8,7 @@
 
 mod daemon;
 mod display;
+mod live;
 pub(crate) mod python_job;
 pub(crate) mod runtime;
 pub(crate) mod send;
@@ -30,7 +31,7 @@ use super::controller::{ExecutionRecord, History};
 use super::executions::{self, Execution, ExecutionSource, WatchOutcome, WatchPlan};
 use super::report;
 use super::settings::{JobSettings, SETTINGS_FILE};
-use super::ui::{StepProgress, Ui, human_duration};
+use super::ui::{Ui, human_duration};
 use super::{LabArgs, OutputFormat, Step};
 use crate::util::{project_root, run_checked};
 use runtime::Worker;
@@ -426,8 +427,9 @@ async fn wait<S: ExecutionSource + ActiveCount>(
 ) -> anyhow::Result<Execution> {
     let progress = ui.step("watch", "Waiting for an execution");
     let last_active = source.last_active();
+    let mut live = live::LiveLine::new(ui.format());
     let outcome = executions::wait_for_success(source, plan, |report| {
-        update(&progress, last_active.get(), report.ours)
+        live.show(&progress, last_active.get(), report.ours)
     })
     .await;
     let outcome = match outcome {
@@ -483,20 +485,6 @@ async fn wait<S: ExecutionSource + ActiveCount>(
             Err(error)
         }
     }
-}
-
-fn update(progress: &StepProgress, active: Option<u64>, ours: &[Execution]) {
-    let queue = active.map_or_else(|| "queue: ?".to_owned(), |n| format!("queue: {n} active"));
-    let executions = if ours.is_empty() {
-        "executions: none yet".to_owned()
-    } else {
-        let list: Vec<String> = ours
-            .iter()
-            .map(|e| format!("{} {}", e.name, e.status()))
-            .collect();
-        format!("executions: {}", list.join(", "))
-    };
-    progress.update(format!("{queue} · {executions}"));
 }
 
 /// The table and the replica's log lines.
