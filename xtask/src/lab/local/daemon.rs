@@ -4,7 +4,7 @@
 //! group, records its pid at once, and returns when the lab has written `state.json`. `serve` runs the
 //! emulator and the controller until SIGTERM or SIGINT, keeping the executions files current. `down`
 //! sends SIGTERM, waits, then kills the whole process group, so replicas left behind by a crashed lab go
-//! too, and removes the state directory.
+//! too, and removes the lab's state (the runs' timelines stay for `lab report`).
 
 use std::os::unix::process::CommandExt;
 use std::process::{ExitCode, Stdio};

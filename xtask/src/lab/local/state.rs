@@ -4,7 +4,8 @@
 //! Files: `serve.pid` (written by `up` at once, so `down` finds the process even if it died before it
 //! was ready), `state.json` (written by the lab when it is ready: addresses, connection string),
 //! `executions.json` (az-shaped list), `records.json` (executions with replicas and log lines),
-//! `last-send.json` (what `watch` waits for), `serve.log` (the background process's own output).
+//! `last-send.json` (what `watch` waits for), `serve.log` (the background process's own output), and
+//! `runs/` (each run's recording and timeline, see `lab::report`), which `down` leaves in place.
 
 use std::path::{Path, PathBuf};
 
