@@ -174,7 +174,13 @@ pub fn write_run(state_dir: &Path, recording: &Recording) -> anyhow::Result<Writ
 
 /// A send made by `lab send` to the lab `lab up` started: marked on that lab's run.
 pub fn note_send(state_dir: &Path, send: SendMark) -> anyhow::Result<()> {
-    match RunDir::latest(state_dir, None) {
+    // The running lab's run: the latest one not yet ended (a walkthrough that finished in the same
+    // state directory meanwhile is not it).
+    let running = RunDir::all(state_dir)
+        .into_iter()
+        .rev()
+        .find(|run| run.load().is_ok_and(|r| r.ended.is_none()));
+    match running {
         Some(run) => run.append_send(send),
         // A lab from before runs were recorded: nothing to mark.
         None => Ok(()),

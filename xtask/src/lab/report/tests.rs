@@ -123,17 +123,36 @@ async fn the_page_embeds_the_picture_and_escapes_the_table() {
 #[tokio::test(start_paused = true)]
 async fn a_run_directory_keeps_the_recording_and_the_sends_of_other_processes() {
     let state = tempfile::tempdir().unwrap();
-    let recording = five_messages(1, JobKind::Python).await;
+    // A lab still running (`lab up`), then a walkthrough that finished meanwhile in the same directory.
+    let mut recording = five_messages(1, JobKind::Python).await;
+    recording.ended = None;
     let written = super::write_run(state.path(), &recording).unwrap();
-    let run = RunDir::latest(state.path(), Some(JobKind::Python)).unwrap();
-    assert_eq!(run, RunDir(written.html.parent().unwrap().to_path_buf()));
+    let mut finished = recording.clone();
+    finished.started += Duration::from_secs(60);
+    finished.ended = Some(finished.started + Duration::from_secs(5));
+    let finished_run = super::write_run(state.path(), &finished).unwrap();
+    let latest = RunDir::latest(state.path(), Some(JobKind::Python)).unwrap();
+    assert_eq!(
+        latest,
+        RunDir(finished_run.html.parent().unwrap().to_path_buf())
+    );
+    let run = RunDir(written.html.parent().unwrap().to_path_buf());
     assert_eq!(run.load().unwrap(), recording);
     let later = super::SendMark {
         time: T0 + Duration::from_secs(20),
         count: 2,
     };
     super::note_send(state.path(), later).unwrap();
-    assert_eq!(run.load().unwrap().sends.last(), Some(&later));
+    assert_eq!(
+        run.load().unwrap().sends.last(),
+        Some(&later),
+        "marked on the running lab"
+    );
+    assert_eq!(
+        latest.load().unwrap(),
+        finished,
+        "not on the finished walkthrough"
+    );
     assert!(RunDir::latest(state.path(), Some(JobKind::Rust)).is_none());
     let error = super::compare(state.path()).unwrap_err().to_string();
     assert!(
