@@ -20,7 +20,7 @@ pub const WIDTH: u32 = 1000;
 const QUEUE_PANEL_HEIGHT: u32 = 250;
 const LANE_HEIGHT: u32 = 30;
 /// Axis, caption and margins of the executions panel.
-const LANES_CHROME: u32 = 110;
+const LANES_CHROME: u32 = 126;
 /// Beyond this many executions the lanes show the most recent ones (the caption says so).
 const MAX_LANES: usize = 40;
 const FONT: &str = "sans-serif";
@@ -277,7 +277,7 @@ fn executions_panel(
     } else {
         format!("executions ({})", lanes.len())
     };
-    let mut chart = panel(area, caption, 15, 46, span, count)?;
+    let mut chart = panel(area, caption, 15, 62, span, count)?;
     chart
         .configure_mesh()
         .disable_y_mesh()
