@@ -202,7 +202,7 @@ pub fn compare(state_dir: &Path) -> anyhow::Result<Written> {
                 state_dir.join(RUNS_DIR).display()
             );
         };
-        recordings.push(run.load()?);
+        recordings.push(from_first_send(run.load()?));
     }
     let refs: Vec<&Recording> = recordings.iter().collect();
     let span = page::shared_span(&refs);
@@ -222,6 +222,17 @@ pub fn compare(state_dir: &Path) -> anyhow::Result<Written> {
         html: path,
         svg: None,
     })
+}
+
+/// The same recording seen from a second before its first send: runs compared on one page line up at
+/// their workloads, however long each lab idled before it (`lab up` may wait minutes for `lab send`).
+fn from_first_send(mut recording: Recording) -> Recording {
+    if let Some(first) = recording.sends.iter().map(|s| s.time).min() {
+        recording.started = recording
+            .started
+            .max(first - std::time::Duration::from_secs(1));
+    }
+    recording
 }
 
 /// `lab report [--compare]`.

@@ -161,6 +161,26 @@ async fn a_run_directory_keeps_the_recording_and_the_sends_of_other_processes() 
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_comparison_lines_the_runs_up_at_their_first_send() {
+    let state = tempfile::tempdir().unwrap();
+    super::write_run(state.path(), &five_messages(1, JobKind::Rust).await).unwrap();
+    // A `lab up` that idled a minute before `lab send`.
+    let mut idle = five_messages(1, JobKind::Python).await;
+    idle.started -= Duration::from_secs(60);
+    super::write_run(state.path(), &idle).unwrap();
+    let page = std::fs::read_to_string(super::compare(state.path()).unwrap().html).unwrap();
+    // Both pictures start a second before their send (at 12:00:00.5), on one 15 s scale.
+    assert!(
+        page.contains("job-rust · Rust job · 5 message(s) sent · max executions 1 · started 2026-11-25 12:00:00 UTC"),
+        "{page}"
+    );
+    assert!(
+        page.contains("job-python · Python job · 5 message(s) sent · max executions 1 · started 2026-11-25 11:59:59 UTC"),
+        "{page}"
+    );
+}
+
 /// `<rect …>` elements filled with the Succeeded colour.
 fn succeeded_rects(svg: &str) -> usize {
     let RGBColour(r, g, b) = RGBColour::from(timeline::SUCCEEDED);

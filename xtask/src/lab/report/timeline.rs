@@ -179,9 +179,15 @@ fn queue_panel(
 
     let end = seconds(start, recording.last_time()).min(span);
     let mut steps = Vec::with_capacity(recording.samples.len() * 2 + 1);
-    let mut level = 0.0;
+    // The level at the picture's start: the last count before it (a comparison starts at the send).
+    let mut level = recording
+        .samples
+        .iter()
+        .take_while(|s| s.time <= start)
+        .last()
+        .map_or(0.0, |s| s.active as f64);
     steps.push((0.0, level));
-    for sample in &recording.samples {
+    for sample in recording.samples.iter().filter(|s| s.time > start) {
         let x = seconds(start, sample.time).clamp(0.0, span);
         steps.push((x, level));
         level = sample.active as f64;
