@@ -196,7 +196,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         machine: machine(),
         command,
         build: if quick {
-            "dev build (--quick: a smoke run, not for comparison)"
+            "dev build; --quick is a smoke run, not for comparison"
         } else {
             "release build"
         },
