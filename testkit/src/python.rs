@@ -129,6 +129,11 @@ pub fn ensure_venv(venv: &Path, requirements: &Path) -> Result<PathBuf, VenvErro
     Ok(python)
 }
 
+/// Does `python` have every `name==version` pin of `requirements`? (False when either cannot be read.)
+pub fn satisfies(python: &Path, requirements: &Path) -> bool {
+    pins(requirements).is_ok_and(|pins| missing(python, &pins).is_empty())
+}
+
 /// The python of a virtualenv.
 pub fn venv_python(venv: &Path) -> PathBuf {
     if cfg!(windows) {

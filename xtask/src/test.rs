@@ -209,7 +209,11 @@ fn terraform_checks(root: &Path, dry_run: bool) -> anyhow::Result<()> {
 /// Create the virtualenv `venv` with the pinned `requirements` unless it already has them; returns its
 /// python. The tests that need the Python peer make `.venv` the same way when it is missing
 /// (`aca_lab_testkit::python`), so a plain `cargo test` works too.
-fn ensure_venv(venv: &Path, requirements: &Path, dry_run: bool) -> anyhow::Result<PathBuf> {
+pub(crate) fn ensure_venv(
+    venv: &Path,
+    requirements: &Path,
+    dry_run: bool,
+) -> anyhow::Result<PathBuf> {
     use aca_lab_testkit::python;
     if dry_run {
         let system = python::system_python().unwrap_or_else(|_| PathBuf::from("python3"));

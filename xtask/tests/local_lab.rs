@@ -21,6 +21,10 @@ const README_COMMANDS: &[&str] = &[
     "cargo xtask lab executions -o json",
     "cargo xtask lab send --body 'not json'",
     "cargo xtask lab down",
+    "cargo xtask lab report",
+    "cargo xtask lab --job python",
+    "cargo xtask lab up --job python",
+    "cargo xtask lab report --compare",
 ];
 
 /// The worker binary: `LAB_WORKER_BIN`, or built now into the same target directory as this test.
@@ -177,6 +181,16 @@ fn shell_words(line: &str) -> Vec<String> {
     words
 }
 
+/// The message id the `Sent 1 message (message id …, …)` line names.
+fn sent_message_id(output: &str) -> String {
+    output
+        .lines()
+        .find_map(|l| l.split("message id ").nth(1))
+        .and_then(|rest| rest.split(',').next())
+        .unwrap()
+        .to_owned()
+}
+
 fn stdout(assert: &Assert) -> String {
     String::from_utf8_lossy(&assert.get_output().stdout).into_owned()
 }
@@ -185,6 +199,7 @@ fn stdout(assert: &Assert) -> String {
 fn filters() -> Vec<(&'static str, &'static str)> {
     vec![
         (r"job-rust-[a-z0-9]{7}", "job-rust-[EXECUTION]"),
+        (r"job-python-[a-z0-9]{7}", "job-python-[EXECUTION]"),
         (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", "[TIME]"),
         (r"\b\d+\.\d+ s\b", "[DURATION]"),
         (r"\d+m\d\ds\b", "[DURATION]"),
@@ -255,12 +270,7 @@ fn the_walkthrough_ends_with_a_succeeded_execution() {
         insta::assert_snapshot!("walkthrough_table", table(&output));
     });
     // The replica's log is the worker's own output and names the message we sent.
-    let sent_id = output
-        .lines()
-        .find_map(|l| l.split("message id ").nth(1))
-        .and_then(|rest| rest.split(',').next())
-        .unwrap()
-        .to_owned();
+    let sent_id = sent_message_id(&output);
     let log: Vec<&str> = output
         .lines()
         .skip_while(|l| !l.contains("replica log ("))
@@ -301,11 +311,7 @@ fn the_walkthrough_runs_the_worker_image_with_runtime_docker() {
         insta::assert_snapshot!("walkthrough_table_docker", table(&output));
     });
     let template_image = "aca-job-lab/servicebus-job:dev";
-    let sent_id = output
-        .lines()
-        .find_map(|l| l.split("message id ").nth(1))
-        .and_then(|r| r.split(',').next())
-        .unwrap();
+    let sent_id = sent_message_id(&output);
     assert!(
         output.contains(&format!("message_id=\"{sent_id}\"")),
         "the container's log lacks the message:\n{output}"
@@ -933,4 +939,100 @@ fn a_missing_custom_image_gets_the_command_that_builds_that_tag() {
             ),
         "{said}"
     );
+}
+
+/// The page a command said it drew (`Timeline: <path> (…` or `Comparison: <path> (…`), read.
+fn drawn_page(output: &str, label: &str) -> String {
+    let path = output
+        .lines()
+        .find_map(|l| l.strip_prefix(label))
+        .and_then(|rest| rest.split(" (").next())
+        .unwrap_or_else(|| panic!("no `{label}` line in:\n{output}"));
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn the_python_job_walkthrough_ends_with_a_succeeded_execution_and_a_timeline() {
+    let lab = Lab::new();
+    let assert = lab.readme_command("cargo xtask lab --job python").success();
+    let output = stdout(&assert);
+    insta::with_settings!({ filters => filters() }, {
+        insta::assert_snapshot!("python_walkthrough_story", story(&output));
+    });
+    // The replica log is the Python job's own output, naming the message we sent.
+    let sent_id = sent_message_id(&output);
+    assert!(
+        output.contains(&format!(
+            "received message {sent_id} (delivery 0, 43 bytes, application/json)"
+        )),
+        "{output}"
+    );
+    let page = drawn_page(&output, "Timeline: ");
+    assert!(
+        page.contains("<svg") && page.contains("Python job"),
+        "{page}"
+    );
+    assert!(
+        page.contains("1 message(s) sent · 1 execution(s): 1 Succeeded"),
+        "{page}"
+    );
+
+    // The same workload with the Rust job, then both on one page.
+    lab.readme_command("cargo xtask lab").success();
+    let compare = lab
+        .readme_command("cargo xtask lab report --compare")
+        .success();
+    let page = drawn_page(&stdout(&compare), "Comparison: ");
+    assert!(
+        page.contains("Rust job (job-rust)") && page.contains("Python job (job-python)"),
+        "{page}"
+    );
+    assert_eq!(page.matches("<svg").count(), 2);
+}
+
+#[test]
+fn the_workshop_steps_run_the_python_job_and_draw_the_running_lab() {
+    let lab = Lab::new();
+    let up = lab
+        .readme_command("cargo xtask lab up --job python")
+        .success();
+    assert!(stdout(&up).contains("job job-python"), "{}", stdout(&up));
+    lab.readme_command("cargo xtask lab send --count 3")
+        .success();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let executions = lab.executions();
+        let succeeded = executions
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                e["properties"]["status"] == "Succeeded"
+                    && e["name"].as_str().unwrap().starts_with("job-python-")
+            })
+            .count();
+        if succeeded == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "3 executions did not succeed: {executions:#}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // The running lab's picture: the send of 3 and the three executions, drawn now.
+    std::thread::sleep(Duration::from_millis(1200));
+    let report = lab.readme_command("cargo xtask lab report").success();
+    let page = drawn_page(&stdout(&report), "Timeline: ");
+    assert!(
+        page.contains("3 message(s) sent · 3 execution(s): 3 Succeeded"),
+        "{page}"
+    );
+    assert!(page.contains("the lab is still running"), "{page}");
+    assert_eq!(page.matches("· Succeeded ·").count(), 3, "{page}");
+    // `down` keeps the picture (now of the finished lab) and says where it is.
+    let down = lab.readme_command("cargo xtask lab down").success();
+    let page = drawn_page(&stdout(&down), "Timeline: ");
+    assert!(!page.contains("the lab is still running"), "{page}");
+    assert!(!lab.state.path().join("state.json").exists());
 }

@@ -9,8 +9,10 @@
 mod build;
 mod daemon;
 mod display;
-mod runtime;
-mod send;
+mod live;
+pub(crate) mod python_job;
+pub(crate) mod runtime;
+pub(crate) mod send;
 mod state;
 
 use std::cell::Cell;
@@ -28,8 +30,9 @@ use time::OffsetDateTime;
 use super::controller::docker::WORKER_IMAGE;
 use super::controller::{ExecutionRecord, History};
 use super::executions::{self, Execution, ExecutionSource, WatchOutcome, WatchPlan};
+use super::report;
 use super::settings::JobSettings;
-use super::ui::{Interrupted, StepProgress, Ui, human_duration};
+use super::ui::{Interrupted, Ui, human_duration};
 use super::{LabArgs, OutputFormat, Step};
 use crate::util::project_root;
 use runtime::Worker;
@@ -49,6 +52,13 @@ pub struct LocalArgs {
     /// The job settings file shared with Terraform.
     #[arg(long, global = true, value_name = "FILE")]
     pub settings: Option<PathBuf>,
+    /// Which job the replicas run: the Rust job, or the tutorial's Python job (lab/python-job).
+    #[arg(long, global = true, value_enum, default_value_t = report::JobKind::Rust)]
+    pub job: report::JobKind,
+    /// The Python for `--job python`, with lab/python-job/requirements.txt installed [default: a
+    /// virtualenv in target/venvs/python-job, made on first use].
+    #[arg(long, global = true, env = "LAB_PYTHON", value_name = "PATH")]
+    pub python: Option<PathBuf>,
     /// AMQP port of the emulator (`cargo xtask lab`: a free one; `lab up`: 5672, the emulator's usual).
     #[arg(long, global = true, env = "LAB_AMQP_PORT")]
     pub port: Option<u16>,
@@ -117,6 +127,9 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
         Some(Step::Watch) => runtime.block_on(watch_step(&local, &ui)),
         Some(Step::Executions { format }) => list_step(&local, args.output, format),
         Some(Step::Down) => daemon::down(&local, &ui),
+        Some(Step::Report { compare }) => {
+            report::report_step(&local.state_dir, &ui, compare).map(|()| ExitCode::SUCCESS)
+        }
     };
     // The background readers of replica pipes must not keep the process alive.
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -158,8 +171,12 @@ impl Options {
         default_health_port: u16,
     ) -> anyhow::Result<runtime::LabPlan> {
         let loopback = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let mut settings = self.settings()?;
+        if matches!(worker, Worker::Python { .. }) {
+            settings.job_name = python_job::job_name(&settings.job_name);
+        }
         Ok(runtime::LabPlan {
-            settings: self.settings()?,
+            settings,
             worker,
             polling_interval: self.polling_interval()?,
             amqp: loopback(self.flags.port.unwrap_or(default_port)),
@@ -169,6 +186,9 @@ impl Options {
 
     /// What replicas run: the image (`--runtime docker`), else the worker binary.
     fn worker(&self, ui: &Ui, dry_run: bool) -> anyhow::Result<Worker> {
+        if self.flags.job == report::JobKind::Python {
+            return python_job::worker(self.flags.python.as_deref(), self.flags.runtime, dry_run);
+        }
         match self.flags.runtime {
             Runtime::Process => self.worker_binary(ui, dry_run).map(Worker::Binary),
             Runtime::Docker => {
@@ -232,7 +252,8 @@ async fn step<T>(
 fn header(ui: &Ui, settings: &JobSettings, worker: &Worker) {
     // Say where replicas run when it is not the default (processes of the worker binary).
     let runtime = match worker {
-        Worker::Binary(_) => String::new(),
+        // The Python job's name (`job-python`) is in the settings' summary already.
+        Worker::Binary(_) | Worker::Python { .. } => String::new(),
         Worker::Image(image) => format!(" · runtime docker (image {image})"),
     };
     ui.header(&format!(
@@ -283,8 +304,9 @@ async fn walkthrough(
             display_settings_path(&args.settings_path())
         ));
 
+    let recorder = controller.recorder.clone();
     let outcome = tokio::select! {
-        outcome = send_and_watch(args, ui, &plan, &emulator, &controller.history) => outcome,
+        outcome = send_and_watch(args, ui, &plan, &emulator, &controller.history, &recorder) => outcome,
         _ = tokio::signal::ctrl_c() => {
             ui.interrupted("Interrupted (Ctrl-C); stopping the lab");
             Err(Interrupted.into())
@@ -293,6 +315,7 @@ async fn walkthrough(
 
     let queue = plan.settings.queue_name.clone();
     let teardown = ui.step("down", "Stopping the controller and the emulator");
+    let controller_history = controller.history.clone();
     controller.stop().await;
     let left = emulator
         .broker()
@@ -305,6 +328,11 @@ async fn walkthrough(
     } else {
         format!("Stopped controller and emulator; {left} message(s) were still in the queue")
     });
+    // The picture of this run, whatever its outcome.
+    match report::write_run(&args.state_dir, &recorder.recording(&controller_history)) {
+        Ok(written) => report::announce(ui, &written),
+        Err(error) => eprintln!("warning: could not draw the timeline: {error:#}"),
+    }
 
     match outcome {
         Ok(()) => {
@@ -343,12 +371,14 @@ async fn send_and_watch(
     plan: &runtime::LabPlan,
     emulator: &servicebus_emulator::Emulator,
     history: &History,
+    recorder: &report::Recorder,
 ) -> anyhow::Result<()> {
     let existing: HashSet<String> = history.executions().into_iter().map(|e| e.name).collect();
     let since = OffsetDateTime::now_utc();
     let connection_string = emulator.connection_string();
     step(ui, "send", "Sending 1 message", async {
         let sent = send::send(&connection_string, &plan.settings.queue_name, 1, None).await?;
+        recorder.send(1);
         Ok((
             (),
             format!(
@@ -402,8 +432,9 @@ async fn wait<S: ExecutionSource + ActiveCount>(
 ) -> anyhow::Result<Execution> {
     let progress = ui.step("watch", "Waiting for an execution");
     let last_active = source.last_active();
+    let mut live = live::LiveLine::new(ui.format());
     let outcome = executions::wait_for_success(source, plan, |report| {
-        update(&progress, last_active.get(), report.ours)
+        live.show(&progress, last_active.get(), report.ours)
     })
     .await;
     let outcome = match outcome {
@@ -459,20 +490,6 @@ async fn wait<S: ExecutionSource + ActiveCount>(
             Err(progress.failed(error))
         }
     }
-}
-
-fn update(progress: &StepProgress, active: Option<u64>, ours: &[Execution]) {
-    let queue = active.map_or_else(|| "queue: ?".to_owned(), |n| format!("queue: {n} active"));
-    let executions = if ours.is_empty() {
-        "executions: none yet".to_owned()
-    } else {
-        let list: Vec<String> = ours
-            .iter()
-            .map(|e| format!("{} {}", e.name, e.status()))
-            .collect();
-        format!("executions: {}", list.join(", "))
-    };
-    progress.update(format!("{queue} · {executions}"));
 }
 
 /// The table and the replica's log lines.
@@ -599,6 +616,7 @@ async fn send_step(
         count,
         existing,
     })?;
+    report::note_send(state.path(), report::SendMark { time, count })?;
     if ui.format() == OutputFormat::Human {
         println!("Next: `cargo xtask lab watch` waits for the execution it starts.");
     }

@@ -10,7 +10,8 @@ pub mod azure;
 pub mod controller;
 #[allow(dead_code)]
 pub mod executions;
-mod local;
+pub(crate) mod local;
+pub mod report;
 #[allow(dead_code)]
 pub mod settings;
 #[allow(dead_code)]
@@ -86,6 +87,13 @@ pub enum Step {
         /// `table` (name, status, start, duration) or `json` (as `az containerapp job execution list`).
         #[arg(short = 'o', long = "format", value_enum)]
         format: Option<local::ListFormat>,
+    },
+    /// Draw the timeline of the latest local lab run (running or finished): an SVG and an HTML page
+    /// with the execution table, under the state directory.
+    Report {
+        /// Put the latest Rust-job run and the latest Python-job run on one page, on one time scale.
+        #[arg(long)]
+        compare: bool,
     },
     /// Tear the lab down.
     Down,

@@ -4,7 +4,7 @@
 //! group, records its pid at once, and returns when the lab has written `state.json`. `serve` runs the
 //! emulator and the controller until SIGTERM or SIGINT, keeping the executions files current. `down`
 //! sends SIGTERM, waits, then kills the whole process group, so replicas left behind by a crashed lab go
-//! too, and removes the state directory.
+//! too, and removes the lab's state (the runs' timelines stay for `lab report`).
 
 use std::os::unix::process::CommandExt;
 use std::process::{ExitCode, Stdio};
@@ -19,6 +19,7 @@ use super::{Options, Runtime, header};
 use crate::lab::OutputFormat;
 use crate::lab::controller::History;
 use crate::lab::controller::process::signal;
+use crate::lab::report;
 use crate::lab::ui::Ui;
 use crate::util::display_command;
 
@@ -204,6 +205,12 @@ fn check_port_free(port: u16, what: &str, flag: &str) -> anyhow::Result<()> {
 pub async fn serve(args: &Options) -> anyhow::Result<ExitCode> {
     let state = args.state();
     let worker = match (args.flags.runtime, &args.flags.worker_bin) {
+        _ if args.flags.job == report::JobKind::Python => Worker::Python {
+            python: args.flags.python.clone().context(
+                "`lab serve --job python` needs --python; start the lab with `cargo xtask lab up`",
+            )?,
+            script: super::python_job::script(),
+        },
         (Runtime::Docker, _) => Worker::Image(args.flags.image.clone()),
         (Runtime::Process, Some(path)) => Worker::Binary(path.clone()),
         (Runtime::Process, None) => {
@@ -217,6 +224,15 @@ pub async fn serve(args: &Options) -> anyhow::Result<ExitCode> {
     let writer = tokio::spawn(keep_files_current(
         controller.history.clone(),
         state.clone(),
+    ));
+    let run = report::RunDir::create(
+        state.path(),
+        &controller.recorder.recording(&controller.history),
+    )?;
+    let recording = tokio::spawn(keep_recording_current(
+        controller.recorder.clone(),
+        controller.history.clone(),
+        run.clone(),
     ));
     state.write_lab(&LabState {
         pid: std::process::id(),
@@ -242,9 +258,14 @@ pub async fn serve(args: &Options) -> anyhow::Result<ExitCode> {
         _ = tokio::signal::ctrl_c() => eprintln!("SIGINT: stopping the lab"),
     }
     let history = controller.history.clone();
+    let recorder = controller.recorder.clone();
     controller.stop().await;
     writer.abort();
+    recording.abort();
     write_files(&history, &state)?;
+    run.save(&recorder.recording(&history))?;
+    let written = run.render()?;
+    eprintln!("timeline: {}", written.html.display());
     emulator.shutdown().await;
     eprintln!("lab stopped");
     Ok(ExitCode::SUCCESS)
@@ -261,6 +282,17 @@ async fn keep_files_current(history: History, state: StateDir) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Save the run's recording every second, so `lab report` draws a running lab as it is now.
+async fn keep_recording_current(recorder: report::Recorder, history: History, run: report::RunDir) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        ticker.tick().await;
+        if let Err(error) = run.save(&recorder.recording(&history)) {
+            eprintln!("could not save the run's recording: {error:#}");
+        }
     }
 }
 
@@ -298,6 +330,13 @@ pub fn down(args: &Options, ui: &Ui) -> anyhow::Result<ExitCode> {
     let _ = signal(format!("-{pid}"), "KILL");
     state.remove()?;
     progress.ok(message);
+    if let Some(run) = report::RunDir::latest(state.path(), None) {
+        // The lab drew its timeline as it stopped; draw it here if it could not (it was killed).
+        match run.render() {
+            Ok(written) => report::announce(ui, &written),
+            Err(error) => eprintln!("warning: could not draw the timeline: {error:#}"),
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

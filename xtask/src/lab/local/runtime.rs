@@ -13,7 +13,8 @@ use tokio::task::JoinHandle;
 use crate::lab::controller::docker::DockerRunner;
 use crate::lab::controller::metrics::BrokerMetrics;
 use crate::lab::controller::process::ProcessRunner;
-use crate::lab::controller::{Controller, ControllerConfig, History, ReplicaRunner};
+use crate::lab::controller::{Clock, Controller, ControllerConfig, History, ReplicaRunner};
+use crate::lab::report::{JobKind, Recorder, RecordingMetrics, RunInfo};
 use crate::lab::settings::JobSettings;
 
 /// What the local lab runs with.
@@ -33,6 +34,8 @@ pub enum Worker {
     Binary(PathBuf),
     /// The worker image, as a container.
     Image(String),
+    /// The tutorial's Python job, as `python job.py`.
+    Python { python: PathBuf, script: PathBuf },
 }
 
 impl Worker {
@@ -46,6 +49,12 @@ impl Worker {
                 "--image".into(),
                 image.clone(),
             ],
+            Worker::Python { python, .. } => vec![
+                "--job".into(),
+                "python".into(),
+                "--python".into(),
+                python.display().to_string(),
+            ],
         }
     }
 }
@@ -55,6 +64,9 @@ impl std::fmt::Display for Worker {
         match self {
             Worker::Binary(path) => write!(f, "{}", path.display()),
             Worker::Image(image) => write!(f, "{image}"),
+            Worker::Python { python, script } => {
+                write!(f, "{} {}", python.display(), script.display())
+            }
         }
     }
 }
@@ -98,11 +110,25 @@ pub fn worker_env(settings: &JobSettings, connection_string: &str) -> Vec<(Strin
     ]
 }
 
+impl Worker {
+    /// Which job the replicas run, for the timeline.
+    pub fn job_kind(&self) -> JobKind {
+        match self {
+            Worker::Binary(_) | Worker::Image(_) => JobKind::Rust,
+            Worker::Python { .. } => JobKind::Python,
+        }
+    }
+}
+
 /// A running controller in this process.
 pub struct RunningController {
     pub history: History,
+    /// The run's queue samples, polls and sends, for the timeline.
+    pub recorder: Recorder,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
+    stop_sampler: oneshot::Sender<()>,
+    sampler: JoinHandle<()>,
 }
 
 impl RunningController {
@@ -113,38 +139,76 @@ impl RunningController {
         config.polling_interval = plan.polling_interval;
         // A worker that ignores SIGTERM must not keep `lab down` waiting for half a minute.
         config.termination_grace_period = Duration::from_secs(5);
-        let metrics = BrokerMetrics::new(emulator.broker().clone(), &plan.settings.queue_name);
+        let clock = Clock::system();
+        let recorder = Recorder::new(
+            RunInfo {
+                job: plan.worker.job_kind(),
+                job_name: plan.settings.job_name.clone(),
+                queue: plan.settings.queue_name.clone(),
+                max_executions: plan.settings.max_executions,
+            },
+            clock,
+        );
+        let broker = emulator.broker().clone();
+        let metrics = RecordingMetrics::new(
+            BrokerMetrics::new(broker.clone(), &plan.settings.queue_name),
+            recorder.clone(),
+        );
+        let queue = plan.settings.queue_name.clone();
+        let (stop_sampler, sampler_stopped) = oneshot::channel();
+        let sampler = tokio::spawn(recorder.clone().sample_queue(
+            move || broker.counts(&queue).map(|c| c.active_message_count),
+            sampler_stopped,
+        ));
         let env = worker_env(&plan.settings, &emulator.connection_string());
-        match &plan.worker {
-            Worker::Binary(path) => Self::spawn(Controller::new(
+        let (history, stop, task) = match &plan.worker {
+            Worker::Binary(path) => Self::spawn(Controller::with_clock(
                 config,
                 metrics,
                 ProcessRunner::new(path, env),
+                clock,
             )),
-            Worker::Image(image) => Self::spawn(Controller::new(
+            Worker::Image(image) => Self::spawn(Controller::with_clock(
                 config,
                 metrics,
                 DockerRunner::new(image, env),
+                clock,
             )),
+            Worker::Python { python, script } => Self::spawn(Controller::with_clock(
+                config,
+                metrics,
+                ProcessRunner::new(python, env).args([script.display().to_string()]),
+                clock,
+            )),
+        };
+        Self {
+            history,
+            recorder,
+            stop,
+            task,
+            stop_sampler,
+            sampler,
         }
     }
 
-    fn spawn<R: ReplicaRunner>(controller: Controller<BrokerMetrics, R>) -> Self {
+    fn spawn<R: ReplicaRunner>(
+        controller: Controller<RecordingMetrics<BrokerMetrics>, R>,
+    ) -> (History, oneshot::Sender<()>, JoinHandle<()>) {
         let history = controller.history();
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(controller.run(async {
             let _ = stopped.await;
         }));
-        Self {
-            history,
-            stop,
-            task,
-        }
+        (history, stop, task)
     }
 
-    /// Stop polling, stop running executions (they end `Stopped`), and wait for both.
+    /// Stop polling, stop running executions (they end `Stopped`), and wait for both; the recording
+    /// ends here.
     pub async fn stop(self) {
         let _ = self.stop.send(());
         let _ = self.task.await;
+        let _ = self.stop_sampler.send(());
+        let _ = self.sampler.await;
+        self.recorder.end();
     }
 }

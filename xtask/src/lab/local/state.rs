@@ -4,7 +4,8 @@
 //! Files: `serve.pid` (written by `up` at once, so `down` finds the process even if it died before it
 //! was ready), `state.json` (written by the lab when it is ready: addresses, connection string),
 //! `executions.json` (az-shaped list), `records.json` (executions with replicas and log lines),
-//! `last-send.json` (what `watch` waits for), `serve.log` (the background process's own output).
+//! `last-send.json` (what `watch` waits for), `serve.log` (the background process's own output), and
+//! `runs/` (each run's recording and timeline, see `lab::report`), which `down` leaves in place.
 
 use std::path::{Path, PathBuf};
 
@@ -145,12 +146,35 @@ impl StateDir {
             .with_context(|| format!("could not write {}", path.display()))
     }
 
+    /// Remove the lab's files; the recorded runs (`runs/`, the timelines) stay for `lab report`.
     pub fn remove(&self) -> anyhow::Result<()> {
-        match std::fs::remove_dir_all(&self.0) {
-            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-                Err(error).with_context(|| format!("could not remove {}", self.0.display()))
+        let entries = match std::fs::read_dir(&self.0) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => {
+                return Err(error).with_context(|| format!("could not read {}", self.0.display()));
             }
-            _ => Ok(()),
+        };
+        for entry in entries {
+            let path = entry?.path();
+            if path.file_name() == Some(std::ffi::OsStr::new(crate::lab::report::RUNS_DIR)) {
+                continue;
+            }
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            match removed {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(error)
+                        .with_context(|| format!("could not remove {}", path.display()));
+                }
+                _ => {}
+            }
         }
+        // An empty directory is left as if the lab had never run.
+        let _ = std::fs::remove_dir(&self.0);
+        Ok(())
     }
 }
