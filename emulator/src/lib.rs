@@ -5,6 +5,7 @@
 //!
 //! - [`config`]: the official emulator's `Config.json`, validated with JSON paths in errors.
 //! - [`message`]: a message as raw bytes plus section ranges; re-encodes only header and annotations.
+//! - [`filter`]: subscription rules: correlation filters and the SQL filter/action language.
 //! - [`broker`]: entities, the queue state machine, locks, timers. Knows nothing of sockets.
 //! - [`auth`]: SAS token validation for `$cbs` put-token.
 //! - [`access`]: what a connection's tokens allow and when that ends (link expiry, first-token deadline).
@@ -20,6 +21,7 @@ pub mod amqp;
 pub mod auth;
 pub mod broker;
 pub mod config;
+pub mod filter;
 pub mod http;
 pub mod message;
 pub mod nodes;

@@ -1,4 +1,7 @@
-//! The queue state machine: one queue and its dead-letter sub-queue, driven by explicit `now` instants.
+//! The queue state machine: one queue-like entity (a queue, or a topic's subscription) and its
+//! dead-letter sub-queue, driven by explicit `now` instants. Queues and subscriptions differ only in
+//! where messages come from: a queue numbers what clients send ([`Queue::enqueue`]); a subscription
+//! takes copies its topic numbered ([`Queue::admit_copy`]).
 //!
 //! A message is in exactly one state: available, locked, deferred or scheduled. Indexes keep every call
 //! O(log n): the available set (receive order = sequence order), lock tokens, and one deadline per
@@ -26,7 +29,7 @@ pub const REASON_MAX_DELIVERY: &str = "MaxDeliveryCountExceeded";
 pub const REASON_TTL: &str = "TTLExpiredException";
 
 /// Which part of a queue an operation addresses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Sub {
     Main,
     DeadLetter,
@@ -157,14 +160,30 @@ impl SubQueue {
     }
 }
 
-/// Message-ids seen within the duplicate-detection window.
+/// Message-ids seen within the duplicate-detection window (a queue's, or a topic's).
 #[derive(Debug, Default)]
-struct DuplicateWindow {
+pub struct DuplicateWindow {
     seen: HashMap<String, i64>,
     order: VecDeque<(Instant, String)>,
 }
 
 impl DuplicateWindow {
+    /// The sequence number of the message with this id seen within `window` before `now`, if any.
+    pub fn seen_within(
+        &mut self,
+        id: &str,
+        now: Instant,
+        window: std::time::Duration,
+    ) -> Option<i64> {
+        self.prune(now.checked_sub(window));
+        self.seen.get(id).copied()
+    }
+
+    pub fn record(&mut self, id: String, seq: i64, now: Instant) {
+        self.seen.insert(id.clone(), seq);
+        self.order.push_back((now, id));
+    }
+
     fn prune(&mut self, older_than: Option<Instant>) {
         let Some(limit) = older_than else { return };
         while let Some((at, _)) = self.order.front() {
@@ -388,19 +407,20 @@ impl Queue {
         let id = message
             .message_id()
             .filter(|_| self.props.requires_duplicate_detection);
-        if let Some(id) = &id {
-            self.duplicates
-                .prune(now.checked_sub(self.props.duplicate_detection_history_time_window));
-            if let Some(&seq) = self.duplicates.seen.get(id) {
-                tracing::debug!(queue = %self.name, message_id = %id, "duplicate message dropped");
-                return seq;
-            }
+        if let Some(id) = &id
+            && let Some(seq) = self.duplicates.seen_within(
+                id,
+                now,
+                self.props.duplicate_detection_history_time_window,
+            )
+        {
+            tracing::debug!(queue = %self.name, message_id = %id, "duplicate message dropped");
+            return seq;
         }
         let seq = self.next_sequence;
         self.next_sequence += 1;
         if let Some(id) = id {
-            self.duplicates.seen.insert(id.clone(), seq);
-            self.duplicates.order.push_back((now, id));
+            self.duplicates.record(id, seq, now);
         }
         let at = scheduled_at
             .map(|t| self.clock.instant(t))
@@ -425,6 +445,54 @@ impl Queue {
         };
         self.main.insert(seq, entry);
         seq
+    }
+
+    /// A subscription's copy of a topic message: number and enqueued time are the topic's; the TTL is
+    /// this subscription's (already capped by the topic's). A number already present (which a topic
+    /// never hands out twice) is refused rather than overwriting another message.
+    pub fn admit_copy(
+        &mut self,
+        seq: i64,
+        message: StoredMessage,
+        enqueued_at: SystemTime,
+        now: Instant,
+    ) {
+        if self.main.entries.contains_key(&seq) || self.dlq.entries.contains_key(&seq) {
+            tracing::warn!(queue = %self.name, seq, "sequence number already present; copy dropped");
+            return;
+        }
+        let entry = Entry {
+            enqueued_at,
+            expires_at: Some(self.expiry(&message, now)),
+            delivery_count: 0,
+            state: State::Available,
+            deadletter_source: None,
+            message,
+        };
+        self.main.insert(seq, entry);
+    }
+
+    /// A subscription's copy that goes straight to the dead-letter queue (its filter failed).
+    pub fn dead_letter_copy(
+        &mut self,
+        seq: i64,
+        message: StoredMessage,
+        enqueued_at: SystemTime,
+        reason: &str,
+        description: &str,
+    ) {
+        if self.main.entries.contains_key(&seq) || self.dlq.entries.contains_key(&seq) {
+            return;
+        }
+        let entry = Entry {
+            enqueued_at,
+            expires_at: None,
+            delivery_count: 0,
+            state: State::Available,
+            deadletter_source: None,
+            message,
+        };
+        self.dead_letter(seq, entry, reason, description);
     }
 
     /// Hand out the next available message in sequence order.

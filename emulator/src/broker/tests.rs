@@ -29,6 +29,7 @@ fn broker_with(props: QueueProperties) -> Broker {
     let mut config = Config::with_queues([Q, "other"]);
     config.namespaces = vec![NamespaceConfig {
         name: "ns".into(),
+        topics: Vec::new(),
         queues: vec![
             QueueConfig {
                 name: Q.into(),
@@ -164,19 +165,18 @@ fn counts(b: &Broker) -> QueueCounts {
 #[tokio::test(start_paused = true)]
 async fn resolve_normalises_addresses_case_insensitively() {
     let b = broker();
-    assert_eq!(
-        b.resolve("amqps://localhost:5671/ORDERS").unwrap(),
-        EntityPath::Queue(Q.into())
-    );
-    assert_eq!(
-        b.resolve("sb://localhost/orders").unwrap(),
-        EntityPath::Queue(Q.into())
-    );
-    assert_eq!(b.resolve("/orders").unwrap(), EntityPath::Queue(Q.into()));
-    assert_eq!(
-        b.resolve("orders/$deadletterqueue").unwrap(),
-        EntityPath::DeadLetter(Q.into())
-    );
+    for a in [
+        "amqps://localhost:5671/ORDERS",
+        "sb://localhost/orders",
+        "/orders",
+    ] {
+        let path = b.resolve(a).unwrap();
+        assert_eq!(path.to_string(), Q, "{a}");
+        assert_eq!(path.kind(), EntityKind::Queue);
+        assert!(path.accepts_sends() && !path.is_dead_letter());
+    }
+    let dlq = b.resolve("orders/$deadletterqueue").unwrap();
+    assert!(dlq.is_dead_letter() && !dlq.accepts_sends());
     assert_eq!(
         b.resolve("/orders/$DeadLetterQueue").unwrap().to_string(),
         "orders/$DeadLetterQueue"
@@ -690,12 +690,10 @@ async fn size_limit_and_unknown_entities() {
             ..
         })
     ));
-    let ghost = EntityPath::Queue("ghost".into());
     assert_eq!(
-        b.send(&ghost, msg("x").build()),
+        b.resolve("ghost"),
         Err(BrokerError::NotFound("ghost".into()))
     );
-    assert!(b.receive(&ghost, ReceiveMode::PeekLock).is_none());
     assert_eq!(b.counts("ghost"), None);
     assert_eq!(b.counts("ORDERS"), Some(QueueCounts::default()));
 }

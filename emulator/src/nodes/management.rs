@@ -84,6 +84,7 @@ fn broker_error(e: BrokerError) -> Reply {
         BrokerError::SequenceNotFound(_) => {
             Reply::error(404, "com.microsoft:message-not-found", e.to_string())
         }
+        BrokerError::NotAllowed(_) => Reply::error(400, "amqp:not-allowed", e.to_string()),
     }
 }
 
