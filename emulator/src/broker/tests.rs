@@ -974,3 +974,95 @@ async fn throughput() {
         n as f64 / received.as_secs_f64()
     );
 }
+
+/// Topic `t` (duplicate detection on, TTL 60 s) with subscriptions showing each routing rule.
+fn topic_broker() -> Broker {
+    use crate::config::{SubscriptionConfig, TopicConfig, TopicProperties};
+    use crate::filter::Rule;
+    let sql = |name: &str, text: &str| Rule::sql(name, text).unwrap();
+    let mut quiet = SubscriptionConfig::new("quiet").rules([sql("broken", "1 / 0 = 1")]);
+    quiet.dead_lettering_on_filter_evaluation_exceptions = false;
+    let config = Config::with_queues(Vec::<String>::new()).topic(
+        TopicConfig::new("t")
+            .properties(TopicProperties {
+                requires_duplicate_detection: true,
+                default_message_time_to_live: Duration::from_secs(60),
+                ..TopicProperties::default()
+            })
+            .subscription(SubscriptionConfig::new("ok"))
+            .subscription(SubscriptionConfig::new("broken").rules([sql("broken", "1 / 0 = 1")]))
+            .subscription(quiet)
+            .subscription(
+                SubscriptionConfig::new("multi").rules([
+                    Rule::default_rule(),
+                    sql("also-true", "1=1"),
+                    sql("a1", "1=1").with_action("SET n = 1").unwrap(),
+                    sql("a2", "sys.MessageId = 'm1'")
+                        .with_action("SET n = 2")
+                        .unwrap(),
+                ]),
+            ),
+    );
+    Broker::new(&config)
+}
+
+#[tokio::test(start_paused = true)]
+async fn topic_routes_copies_by_rules_and_survives_failing_filters() {
+    let b = topic_broker();
+    let t = b.resolve("t").unwrap();
+    assert_eq!(t.kind(), EntityKind::Topic);
+    assert_eq!(b.send(&t, msg("one").id("m1").build()), Ok(1));
+    // A duplicate within the window is accepted and dropped: the original's number, no new copies.
+    assert_eq!(b.send(&t, msg("again").id("m1").build()), Ok(1));
+    let counts = |s: &str| b.counts(&format!("t/Subscriptions/{s}")).unwrap();
+    assert_eq!(counts("ok").active_message_count, 1);
+    // The failing filter dead-letters that subscription's copy only; the other goes on.
+    assert_eq!(counts("broken").active_message_count, 0);
+    assert_eq!(counts("broken").dead_letter_message_count, 1);
+    assert_eq!(counts("quiet"), QueueCounts::default());
+    let dlq = b
+        .resolve("t/subscriptions/BROKEN/$deadletterqueue")
+        .unwrap();
+    let d = b.receive(&dlq, ReceiveMode::ReceiveAndDelete).unwrap();
+    assert_eq!(
+        app_property(&d.payload, keys::DEAD_LETTER_REASON),
+        Some(SimpleValue::String(REASON_FILTER.into()))
+    );
+    // Matching rules without actions give one copy; each matching rule with an action its own,
+    // numbered by the topic after the original.
+    assert_eq!(counts("multi").active_message_count, 3);
+    let multi = b.resolve("t/Subscriptions/multi").unwrap();
+    let mut seen = Vec::new();
+    while let Some(d) = b.receive(&multi, ReceiveMode::ReceiveAndDelete) {
+        seen.push((
+            d.sequence_number,
+            app_property(&d.payload, "n"),
+            app_property(&d.payload, keys::RULE_NAME),
+        ));
+    }
+    let s = |v: &str| Some(SimpleValue::String(v.into()));
+    assert_eq!(
+        seen,
+        [
+            (1, None, None),
+            (2, Some(SimpleValue::Long(1)), s("a1")),
+            (3, Some(SimpleValue::Long(2)), s("a2")),
+        ]
+    );
+    assert_eq!(b.send(&t, msg("two").build()), Ok(4));
+    // The topic's TTL caps the copies.
+    advance(Duration::from_secs(61)).await;
+    assert_eq!(counts("ok").active_message_count, 0);
+    // Topics take no receivers and subscriptions no sends.
+    assert!(b.receive(&t, ReceiveMode::PeekLock).is_none());
+    let ok = b.resolve("t/Subscriptions/ok").unwrap();
+    assert!(matches!(
+        b.send(&ok, msg("x").build()),
+        Err(BrokerError::NotAllowed(_))
+    ));
+    assert_eq!(
+        b.resolve("t/Subscriptions/nope"),
+        Err(BrokerError::NotFound("t/Subscriptions/nope".into()))
+    );
+    b.check_indexes();
+}
