@@ -65,6 +65,22 @@ struct Entry {
 }
 
 impl Entry {
+    /// A message as it enters a queue-like entity, available at once.
+    fn available(
+        message: StoredMessage,
+        enqueued_at: SystemTime,
+        expires_at: Option<Instant>,
+    ) -> Entry {
+        Entry {
+            enqueued_at,
+            expires_at,
+            delivery_count: 0,
+            state: State::Available,
+            deadletter_source: None,
+            message,
+        }
+    }
+
     fn deadline(&self) -> Option<Instant> {
         match self.state {
             State::Locked { until, .. } => Some(until),
@@ -169,14 +185,30 @@ pub struct DuplicateWindow {
 
 impl DuplicateWindow {
     /// The sequence number of the message with this id seen within `window` before `now`, if any.
-    pub fn seen_within(
-        &mut self,
-        id: &str,
-        now: Instant,
-        window: std::time::Duration,
-    ) -> Option<i64> {
+    fn seen_within(&mut self, id: &str, now: Instant, window: std::time::Duration) -> Option<i64> {
         self.prune(now.checked_sub(window));
         self.seen.get(id).copied()
+    }
+
+    /// `Err(original)` when `message` repeats a message-id seen within `window`; else `Ok` with the id
+    /// to [`DuplicateWindow::record`] once numbered (`None` when detection is off or there is no id).
+    pub fn check(
+        &mut self,
+        message: &StoredMessage,
+        enabled: bool,
+        window: std::time::Duration,
+        now: Instant,
+    ) -> Result<Option<String>, i64> {
+        let Some(id) = message.message_id().filter(|_| enabled) else {
+            return Ok(None);
+        };
+        match self.seen_within(&id, now, window) {
+            Some(seq) => {
+                tracing::debug!(message_id = %id, "duplicate message dropped");
+                Err(seq)
+            }
+            None => Ok(Some(id)),
+        }
     }
 
     pub fn record(&mut self, id: String, seq: i64, now: Instant) {
@@ -404,19 +436,15 @@ impl Queue {
         scheduled_at: Option<SystemTime>,
         now: Instant,
     ) -> i64 {
-        let id = message
-            .message_id()
-            .filter(|_| self.props.requires_duplicate_detection);
-        if let Some(id) = &id
-            && let Some(seq) = self.duplicates.seen_within(
-                id,
-                now,
-                self.props.duplicate_detection_history_time_window,
-            )
-        {
-            tracing::debug!(queue = %self.name, message_id = %id, "duplicate message dropped");
-            return seq;
-        }
+        let id = match self.duplicates.check(
+            &message,
+            self.props.requires_duplicate_detection,
+            self.props.duplicate_detection_history_time_window,
+            now,
+        ) {
+            Ok(id) => id,
+            Err(original) => return original,
+        };
         let seq = self.next_sequence;
         self.next_sequence += 1;
         if let Some(id) = id {
@@ -434,14 +462,10 @@ impl Queue {
                 deadletter_source: None,
                 message,
             },
-            None => Entry {
-                enqueued_at: self.clock.wall(now),
-                expires_at: Some(self.expiry(&message, now)),
-                delivery_count: 0,
-                state: State::Available,
-                deadletter_source: None,
-                message,
-            },
+            None => {
+                let expires = self.expiry(&message, now);
+                Entry::available(message, self.clock.wall(now), Some(expires))
+            }
         };
         self.main.insert(seq, entry);
         seq
@@ -461,15 +485,9 @@ impl Queue {
             tracing::warn!(queue = %self.name, seq, "sequence number already present; copy dropped");
             return;
         }
-        let entry = Entry {
-            enqueued_at,
-            expires_at: Some(self.expiry(&message, now)),
-            delivery_count: 0,
-            state: State::Available,
-            deadletter_source: None,
-            message,
-        };
-        self.main.insert(seq, entry);
+        let expires = self.expiry(&message, now);
+        self.main
+            .insert(seq, Entry::available(message, enqueued_at, Some(expires)));
     }
 
     /// A subscription's copy that goes straight to the dead-letter queue (its filter failed).
@@ -484,14 +502,7 @@ impl Queue {
         if self.main.entries.contains_key(&seq) || self.dlq.entries.contains_key(&seq) {
             return;
         }
-        let entry = Entry {
-            enqueued_at,
-            expires_at: None,
-            delivery_count: 0,
-            state: State::Available,
-            deadletter_source: None,
-            message,
-        };
+        let entry = Entry::available(message, enqueued_at, None);
         self.dead_letter(seq, entry, reason, description);
     }
 

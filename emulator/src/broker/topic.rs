@@ -51,7 +51,7 @@ pub enum Copy {
 #[derive(Debug)]
 pub enum Accepted {
     /// Fan it out now with this sequence number.
-    Now(i64, StoredMessage),
+    Now(i64, Box<StoredMessage>),
     /// Held until due (or a duplicate, dropped); nothing to fan out.
     Held(i64),
 }
@@ -106,19 +106,15 @@ impl Topic {
                 limit: MAX_MESSAGE_SIZE,
             });
         }
-        let id = message
-            .message_id()
-            .filter(|_| self.props.requires_duplicate_detection);
-        if let Some(id) = &id
-            && let Some(seq) = self.duplicates.seen_within(
-                id,
-                now,
-                self.props.duplicate_detection_history_time_window,
-            )
-        {
-            tracing::debug!(topic = %self.name, message_id = %id, "duplicate message dropped");
-            return Ok(Accepted::Held(seq));
-        }
+        let id = match self.duplicates.check(
+            &message,
+            self.props.requires_duplicate_detection,
+            self.props.duplicate_detection_history_time_window,
+            now,
+        ) {
+            Ok(id) => id,
+            Err(original) => return Ok(Accepted::Held(original)),
+        };
         let seq = self.take_sequence();
         if let Some(id) = id {
             self.duplicates.record(id, seq, now);
@@ -132,7 +128,7 @@ impl Topic {
                 self.deadlines.insert((at, seq));
                 Ok(Accepted::Held(seq))
             }
-            None => Ok(Accepted::Now(seq, message)),
+            None => Ok(Accepted::Now(seq, Box::new(message))),
         }
     }
 
