@@ -805,6 +805,7 @@ impl Connection {
                     BrokerError::MessageTooLarge { .. } => "amqp:link:message-size-exceeded",
                     BrokerError::SequenceNotFound(_) => "com.microsoft:message-not-found",
                     BrokerError::NotAllowed(_) => "amqp:not-allowed",
+                    BrokerError::AlreadyExists(_) => "com.microsoft:entity-already-exists",
                 };
                 rejected(amqp_error(condition, e.to_string()))
             }

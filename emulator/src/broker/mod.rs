@@ -205,6 +205,9 @@ pub enum BrokerError {
     /// subscription, a receive from a topic).
     #[error("{0}")]
     NotAllowed(String),
+    /// `com.microsoft:entity-already-exists` (a rule name taken in that subscription).
+    #[error("the messaging entity '{0}' already exists")]
+    AlreadyExists(String),
 }
 
 /// The counts Azure reports for a queue (names as in Azure's `countDetails`).
@@ -243,6 +246,8 @@ struct Inner {
     names: Vec<String>,
     /// Per queue-like entity: where what reaches it is stored (itself unless `ForwardTo` is set).
     forward_to: Vec<Destination>,
+    /// Per queue-like entity: for a subscription, its topic and its route in that topic.
+    subscription_of: Vec<Option<(usize, usize)>>,
     /// Per queue-like entity: where its dead letters go instead of its dead-letter queue
     /// (`ForwardDeadLetteredMessagesTo`, itself followed through `ForwardTo`).
     dead_letters_to: Vec<Option<Destination>>,
@@ -297,6 +302,7 @@ impl Broker {
             .collect();
         let mut by_name: HashMap<String, EntityPath> = HashMap::new();
         let mut routes: Vec<Vec<Route>> = Vec::new();
+        let mut subscription_of: Vec<Option<(usize, usize)>> = Vec::new();
         for (t, topic) in config.topics().iter().enumerate() {
             let path = EntityPath {
                 node: Node::Topic { index: t },
@@ -305,8 +311,10 @@ impl Broker {
             };
             by_name.insert(topic.name.to_ascii_lowercase(), path);
             let mut topic_routes = Vec::new();
-            for sub in &topic.subscriptions {
+            for (r, sub) in topic.subscriptions.iter().enumerate() {
                 let index = declared.len();
+                subscription_of.resize(index, None);
+                subscription_of.push(Some((t, r)));
                 let mut properties = sub.properties.clone();
                 // The topic's default TTL caps every copy; the subscription's may cap it further.
                 properties.default_message_time_to_live = properties
@@ -339,6 +347,7 @@ impl Broker {
         for d in &declared {
             by_name.insert(d.path.name.to_ascii_lowercase(), d.path.clone());
         }
+        subscription_of.resize(declared.len(), None);
         let names: Vec<String> = config.queues().iter().map(|q| q.name.clone()).collect();
         let lookup = |name: &Option<String>| -> Option<Destination> {
             let path = by_name.get(&name.as_ref()?.to_ascii_lowercase())?;
@@ -401,6 +410,7 @@ impl Broker {
             topics,
             by_name,
             names,
+            subscription_of,
             forward_to,
             dead_letters_to,
             clock,
@@ -802,6 +812,65 @@ impl Broker {
             counts.transfer_dead_letter_message_count += c.transfer_dead_letter_message_count;
         }
         Some(counts)
+    }
+
+    /// Run `op` on the rules of the subscription `entity` names (its topic's lock held, so a change
+    /// applies from the next message on).
+    fn with_rules<R>(
+        &self,
+        entity: &EntityPath,
+        op: impl FnOnce(&mut Vec<crate::filter::Rule>) -> Result<R, BrokerError>,
+    ) -> Result<R, BrokerError> {
+        let subscription = entity
+            .queue_like()
+            .filter(|_| !entity.is_dead_letter())
+            .and_then(|(idx, _)| self.inner.subscription_of[idx]);
+        let Some((topic, route)) = subscription else {
+            return Err(BrokerError::NotAllowed(format!(
+                "'{entity}' is not a subscription; rules belong to '<topic>/Subscriptions/<name>'"
+            )));
+        };
+        self.with_topic(topic, |t, _| (op(&mut t.routes[route].rules), Vec::new()))
+    }
+
+    /// A subscription's rules, ordered by name (as Service Bus lists them).
+    pub fn rules(&self, entity: &EntityPath) -> Result<Vec<crate::filter::Rule>, BrokerError> {
+        let mut rules = self.with_rules(entity, |rules| Ok(rules.clone()))?;
+        rules.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(rules)
+    }
+
+    /// Add a rule to a subscription; names are unique per subscription (case-insensitive).
+    pub fn add_rule(
+        &self,
+        entity: &EntityPath,
+        rule: crate::filter::Rule,
+    ) -> Result<(), BrokerError> {
+        self.with_rules(entity, |rules| {
+            if rules
+                .iter()
+                .any(|r| r.name.eq_ignore_ascii_case(&rule.name))
+            {
+                return Err(BrokerError::AlreadyExists(format!(
+                    "{entity}/Rules/{}",
+                    rule.name
+                )));
+            }
+            rules.push(rule);
+            Ok(())
+        })
+    }
+
+    /// Remove a subscription's rule by name; removing every rule means it receives nothing.
+    pub fn remove_rule(&self, entity: &EntityPath, name: &str) -> Result<(), BrokerError> {
+        self.with_rules(entity, |rules| {
+            let before = rules.len();
+            rules.retain(|r| !r.name.eq_ignore_ascii_case(name));
+            if rules.len() == before {
+                return Err(BrokerError::NotFound(format!("{entity}/Rules/{name}")));
+            }
+            Ok(())
+        })
     }
 
     /// Names of all queues.
