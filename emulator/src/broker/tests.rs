@@ -1066,3 +1066,69 @@ async fn topic_routes_copies_by_rules_and_survives_failing_filters() {
     );
     b.check_indexes();
 }
+
+#[tokio::test(start_paused = true)]
+async fn subscriptions_forward_to_topics_and_queues_with_a_hop_limit() {
+    use crate::config::{QueueConfig, SubscriptionConfig, TopicConfig};
+    let forward = |to: &str| QueueProperties {
+        forward_to: Some(to.into()),
+        ..QueueProperties::default()
+    };
+    let mut config = Config::with_queues(["dead"]).topic(
+        TopicConfig::new("t")
+            .subscription(SubscriptionConfig::new("f").properties(forward("t2")))
+            .subscription(SubscriptionConfig::new("d").properties(QueueProperties {
+                max_delivery_count: 1,
+                forward_dead_lettered_messages_to: Some("dead".into()),
+                ..QueueProperties::default()
+            })),
+    );
+    config = config
+        .topic(TopicConfig::new("t2").subscription(SubscriptionConfig::new("all")))
+        .topic(
+            TopicConfig::new("a")
+                .subscription(SubscriptionConfig::new("x").properties(forward("b"))),
+        )
+        .topic(
+            TopicConfig::new("b")
+                .subscription(SubscriptionConfig::new("y").properties(forward("a"))),
+        );
+    assert_eq!(
+        config.queues(),
+        [QueueConfig {
+            name: "dead".into(),
+            properties: QueueProperties::default()
+        }]
+    );
+    let b = Broker::new(&config);
+    let counts = |e: &str| b.counts(e).unwrap();
+    b.send(&b.resolve("t").unwrap(), msg("hello").build())
+        .unwrap();
+    // subscription → topic → its subscription
+    assert_eq!(counts("t/Subscriptions/f").active_message_count, 0);
+    assert_eq!(counts("t2/Subscriptions/all").active_message_count, 1);
+    // ForwardDeadLetteredMessagesTo: the dead letter lands in the queue, marked with its source.
+    let d = b.resolve("t/Subscriptions/d").unwrap();
+    let delivery = b.receive(&d, ReceiveMode::PeekLock).unwrap();
+    b.settle(&d, delivery.lock_token, abandon()).unwrap();
+    assert_eq!(counts("t/Subscriptions/d").dead_letter_message_count, 0);
+    assert_eq!(counts("dead").active_message_count, 1);
+    let dead = b
+        .receive(&b.resolve("dead").unwrap(), ReceiveMode::ReceiveAndDelete)
+        .unwrap();
+    assert_eq!(
+        annotation(&dead.payload, keys::DEADLETTER_SOURCE),
+        Some(Value::String("t/Subscriptions/d".into()))
+    );
+    // a → x → b → y → a ...: dead-lettered once the chain is longer than Service Bus allows.
+    b.send(&b.resolve("a").unwrap(), msg("round").build())
+        .unwrap();
+    let x_dlq = b.resolve("a/Subscriptions/x/$DeadLetterQueue").unwrap();
+    let looped = b.receive(&x_dlq, ReceiveMode::ReceiveAndDelete).unwrap();
+    assert_eq!(
+        app_property(&looped.payload, keys::DEAD_LETTER_REASON),
+        Some(SimpleValue::String(REASON_HOPS.into()))
+    );
+    assert_eq!(counts("b/Subscriptions/y"), QueueCounts::default());
+    b.check_indexes();
+}
