@@ -137,7 +137,8 @@ fn respond(head: &str, broker: &Broker) -> Response {
         );
     }
     let path = target.split(['?', '#']).next().unwrap_or_default();
-    let route_known = path == "/health" || path.starts_with("/queues/");
+    let route_known =
+        path == "/health" || path.starts_with("/queues/") || path.starts_with("/topics/");
     if method != "GET" {
         let mut r = Response::json(
             405,
@@ -168,12 +169,43 @@ fn respond(head: &str, broker: &Broker) -> Response {
             }
         };
     }
+    if let Some(rest) = path.strip_prefix("/topics/") {
+        return topic_counts(
+            broker,
+            &percent_encoding::percent_decode_str(rest).decode_utf8_lossy(),
+        );
+    }
     Response::json(
         404,
         error_body(format!(
-            "no route for {path}; try GET /health or GET /queues/{{name}}"
+            "no route for {path}; try GET /health, /queues/{{name}}, /topics/{{name}} or /topics/{{name}}/subscriptions/{{name}}"
         )),
     )
+}
+
+/// `GET /topics/{t}` (scheduled at the topic, the rest summed over its subscriptions) and
+/// `GET /topics/{t}/subscriptions/{s}`, with the same count names as queues.
+fn topic_counts(broker: &Broker, rest: &str) -> Response {
+    let counts = match rest.split_once('/') {
+        None => broker.topic_counts(rest),
+        Some((topic, sub)) => match sub.split_once('/') {
+            Some((segment, name)) if segment.eq_ignore_ascii_case("subscriptions") => {
+                broker.counts(&format!("{topic}/Subscriptions/{name}"))
+            }
+            _ => None,
+        },
+    };
+    match counts {
+        Some(counts) => Response::json(200, serde_json::to_string(&counts).unwrap_or_default()),
+        None => Response::json(
+            404,
+            serde_json::json!({
+                "error": format!("topic or subscription '{rest}' not found; known topics: {}", broker.topic_names().join(", ")),
+                "knownTopics": broker.topic_names(),
+            })
+            .to_string(),
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -194,7 +226,12 @@ mod tests {
     ) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let broker = Broker::new(&Config::with_queues(["queue-messages", "other"]));
+        let broker = Broker::new(
+            &Config::with_queues(["queue-messages", "other"]).topic(
+                crate::config::TopicConfig::new("orders")
+                    .subscription(crate::config::SubscriptionConfig::new("all")),
+            ),
+        );
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(listener, broker.clone(), rx));
         (addr, broker, tx, task)
@@ -290,5 +327,27 @@ mod tests {
             "a".repeat(MAX_REQUEST_HEAD)
         );
         assert_eq!(request(addr, &huge).await.0, 400);
+    }
+
+    #[tokio::test]
+    async fn topic_and_subscription_counts() {
+        let (addr, broker, _stop, _task) = start().await;
+        let t = broker.resolve("orders").unwrap();
+        broker.send(&t, message()).unwrap();
+        let (status, body) = get(addr, "/topics/orders/subscriptions/ALL").await;
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["activeMessageCount"], 1);
+        assert_eq!(v["deadLetterMessageCount"], 0);
+        let (status, body) = get(addr, "/topics/orders").await;
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["activeMessageCount"], 1);
+        assert_eq!(v["scheduledMessageCount"], 0);
+        let (status, body) = get(addr, "/topics/nope").await;
+        assert_eq!(status, 404);
+        assert!(body.contains("known topics: orders"), "{body}");
+        let (status, _) = get(addr, "/topics/orders/subscriptions/nope").await;
+        assert_eq!(status, 404);
     }
 }

@@ -38,6 +38,7 @@
 //!
 //! - [`config`]: the official emulator's `Config.json`, validated with JSON paths in errors.
 //! - [`message`]: a message as raw bytes plus section ranges; re-encodes only header and annotations.
+//! - [`filter`]: subscription rules: correlation filters and the SQL filter/action language.
 //! - [`broker`]: entities, the queue state machine, locks, timers. Knows nothing of sockets.
 //! - [`auth`]: `$cbs` put-token validation: SAS tokens (signature checked), Entra ID `jwt` tokens
 //!   (form, expiry and audience; an emulator cannot check Entra's signature).
@@ -55,6 +56,7 @@ pub mod amqp;
 pub mod auth;
 pub mod broker;
 pub mod config;
+pub mod filter;
 pub mod http;
 pub mod message;
 pub mod nodes;

@@ -49,6 +49,8 @@ pub mod keys {
     pub const SCHEDULED_ENQUEUE_TIME: &str = "x-opt-scheduled-enqueue-time";
     pub const DEAD_LETTER_REASON: &str = "DeadLetterReason";
     pub const DEAD_LETTER_DESCRIPTION: &str = "DeadLetterErrorDescription";
+    /// Set on a subscription's copy made by a rule with an action: the rule's name.
+    pub const RULE_NAME: &str = "RuleName";
 }
 
 /// A message as the broker keeps it.
@@ -264,6 +266,12 @@ impl StoredMessage {
         self.message_id.clone()
     }
 
+    /// The decoded `properties` section; `None` when absent or not understood (it is kept as sent).
+    pub fn properties(&self) -> Option<Properties> {
+        let r = self.properties.clone()?;
+        serde_amqp::from_slice::<Properties>(&self.raw[r]).ok()
+    }
+
     /// `properties.group-id` (the Service Bus session id).
     pub fn group_id(&self) -> Option<&str> {
         self.group_id.as_deref()
@@ -324,17 +332,37 @@ impl StoredMessage {
         for (k, v) in entries {
             map.insert(k, v);
         }
-        let section = serde_amqp::to_vec(&ApplicationProperties(map))
+        self.rewritten(None, map)
+    }
+
+    /// A copy with new `properties` (when given) and application-properties, for a subscription rule
+    /// action's private copy. The body bytes are copied untouched.
+    pub fn rewritten(
+        &self,
+        properties: Option<&Properties>,
+        application_properties: OrderedMap<String, SimpleValue>,
+    ) -> Result<StoredMessage, MessageError> {
+        let section = serde_amqp::to_vec(&ApplicationProperties(application_properties))
             .map_err(|e| malformed(format!("cannot encode application-properties: {e}")))?;
+        let properties = match properties {
+            Some(p) => Some(
+                serde_amqp::to_vec(p)
+                    .map_err(|e| malformed(format!("cannot encode properties: {e}")))?,
+            ),
+            None => None,
+        };
         let head_end = self
             .properties
             .as_ref()
+            .or(self.application_properties.as_ref())
             .map(|p| p.start)
             .unwrap_or(self.body.start);
         let mut buf = BytesMut::with_capacity(self.raw.len() + section.len());
         buf.extend_from_slice(&self.raw[..head_end]);
-        if let Some(p) = &self.properties {
-            buf.extend_from_slice(&self.raw[p.clone()]);
+        match (&properties, &self.properties) {
+            (Some(p), _) => buf.extend_from_slice(p),
+            (None, Some(p)) => buf.extend_from_slice(&self.raw[p.clone()]),
+            (None, None) => {}
         }
         buf.extend_from_slice(&section);
         buf.extend_from_slice(&self.raw[self.body.start..]);

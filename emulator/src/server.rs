@@ -760,7 +760,7 @@ impl Connection {
                     link,
                     amqp_error(
                         "amqp:not-found",
-                        format!("{e}; check the queue name in Config.json"),
+                        format!("{e}; check the entity name in Config.json"),
                     ),
                 );
                 return;
@@ -785,17 +785,26 @@ impl Connection {
                 target: info.target_address.clone(),
             },
             (false, true) => {
-                if matches!(entity, EntityPath::DeadLetter(_)) {
-                    engine.refuse_link(
-                        link,
-                        amqp_error(
-                            "amqp:not-allowed",
-                            "a dead-letter queue cannot be sent to; send to the queue itself",
-                        ),
-                    );
+                if !entity.accepts_sends() {
+                    let fix = if entity.is_dead_letter() {
+                        "a dead-letter queue cannot be sent to; send to the queue itself"
+                    } else {
+                        "a subscription cannot be sent to; send to its topic"
+                    };
+                    engine.refuse_link(link, amqp_error("amqp:not-allowed", fix));
                     return;
                 }
                 LinkRole::EntitySender { entity }
+            }
+            (false, false) if !entity.accepts_receivers() => {
+                engine.refuse_link(
+                    link,
+                    amqp_error(
+                        "amqp:not-allowed",
+                        format!("a topic cannot be received from; receive from '{entity}/Subscriptions/<name>'"),
+                    ),
+                );
+                return;
             }
             (false, false) => {
                 let mode = if matches!(info.snd_settle_mode, SenderSettleMode::Settled) {
@@ -846,7 +855,7 @@ impl Connection {
                 };
                 let reply = management::handle(&self.shared.broker, &entity, &request);
                 let reply = reply.encode(request.message_id(), "statusCode", "statusDescription");
-                let node = format!("{}/$management", entity_path_string(&entity));
+                let node = format!("{entity}/$management");
                 self.route_reply(engine, &node, request.reply_to(), reply);
                 accepted()
             }
@@ -874,6 +883,8 @@ impl Connection {
                     BrokerError::NotFound(_) => "amqp:not-found",
                     BrokerError::MessageTooLarge { .. } => "amqp:link:message-size-exceeded",
                     BrokerError::SequenceNotFound(_) => "com.microsoft:message-not-found",
+                    BrokerError::NotAllowed(_) => "amqp:not-allowed",
+                    BrokerError::AlreadyExists(_) => "com.microsoft:entity-already-exists",
                 };
                 rejected(amqp_error(condition, e.to_string()))
             }
@@ -1018,13 +1029,6 @@ fn unix_seconds(t: SystemTime) -> u64 {
     t.duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-fn entity_path_string(entity: &EntityPath) -> String {
-    match entity {
-        EntityPath::Queue(q) => q.clone(),
-        EntityPath::DeadLetter(q) => format!("{q}/$DeadLetterQueue"),
-    }
 }
 
 fn info_string(info: &OrderedMap<Symbol, Value>, key: &str) -> Option<String> {

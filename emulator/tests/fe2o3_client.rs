@@ -518,3 +518,364 @@ async fn a_connection_past_max_connections_is_closed_and_a_freed_slot_is_reused(
         .await
         .unwrap();
 }
+/// An emulator with topic `orders` and subscription `s` (`$Default` rule), for rule management.
+async fn topic_emulator() -> Emulator {
+    use servicebus_emulator::config::{Config, SubscriptionConfig, TopicConfig};
+    let config = Config::lab_default()
+        .topic(TopicConfig::new("orders").subscription(SubscriptionConfig::new("s")));
+    Emulator::builder()
+        .config(config)
+        .loopback()
+        .start()
+        .await
+        .unwrap()
+}
+
+/// Send one management request on `requests` and return the reply's status, error condition,
+/// description and body.
+async fn call(
+    requests: &mut Sender,
+    replies: &mut Receiver,
+    id: u64,
+    operation: &str,
+    body: Vec<(&str, Value)>,
+) -> (i32, Option<String>, String, Value) {
+    let request = management_request(id, operation, Some("rule-replies"), body);
+    requests.send(request).await.unwrap();
+    let reply: Delivery<Body<Value>> = replies.recv().await.unwrap();
+    replies.accept(&reply).await.unwrap();
+    let app = reply.message().application_properties.as_ref().unwrap();
+    let Some(SimpleValue::Int(status)) = app.get("statusCode") else {
+        panic!("statusCode must be an int: {app:?}")
+    };
+    let condition = match app.get("errorCondition") {
+        Some(SimpleValue::Symbol(s)) => Some(s.0.clone()),
+        None => None,
+        other => panic!("errorCondition must be a symbol: {other:?}"),
+    };
+    let description = match app.get("statusDescription") {
+        Some(SimpleValue::String(s)) => s.clone(),
+        _ => String::new(),
+    };
+    let body = match &reply.message().body {
+        Body::Value(fe2o3_amqp::types::messaging::AmqpValue(v)) => v.clone(),
+        _ => Value::Null,
+    };
+    (*status, condition, description, body)
+}
+
+fn string_map(entries: Vec<(&str, Value)>) -> Value {
+    use fe2o3_amqp::types::primitives::OrderedMap;
+    let mut map = OrderedMap::new();
+    for (k, v) in entries {
+        map.insert(Value::String(k.into()), v);
+    }
+    Value::Map(map)
+}
+
+/// A rule-description as .NET sends it: the unused filter key absent, `sql-rule-action` null.
+fn sql_rule(expression: &str) -> Value {
+    string_map(vec![
+        (
+            "sql-filter",
+            string_map(vec![("expression", Value::String(expression.into()))]),
+        ),
+        ("sql-rule-action", Value::Null),
+    ])
+}
+
+/// The (descriptor code, fields) of each rule in an enumerate-rules reply.
+fn enumerated(body: &Value) -> Vec<(String, u64, Vec<Value>)> {
+    let Value::Map(map) = body else {
+        panic!("{body:?}")
+    };
+    let Some(Value::List(rules)) = map.get(&Value::String("rules".into())) else {
+        panic!("rules must be a list: {body:?}")
+    };
+    rules
+        .iter()
+        .map(|entry| {
+            let Value::Map(entry) = entry else {
+                panic!("{entry:?}")
+            };
+            let Some(Value::Described(description)) =
+                entry.get(&Value::String("rule-description".into()))
+            else {
+                panic!("{entry:?}")
+            };
+            let Value::List(fields) = &description.value else {
+                panic!()
+            };
+            let Value::Described(filter) = &fields[0] else {
+                panic!()
+            };
+            let code = match filter.descriptor {
+                serde_amqp::descriptor::Descriptor::Code(c) => c,
+                _ => panic!("numeric descriptors"),
+            };
+            let Value::List(filter_fields) = &filter.value else {
+                panic!()
+            };
+            let Value::String(name) = &fields[2] else {
+                panic!()
+            };
+            (name.clone(), code, filter_fields.clone())
+        })
+        .collect()
+}
+
+/// Rules managed at run time over `<topic>/Subscriptions/<sub>/$management`, as the .NET and Java
+/// rule managers do it, and the routing following them.
+#[tokio::test]
+async fn rules_are_added_listed_and_removed_over_management() {
+    let emu = topic_emulator().await;
+    let (mut connection, mut session) = connect(&emu, 65_536).await;
+    let node = "orders/Subscriptions/s/$management";
+    let mut requests = Sender::attach(&mut session, "rule-requests", node)
+        .await
+        .unwrap();
+    let mut replies = Receiver::builder()
+        .name("rule-replies-link")
+        .source(node)
+        .target("rule-replies")
+        .attach(&mut session)
+        .await
+        .unwrap();
+
+    let (status, _, _, body) = call(
+        &mut requests,
+        &mut replies,
+        1,
+        "com.microsoft:enumerate-rules",
+        vec![("top", Value::Int(i32::MAX)), ("skip", Value::Int(0))],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let rules = enumerated(&body);
+    assert_eq!(rules.len(), 1);
+    assert_eq!(
+        (rules[0].0.as_str(), rules[0].1),
+        ("$Default", 0x0000_0013_7000_0007)
+    );
+
+    let add = |name: &str, description: Value| {
+        vec![
+            ("rule-name", Value::String(name.into())),
+            ("rule-description", description),
+        ]
+    };
+    let (status, ..) = call(
+        &mut requests,
+        &mut replies,
+        2,
+        "com.microsoft:add-rule",
+        add("red", sql_rule("color = 'red'")),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, condition, ..) = call(
+        &mut requests,
+        &mut replies,
+        3,
+        "com.microsoft:add-rule",
+        add("RED", sql_rule("1=1")),
+    )
+    .await;
+    assert_eq!(
+        (status, condition.as_deref()),
+        (409, Some("com.microsoft:entity-already-exists"))
+    );
+    let (status, condition, description, _) = call(
+        &mut requests,
+        &mut replies,
+        4,
+        "com.microsoft:add-rule",
+        add("bad", sql_rule("color = = 'red'")),
+    )
+    .await;
+    assert_eq!(
+        (status, condition.as_deref()),
+        (400, Some("com.microsoft:argument-error"))
+    );
+    assert!(
+        description.contains("syntax error at position 9"),
+        "{description}"
+    );
+    let (status, ..) = call(
+        &mut requests,
+        &mut replies,
+        5,
+        "com.microsoft:remove-rule",
+        vec![("rule-name", Value::String("$Default".into()))],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, condition, ..) = call(
+        &mut requests,
+        &mut replies,
+        6,
+        "com.microsoft:remove-rule",
+        vec![("rule-name", Value::String("nope".into()))],
+    )
+    .await;
+    assert_eq!(
+        (status, condition.as_deref()),
+        (404, Some("amqp:not-found"))
+    );
+
+    let (_, _, _, body) = call(
+        &mut requests,
+        &mut replies,
+        7,
+        "com.microsoft:enumerate-rules",
+        vec![("top", Value::Int(10)), ("skip", Value::Int(0))],
+    )
+    .await;
+    let rules = enumerated(&body);
+    assert_eq!(rules.len(), 1);
+    assert_eq!(
+        (rules[0].0.as_str(), rules[0].1),
+        ("red", 0x0000_0013_7000_0006)
+    );
+    assert_eq!(
+        rules[0].2[0],
+        Value::String("color = 'red'".into()),
+        "the SQL text round-trips"
+    );
+
+    // Routing follows: only the red message reaches the subscription.
+    let mut sender = Sender::attach(&mut session, "topic-sender", "orders")
+        .await
+        .unwrap();
+    for color in ["blue", "red"] {
+        let message = Message::builder()
+            .application_properties(
+                ApplicationProperties::builder()
+                    .insert("color", SimpleValue::String(color.into()))
+                    .build(),
+            )
+            .data(Binary::from(color))
+            .build();
+        sender.send(message).await.unwrap();
+    }
+    assert_eq!(
+        emu.broker()
+            .counts("orders/Subscriptions/s")
+            .unwrap()
+            .active_message_count,
+        1
+    );
+    let mut receiver = Receiver::builder()
+        .name("sub-receiver")
+        .source("orders/Subscriptions/s")
+        .attach(&mut session)
+        .await
+        .unwrap();
+    let delivery: Delivery<Body<Value>> = receiver.recv().await.unwrap();
+    assert_eq!(data(&delivery), b"red");
+    receiver.accept(&delivery).await.unwrap();
+
+    // Without rules the subscription receives nothing, and enumerate answers 204.
+    let (status, ..) = call(
+        &mut requests,
+        &mut replies,
+        8,
+        "com.microsoft:remove-rule",
+        vec![("rule-name", Value::String("red".into()))],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, ..) = call(
+        &mut requests,
+        &mut replies,
+        9,
+        "com.microsoft:enumerate-rules",
+        vec![("top", Value::Int(10)), ("skip", Value::Int(0))],
+    )
+    .await;
+    assert_eq!(status, 204);
+    sender
+        .send(Message::builder().data(Binary::from("lost")).build())
+        .await
+        .unwrap();
+    assert_eq!(
+        emu.broker()
+            .counts("orders/Subscriptions/s")
+            .unwrap()
+            .active_message_count,
+        0
+    );
+
+    // A correlation rule (all nine keys, nulls where unset, as .NET sends them) with an action.
+    let mut corr: Vec<(&str, Value)> = [
+        "correlation-id",
+        "message-id",
+        "to",
+        "reply-to",
+        "session-id",
+        "reply-to-session-id",
+        "content-type",
+    ]
+    .into_iter()
+    .map(|k| (k, Value::Null))
+    .collect();
+    corr.push(("label", Value::String("Orders".into())));
+    corr.push(("properties", string_map(vec![])));
+    let description = string_map(vec![
+        ("correlation-filter", string_map(corr)),
+        (
+            "sql-rule-action",
+            string_map(vec![(
+                "expression",
+                Value::String("SET routed = TRUE".into()),
+            )]),
+        ),
+    ]);
+    let (status, ..) = call(
+        &mut requests,
+        &mut replies,
+        10,
+        "com.microsoft:add-rule",
+        add("orders", description),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, _, _, body) = call(
+        &mut requests,
+        &mut replies,
+        11,
+        "com.microsoft:enumerate-rules",
+        vec![("top", Value::Int(10)), ("skip", Value::Int(0))],
+    )
+    .await;
+    let rules = enumerated(&body);
+    assert_eq!(rules[0].1, 0x0000_0013_7000_0009);
+    assert_eq!(rules[0].2.len(), 9);
+    assert_eq!(rules[0].2[4], Value::String("Orders".into()));
+    assert!(
+        matches!(rules[0].2[8], Value::Map(_)),
+        "properties is a map, never null"
+    );
+
+    // Rules belong to subscriptions only (the reply comes back on the link whose target reply-to
+    // names).
+    let mut queue_requests =
+        Sender::attach(&mut session, "q-requests", format!("{QUEUE}/$management"))
+            .await
+            .unwrap();
+    let (status, condition, ..) = call(
+        &mut queue_requests,
+        &mut replies,
+        12,
+        "com.microsoft:enumerate-rules",
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        (status, condition.as_deref()),
+        (400, Some("amqp:not-allowed"))
+    );
+
+    connection.close().await.unwrap();
+    emu.shutdown().await;
+}

@@ -12,9 +12,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 use servicebus_emulator::Emulator;
-use servicebus_emulator::config::{Config, QueueProperties};
+use servicebus_emulator::config::{Config, QueueProperties, SubscriptionConfig, TopicConfig};
+use servicebus_emulator::filter::{CorrelationFilter, FilterValue, Rule};
 
 const QUEUE: &str = "queue-messages";
+const TOPIC: &str = "orders";
 
 /// A config with one queue `queue-messages` and these properties.
 fn config_with(properties: QueueProperties) -> Config {
@@ -54,6 +56,7 @@ async fn python_json(script: &str, args: &[&str], env: &[(&str, String)]) -> Val
         .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .env("SB_QUEUE", QUEUE)
+        .env("SB_TOPIC", TOPIC)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -312,5 +315,154 @@ async fn application_and_message_properties_round_trip() {
     assert_eq!(r["time_to_live_seconds"], 300.0);
     assert_eq!(r["enqueued_time_set"], true);
     assert_eq!(r["body"], "with-props");
+    emu.shutdown().await;
+}
+
+/// The lab queue plus topic `orders` with one subscription per routing rule the scenarios check.
+fn topic_config() -> Config {
+    let red = CorrelationFilter {
+        label: Some("Orders".into()),
+        properties: vec![("color".into(), FilterValue::String("red".into()))],
+        ..Default::default()
+    };
+    let sub = SubscriptionConfig::new;
+    Config::lab_default().topic(
+        TopicConfig::new(TOPIC)
+            .subscription(sub("all"))
+            .subscription(sub("all2"))
+            .subscription(sub("red").rules([Rule::correlation("red-orders", red).unwrap()]))
+            .subscription(
+                sub("sql").rules([Rule::sql(
+                    "blue-orders",
+                    "color = 'blue' AND sys.Label LIKE 'Ord%' AND quantity > 5",
+                )
+                .unwrap()]),
+            )
+            .subscription(sub("norules").rules([]))
+            .subscription(
+                sub("act").rules([Rule::sql("act-rule", "user.Color = 'red'")
+                    .unwrap()
+                    .with_action("SET stage = 'routed'; SET sys.Label = 'Routed'")
+                    .unwrap()]),
+            )
+            .subscription(
+                sub("fwd")
+                    .rules([Rule::sql("green", "color = 'green'").unwrap()])
+                    .properties(QueueProperties {
+                        forward_to: Some(QUEUE.into()),
+                        ..QueueProperties::default()
+                    }),
+            ),
+    )
+}
+
+async fn run_topic(name: &str) -> (Emulator, Value) {
+    let emu = start(topic_config()).await;
+    let result = scenario(&emu, name).await;
+    (emu, result)
+}
+
+#[tokio::test]
+async fn topic_fans_out_by_rules_correlation_sql_and_action() {
+    let (emu, r) = run_topic("topic_fan_out").await;
+    let all = serde_json::json!(["red-order", "blue-order", "blue-other"]);
+    assert_eq!(r["bodies"]["all"], all);
+    assert_eq!(r["bodies"]["all2"], all);
+    // every copy of a message has the topic's sequence number
+    assert_eq!(r["sequence_numbers"]["all"], serde_json::json!([1, 2, 3]));
+    assert_eq!(r["sequence_numbers"]["all2"], serde_json::json!([1, 2, 3]));
+    assert_eq!(r["bodies"]["red"], serde_json::json!(["red-order"]));
+    assert_eq!(r["bodies"]["sql"], serde_json::json!(["blue-order"]));
+    assert_eq!(r["bodies"]["norules"], serde_json::json!([]));
+    assert_eq!(r["bodies"]["act"], serde_json::json!(["red-order"]));
+    // the action edits the act subscription's copy only
+    assert_eq!(r["act_properties"]["stage"], "routed");
+    assert_eq!(r["act_properties"]["RuleName"], "act-rule");
+    assert_eq!(r["act_subject"], "Routed");
+    assert_eq!(r["all_properties_of_red"].get("stage"), None);
+    assert_eq!(r["all_subject_of_red"], "Orders");
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn topic_subscription_dead_letter_queue() {
+    let (emu, r) = run_topic("topic_dead_letter").await;
+    assert_eq!(r["dead"], serde_json::json!(["poison"]));
+    assert_eq!(r["reason"], "BadInput");
+    assert_eq!(r["description"], "no good");
+    assert_eq!(r["source"], "orders/Subscriptions/all");
+    assert_eq!(r["other_subscription"], serde_json::json!(["poison"]));
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn topic_scheduled_messages_reach_subscriptions_when_due_and_cancel_works() {
+    let (emu, r) = run_topic("topic_schedule").await;
+    assert_eq!(r["received_before_due"], 0);
+    assert_eq!(r["received_when_due"], "t-soon");
+    assert_eq!(r["other_subscription"], serde_json::json!(["t-soon"]));
+    let counts = emu.broker().topic_counts(TOPIC).unwrap();
+    assert_eq!(
+        counts.scheduled_message_count, 1,
+        "t-keep still scheduled, t-cancel gone"
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn topic_subscription_peek_defer_and_renew() {
+    let (emu, r) = run_topic("topic_peek_defer").await;
+    assert_eq!(r["peeked"], serde_json::json!(["d0", "d1"]));
+    assert_eq!(r["deferred"], "d0");
+    assert_eq!(r["visible_while_deferred"], 0);
+    assert_eq!(r["renewed"], true);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn topic_subscription_forwards_to_a_queue() {
+    let (emu, r) = run_topic("topic_forward").await;
+    assert_eq!(r["queue_got"], "via-fwd");
+    assert_eq!(r["left_in_forwarding_subscription"], 0);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn topic_errors_name_the_entity() {
+    let (emu, r) = run_topic("topic_errors").await;
+    let unknown = r["unknown_topic"].as_str().unwrap();
+    assert!(
+        unknown.contains("no-such-topic") && unknown.contains("could not be found"),
+        "{unknown}"
+    );
+    let unknown = r["unknown_subscription"].as_str().unwrap();
+    assert!(
+        unknown.contains("orders/Subscriptions/no-such-sub"),
+        "{unknown}"
+    );
+    let refused = r["send_to_subscription"].as_str().unwrap();
+    assert!(
+        refused.contains("a subscription cannot be sent to; send to its topic"),
+        "{refused}"
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn official_sample_config_routes_by_its_rules() {
+    let file =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/official-Config.json");
+    let config = Config::load(&file).unwrap();
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    let emu = start(config).await;
+    let r = scenario(&emu, "official_sample").await;
+    assert_eq!(r["bodies"]["subscription.1"], serde_json::json!(["json"]));
+    assert_eq!(r["bodies"]["subscription.2"], serde_json::json!(["text"]));
+    assert_eq!(
+        r["bodies"]["subscription.3"],
+        serde_json::json!(["json", "sql", "text"])
+    );
+    assert_eq!(r["bodies"]["subscription.4"], serde_json::json!(["sql"]));
+    assert_eq!(r["sql_to"], "Entity");
     emu.shutdown().await;
 }

@@ -1,7 +1,23 @@
-//! Address normalisation: clients name the same queue as `amqps://host:port/q`, `sb://host/q`, `/q` or `q`.
+//! Address normalisation: clients name the same queue as `amqps://host:port/q`, `sb://host/q`, `/q` or `q`,
+//! and a subscription as `<topic>/Subscriptions/<name>` (any case).
 
 /// The sub-queue suffix Service Bus uses for a queue's dead-letter queue.
 pub const DEAD_LETTER_SUFFIX: &str = "$DeadLetterQueue";
+
+/// The segment between a topic and a subscription name.
+pub const SUBSCRIPTIONS: &str = "Subscriptions";
+
+/// `Subscriptions/<name>[/<rest>]` → the subscription name and the rest (case-insensitive segment).
+pub fn split_subscription(sub_path: &str) -> Option<(&str, Option<&str>)> {
+    let (segment, rest) = sub_path.split_once('/')?;
+    if !segment.eq_ignore_ascii_case(SUBSCRIPTIONS) {
+        return None;
+    }
+    match rest.split_once('/') {
+        Some((name, more)) => Some((name, Some(more))),
+        None => Some((rest, None)),
+    }
+}
 
 /// What an address names before the queue name is checked: the queue part and an optional sub-path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +102,13 @@ mod tests {
         );
         assert_eq!(path_of("sb://localhost/"), "");
         assert!(is_dead_letter("$deadletterqueue"));
+        assert_eq!(split_subscription("Subscriptions/s"), Some(("s", None)));
+        assert_eq!(
+            split_subscription("subscriptions/s/$DeadLetterQueue"),
+            Some(("s", Some("$DeadLetterQueue")))
+        );
+        assert_eq!(split_subscription("$DeadLetterQueue"), None);
+        assert_eq!(split_subscription("Rules/r"), None);
         assert!(!is_dead_letter("$management"));
     }
 }

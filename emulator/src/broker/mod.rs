@@ -4,16 +4,25 @@
 //! stable, extend rather than change). Time comes from `tokio::time::Instant::now()` so tests can run
 //! under `#[tokio::test(start_paused = true)]` and `tokio::time::advance`.
 //!
-//! Inside: [`entity_path`] normalises addresses; `queue` is the state machine of one queue and its
-//! dead-letter queue, driven by explicit instants; `clock` derives the wall-clock times clients see from
+//! # Entity model
+//! Every entity a client receives from is *queue-like*: a queue, or a topic's subscription. Both are
+//! the one state machine in `queue` (locks, delivery count, dead-letter queue, TTL, defer, scheduled,
+//! MaxDeliveryCount), kept in one table and addressed by index; an [`EntityPath`] says which entry (and
+//! whether its dead-letter queue) an address names. A topic (`topic`) is not queue-like: it numbers,
+//! de-duplicates and schedules what is sent to it, and fans each message out to its subscriptions by
+//! their rules, as cheap copies sharing the client's bytes. Sessions and the administration API add to
+//! queue-like entries and topics without changing this split.
+//!
+//! Inside: [`entity_path`] normalises addresses; `clock` derives the wall-clock times clients see from
 //! tokio's clock; `timers` is the task that applies deadlines when nobody calls. [`Broker`] is the
-//! cloneable handle: one mutex per queue, never two held at once (forwarding moves messages between
-//! queues only after releasing the first).
+//! cloneable handle: one mutex per entity, never two held at once (fan-out and forwarding move messages
+//! to another entity only after releasing the first).
 
 mod clock;
 pub mod entity_path;
 mod queue;
 mod timers;
+mod topic;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -28,42 +37,98 @@ use uuid::Uuid;
 
 use self::clock::Clock;
 use self::queue::{Queue, Sub};
+use self::topic::{Accepted, Copy, Route, Topic};
 use crate::config::{Config, QueueProperties};
 use crate::message::StoredMessage;
 
 pub use self::queue::{MAX_MESSAGE_SIZE, REASON_MAX_DELIVERY, REASON_TTL};
+pub use self::topic::REASON_FILTER;
 
-/// Which queue-like thing an address names, after normalisation
-/// (`amqps://host:port/queue` → `queue`; a leading `/` is stripped).
+/// Service Bus dead-letters a message forwarded through more than this many entities.
+pub const MAX_TRANSFER_HOPS: u32 = 4;
+pub const REASON_HOPS: &str = "MaxTransferHopCountExceeded";
+
+/// What kind of entity an address names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EntityKind {
+    Queue,
+    Topic,
+    Subscription,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Node {
+    /// A queue or subscription (index into the queue-like table), or its dead-letter queue.
+    QueueLike {
+        index: usize,
+        sub: Sub,
+    },
+    Topic {
+        index: usize,
+    },
+}
+
+/// An address after normalisation and lookup (`amqps://host:port/queue` → `queue`; a leading `/` is
+/// stripped; `t/subscriptions/s` → `t/Subscriptions/s`). Displays as the entity path with its
+/// configured spelling.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum EntityPath {
-    /// A queue, by its configured name (case as configured).
-    Queue(String),
-    /// `<queue>/$DeadLetterQueue`.
-    DeadLetter(String),
+pub struct EntityPath {
+    node: Node,
+    kind: EntityKind,
+    /// `q`, `t` or `t/Subscriptions/s`, as configured (without `/$DeadLetterQueue`).
+    name: Arc<str>,
 }
 
 impl fmt::Display for EntityPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            EntityPath::Queue(q) => f.write_str(q),
-            EntityPath::DeadLetter(q) => write!(f, "{q}/{}", entity_path::DEAD_LETTER_SUFFIX),
+        f.write_str(&self.name)?;
+        if self.is_dead_letter() {
+            write!(f, "/{}", entity_path::DEAD_LETTER_SUFFIX)?;
         }
+        Ok(())
     }
 }
 
 impl EntityPath {
-    fn sub(&self) -> Sub {
-        match self {
-            EntityPath::Queue(_) => Sub::Main,
-            EntityPath::DeadLetter(_) => Sub::DeadLetter,
-        }
+    pub fn kind(&self) -> EntityKind {
+        self.kind
     }
 
-    /// The queue this path belongs to.
+    /// Whether this is the dead-letter queue of a queue or subscription.
+    pub fn is_dead_letter(&self) -> bool {
+        matches!(
+            self.node,
+            Node::QueueLike {
+                sub: Sub::DeadLetter,
+                ..
+            }
+        )
+    }
+
+    /// Queues and topics take sends; subscriptions and dead-letter queues do not.
+    pub fn accepts_sends(&self) -> bool {
+        !self.is_dead_letter() && self.kind != EntityKind::Subscription
+    }
+
+    /// Queues, subscriptions and their dead-letter queues can be received from; topics cannot.
+    pub fn accepts_receivers(&self) -> bool {
+        self.kind != EntityKind::Topic
+    }
+
+    /// The entity's name without `/$DeadLetterQueue` (`q`, `t`, `t/Subscriptions/s`).
+    pub fn entity_name(&self) -> &str {
+        &self.name
+    }
+
+    /// The queue this path belongs to (the entity name; kept for callers written for queues only).
     pub fn queue(&self) -> &str {
-        match self {
-            EntityPath::Queue(q) | EntityPath::DeadLetter(q) => q,
+        &self.name
+    }
+
+    fn queue_like(&self) -> Option<(usize, Sub)> {
+        match self.node {
+            Node::QueueLike { index, sub } => Some((index, sub)),
+            Node::Topic { .. } => None,
         }
     }
 }
@@ -136,6 +201,13 @@ pub enum BrokerError {
     /// `com.microsoft:message-not-found` (sequence numbers that do not exist).
     #[error("no message with sequence number {0}")]
     SequenceNotFound(i64),
+    /// `amqp:not-allowed`: the operation does not apply to this kind of entity (a send to a
+    /// subscription, a receive from a topic).
+    #[error("{0}")]
+    NotAllowed(String),
+    /// `com.microsoft:entity-already-exists` (a rule name taken in that subscription).
+    #[error("the messaging entity '{0}' already exists")]
+    AlreadyExists(String),
 }
 
 /// The counts Azure reports for a queue (names as in Azure's `countDetails`).
@@ -155,17 +227,30 @@ pub struct Broker {
     inner: Arc<Inner>,
 }
 
-/// The shared state. Each queue has its own mutex: operations on different queues do not contend.
+/// Where a message sent to (or forwarded to) an entity is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Destination {
+    Queue(usize),
+    Topic(usize),
+}
+
+/// The shared state. Each entity has its own mutex: operations on different entities do not contend.
 struct Inner {
+    /// Queue-like entities: the queues (in config order), then every topic's subscriptions.
     queues: Vec<Mutex<Queue>>,
-    /// Lower-cased name → index into `queues` (Service Bus names are case-insensitive).
-    by_name: HashMap<String, usize>,
+    topics: Vec<Mutex<Topic>>,
+    /// Lower-cased entity path (`q`, `t`, `t/subscriptions/s`) → the path (Service Bus names are
+    /// case-insensitive).
+    by_name: HashMap<String, EntityPath>,
+    /// Queue names, in config order.
     names: Vec<String>,
-    /// Per queue: the queue its messages are enqueued in (itself unless `ForwardTo` is set).
-    forward_to: Vec<usize>,
-    /// Per queue: where its dead letters go instead of its dead-letter queue
+    /// Per queue-like entity: where what reaches it is stored (itself unless `ForwardTo` is set).
+    forward_to: Vec<Destination>,
+    /// Per queue-like entity: for a subscription, its topic and its route in that topic.
+    subscription_of: Vec<Option<(usize, usize)>>,
+    /// Per queue-like entity: where its dead letters go instead of its dead-letter queue
     /// (`ForwardDeadLetteredMessagesTo`, itself followed through `ForwardTo`).
-    dead_letters_to: Vec<Option<usize>>,
+    dead_letters_to: Vec<Option<Destination>>,
     clock: Clock,
     changes: watch::Sender<u64>,
     /// Wakes the timer task when a deadline earlier than the one it sleeps towards appears.
@@ -182,10 +267,16 @@ impl Drop for Inner {
     }
 }
 
-/// A poisoned lock means a panic mid-operation elsewhere; the queue's indexes are updated in a
+/// A poisoned lock means a panic mid-operation elsewhere; the entity's indexes are updated in a
 /// remove-then-insert style, so carrying on with the state is the least harmful choice.
-fn lock(q: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
+fn lock<T>(q: &Mutex<T>) -> MutexGuard<'_, T> {
     q.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One queue-like entity to build: its path and properties.
+struct Declared {
+    path: EntityPath,
+    properties: QueueProperties,
 }
 
 impl Broker {
@@ -193,52 +284,133 @@ impl Broker {
     /// messages (TTL) and enqueues scheduled messages, so it must be called inside a tokio runtime.
     pub fn new(config: &Config) -> Broker {
         let clock = Clock::start();
-        let configs = config.queues();
-        let by_name: HashMap<String, usize> = configs
+        let mut declared: Vec<Declared> = config
+            .queues()
             .iter()
             .enumerate()
-            .map(|(i, q)| (q.name.to_ascii_lowercase(), i))
+            .map(|(index, q)| Declared {
+                path: EntityPath {
+                    node: Node::QueueLike {
+                        index,
+                        sub: Sub::Main,
+                    },
+                    kind: EntityKind::Queue,
+                    name: Arc::from(q.name.as_str()),
+                },
+                properties: q.properties.clone(),
+            })
             .collect();
-        let names: Vec<String> = configs.iter().map(|q| q.name.clone()).collect();
-        let index = |name: &Option<String>| {
-            name.as_ref()
-                .and_then(|n| by_name.get(&n.to_ascii_lowercase()).copied())
+        let mut by_name: HashMap<String, EntityPath> = HashMap::new();
+        let mut routes: Vec<Vec<Route>> = Vec::new();
+        let mut subscription_of: Vec<Option<(usize, usize)>> = Vec::new();
+        for (t, topic) in config.topics().iter().enumerate() {
+            let path = EntityPath {
+                node: Node::Topic { index: t },
+                kind: EntityKind::Topic,
+                name: Arc::from(topic.name.as_str()),
+            };
+            by_name.insert(topic.name.to_ascii_lowercase(), path);
+            let mut topic_routes = Vec::new();
+            for (r, sub) in topic.subscriptions.iter().enumerate() {
+                let index = declared.len();
+                subscription_of.resize(index, None);
+                subscription_of.push(Some((t, r)));
+                let mut properties = sub.properties.clone();
+                // The topic's default TTL caps every copy; the subscription's may cap it further.
+                properties.default_message_time_to_live = properties
+                    .default_message_time_to_live
+                    .min(topic.properties.default_message_time_to_live);
+                // Duplicates are the topic's business.
+                properties.requires_duplicate_detection = false;
+                let name = format!("{}/{}/{}", topic.name, entity_path::SUBSCRIPTIONS, sub.name);
+                declared.push(Declared {
+                    path: EntityPath {
+                        node: Node::QueueLike {
+                            index,
+                            sub: Sub::Main,
+                        },
+                        kind: EntityKind::Subscription,
+                        name: Arc::from(name.as_str()),
+                    },
+                    properties,
+                });
+                topic_routes.push(Route {
+                    queue: index,
+                    name: sub.name.clone(),
+                    rules: sub.rules.clone(),
+                    dead_letter_on_filter_errors: sub
+                        .dead_lettering_on_filter_evaluation_exceptions,
+                });
+            }
+            routes.push(topic_routes);
+        }
+        for d in &declared {
+            by_name.insert(d.path.name.to_ascii_lowercase(), d.path.clone());
+        }
+        subscription_of.resize(declared.len(), None);
+        let names: Vec<String> = config.queues().iter().map(|q| q.name.clone()).collect();
+        let lookup = |name: &Option<String>| -> Option<Destination> {
+            let path = by_name.get(&name.as_ref()?.to_ascii_lowercase())?;
+            match path.node {
+                Node::QueueLike { index, .. } => Some(Destination::Queue(index)),
+                Node::Topic { index } => Some(Destination::Topic(index)),
+            }
         };
-        // Where a message sent to each queue ends up after following `ForwardTo`. The config loader
-        // refuses loops; the bound also covers configs built in code.
-        let next: Vec<Option<usize>> = configs
+        // Where a message reaching each entity ends up after following `ForwardTo` through queues.
+        // The config loader refuses queue loops; the bound also covers configs built in code.
+        let next: Vec<Option<Destination>> = declared
             .iter()
-            .map(|q| index(&q.properties.forward_to))
+            .map(|d| lookup(&d.properties.forward_to))
             .collect();
-        let destination = |start: usize| {
+        let destination = |start: Destination| {
             let mut at = start;
-            for _ in 0..configs.len() {
-                match next[at] {
-                    Some(to) if to != at => at = to,
-                    _ => break,
+            for _ in 0..declared.len() {
+                match at {
+                    Destination::Queue(i) => match next[i] {
+                        Some(to) if to != at => at = to,
+                        _ => break,
+                    },
+                    Destination::Topic(_) => break,
                 }
             }
             at
         };
-        let forward_to: Vec<usize> = (0..configs.len()).map(destination).collect();
-        let dead_letters_to: Vec<Option<usize>> = configs
-            .iter()
-            .map(|q| index(&q.properties.forward_dead_lettered_messages_to).map(destination))
+        let forward_to: Vec<Destination> = (0..declared.len())
+            .map(|i| destination(Destination::Queue(i)))
             .collect();
-        let queues = configs
+        let dead_letters_to: Vec<Option<Destination>> = declared
+            .iter()
+            .map(|d| lookup(&d.properties.forward_dead_lettered_messages_to).map(destination))
+            .collect();
+        let queues = declared
             .iter()
             .zip(&dead_letters_to)
-            .map(|(q, dl)| {
-                let mut queue = Queue::new(q.name.clone(), q.properties.clone(), clock);
+            .map(|(d, dl)| {
+                let mut queue = Queue::new(d.path.name.to_string(), d.properties.clone(), clock);
                 queue.forward_dead_letters(dl.is_some());
                 Mutex::new(queue)
+            })
+            .collect();
+        let topics = config
+            .topics()
+            .iter()
+            .zip(routes)
+            .map(|(t, routes)| {
+                Mutex::new(Topic::new(
+                    t.name.clone(),
+                    t.properties.clone(),
+                    clock,
+                    routes,
+                ))
             })
             .collect();
         let timer_wake = Arc::new(Notify::new());
         let inner = Arc::new(Inner {
             queues,
+            topics,
             by_name,
             names,
+            subscription_of,
             forward_to,
             dead_letters_to,
             clock,
@@ -250,41 +422,61 @@ impl Broker {
         Broker { inner }
     }
 
-    /// Normalise an address (`amqps://host/q`, `/q`, `q`, `q/$DeadLetterQueue`) and check it exists.
-    /// Management (`q/$management`) and `$cbs` addresses are not entities and return NotFound here.
+    /// Normalise an address (`amqps://host/q`, `/q`, `q`, `q/$DeadLetterQueue`, `t`,
+    /// `t/Subscriptions/s`, `t/Subscriptions/s/$DeadLetterQueue`) and check it exists. Management
+    /// (`q/$management`) and `$cbs` addresses are not entities and return NotFound here.
     pub fn resolve(&self, address: &str) -> Result<EntityPath, BrokerError> {
         let split = entity_path::split_address(address);
         let not_found = || BrokerError::NotFound(address.to_string());
-        let idx = *self
-            .inner
-            .by_name
-            .get(&split.queue.to_ascii_lowercase())
-            .ok_or_else(not_found)?;
-        let name = self.inner.names[idx].clone();
-        match split.sub_path {
-            None => Ok(EntityPath::Queue(name)),
-            Some(sub) if entity_path::is_dead_letter(sub) => Ok(EntityPath::DeadLetter(name)),
+        let (key, rest) = match split.sub_path.and_then(entity_path::split_subscription) {
+            Some((sub, rest)) => (
+                format!("{}/{}/{}", split.queue, entity_path::SUBSCRIPTIONS, sub)
+                    .to_ascii_lowercase(),
+                rest,
+            ),
+            None => (split.queue.to_ascii_lowercase(), split.sub_path),
+        };
+        let path = self.inner.by_name.get(&key).ok_or_else(not_found)?;
+        match rest {
+            None => Ok(path.clone()),
+            Some(sub) if entity_path::is_dead_letter(sub) => match path.node {
+                Node::QueueLike { index, .. } => Ok(EntityPath {
+                    node: Node::QueueLike {
+                        index,
+                        sub: Sub::DeadLetter,
+                    },
+                    ..path.clone()
+                }),
+                Node::Topic { .. } => Err(not_found()),
+            },
             Some(_) => Err(not_found()),
         }
     }
 
-    fn index(&self, queue: &str) -> Option<usize> {
-        self.inner.by_name.get(&queue.to_ascii_lowercase()).copied()
-    }
-
-    /// Run `op` on a queue (by name) after applying its due deadlines; see [`Broker::with_index`].
+    /// Run `op` on a queue-like entity (by name) after applying its due deadlines; see
+    /// [`Broker::with_index`].
     fn with_queue<R>(
         &self,
-        queue: &str,
+        name: &str,
         op: impl FnOnce(&mut Queue, Instant) -> (R, bool),
     ) -> Option<R> {
-        let idx = self.index(queue)?;
+        let (idx, _) = self.resolve(name).ok()?.queue_like()?;
         Some(self.with_index(idx, op))
     }
 
-    /// Run `op` on a queue after applying its due deadlines. Bumps [`Broker::changes`] if a message may
-    /// have become available, wakes the timer if the queue now has an earlier deadline, and moves
-    /// forwarded dead letters on once the queue's lock is released (never two queue locks at once).
+    /// Run `op` on the queue-like entity `entity` names; `None` for a topic.
+    fn with_entity<R>(
+        &self,
+        entity: &EntityPath,
+        op: impl FnOnce(&mut Queue, Sub, Instant) -> (R, bool),
+    ) -> Option<R> {
+        let (idx, sub) = entity.queue_like()?;
+        Some(self.with_index(idx, |q, now| op(q, sub, now)))
+    }
+
+    /// Run `op` on a queue-like entity after applying its due deadlines. Bumps [`Broker::changes`] if a
+    /// message may have become available, wakes the timer if the entity now has an earlier deadline,
+    /// and moves forwarded dead letters on once the entity's lock is released (never two locks at once).
     fn with_index<R>(&self, idx: usize, op: impl FnOnce(&mut Queue, Instant) -> (R, bool)) -> R {
         let now = Instant::now();
         let mut q = lock(&self.inner.queues[idx]);
@@ -293,7 +485,110 @@ impl Broker {
         let deadline = q.next_deadline();
         let forwarded = q.take_forwarded();
         drop(q);
-        if expired || available {
+        self.after_change(expired || available, deadline);
+        self.forward_dead_letters(idx, forwarded);
+        result
+    }
+
+    /// Run `op` on a topic after fanning out its due scheduled messages; the messages `op` accepts for
+    /// now are fanned out after the topic's lock is released.
+    fn with_topic<R>(
+        &self,
+        idx: usize,
+        op: impl FnOnce(&mut Topic, Instant) -> (R, Vec<(i64, StoredMessage)>),
+    ) -> R {
+        let now = Instant::now();
+        let enqueued = self.inner.clock.wall(now);
+        let mut t = lock(&self.inner.topics[idx]);
+        let mut copies = self.route_due(&mut t, now);
+        let (result, accepted) = op(&mut t, now);
+        for (seq, message) in accepted {
+            copies.extend(
+                t.route(seq, &message, enqueued)
+                    .into_iter()
+                    .map(|c| (c, enqueued)),
+            );
+        }
+        let deadline = t.next_deadline();
+        drop(t);
+        self.after_change(false, deadline);
+        self.store_copies(copies, 0);
+        result
+    }
+
+    /// Route the topic's due scheduled messages; each is enqueued at the time it became due.
+    fn route_due(&self, t: &mut Topic, now: Instant) -> Vec<((usize, Copy), SystemTime)> {
+        let mut copies = Vec::new();
+        for (seq, at, message) in t.expire(now) {
+            let enqueued = self.inner.clock.wall(at);
+            copies.extend(
+                t.route(seq, &message, enqueued)
+                    .into_iter()
+                    .map(|c| (c, enqueued)),
+            );
+        }
+        copies
+    }
+
+    /// Put the copies a topic routed into their subscriptions (or where those forward to).
+    fn store_copies(&self, copies: Vec<((usize, Copy), SystemTime)>, hops: u32) {
+        for ((idx, copy), enqueued) in copies {
+            match copy {
+                Copy::Deliver { sequence, message } => match self.inner.forward_to[idx] {
+                    Destination::Queue(to) if to == idx => self.with_index(idx, |q, now| {
+                        q.admit_copy(sequence, message, enqueued, now);
+                        ((), true)
+                    }),
+                    to if hops >= MAX_TRANSFER_HOPS => self.with_index(idx, |q, _| {
+                        tracing::debug!(?to, "forwarding chain too long; dead-lettered");
+                        let description = format!(
+                            "The message was forwarded more than {MAX_TRANSFER_HOPS} times."
+                        );
+                        q.dead_letter_copy(sequence, message, enqueued, REASON_HOPS, &description);
+                        ((), false)
+                    }),
+                    to => self.deliver(to, message, hops + 1),
+                },
+                Copy::DeadLetter {
+                    sequence,
+                    message,
+                    description,
+                } => self.with_index(idx, |q, _| {
+                    q.dead_letter_copy(sequence, message, enqueued, REASON_FILTER, &description);
+                    ((), false)
+                }),
+            }
+        }
+    }
+
+    /// Store a message the broker moves itself (forwarded, dead letters forwarded) in a destination.
+    fn deliver(&self, to: Destination, message: StoredMessage, hops: u32) {
+        match to {
+            Destination::Queue(q) => self.with_index(q, |q, now| {
+                q.admit(message, None, now);
+                ((), true)
+            }),
+            Destination::Topic(t) => {
+                let now = Instant::now();
+                let enqueued = self.inner.clock.wall(now);
+                let mut topic = lock(&self.inner.topics[t]);
+                let mut copies = self.route_due(&mut topic, now);
+                if let Ok(Accepted::Now(seq, m)) = topic.accept(message, None, now, false) {
+                    copies.extend(
+                        topic
+                            .route(seq, &m, enqueued)
+                            .into_iter()
+                            .map(|c| (c, enqueued)),
+                    );
+                }
+                drop(topic);
+                self.store_copies(copies, hops);
+            }
+        }
+    }
+
+    fn after_change(&self, available: bool, deadline: Option<Instant>) {
+        if available {
             self.bump();
         }
         if let Some(d) = deadline
@@ -301,24 +596,16 @@ impl Broker {
         {
             self.inner.timer_wake.notify_one();
         }
-        self.forward_dead_letters(idx, forwarded);
-        result
     }
 
-    /// Enqueue dead letters of queue `from` in its `ForwardDeadLetteredMessagesTo` queue.
+    /// Enqueue dead letters of entity `from` in its `ForwardDeadLetteredMessagesTo` destination.
     fn forward_dead_letters(&self, from: usize, messages: Vec<StoredMessage>) {
-        if messages.is_empty() {
-            return;
-        }
         let Some(to) = self.inner.dead_letters_to[from] else {
             return;
         };
-        self.with_index(to, |q, now| {
-            for m in messages {
-                q.admit(m, None, now);
-            }
-            ((), true)
-        });
+        for m in messages {
+            self.deliver(to, m, 1);
+        }
     }
 
     fn bump(&self) {
@@ -327,29 +614,30 @@ impl Broker {
 
     /// Enqueue a message sent by a client (or scheduled, if it has `x-opt-scheduled-enqueue-time` in the
     /// future). Returns its sequence number. Enforces the 256 KiB size limit. Sending to a dead-letter
-    /// queue is refused with NotFound, as Service Bus refuses it. With duplicate detection on, a repeated
-    /// message-id inside the window is accepted and dropped, and the original's sequence number returned.
+    /// queue or a subscription is refused. With duplicate detection on, a repeated message-id inside
+    /// the window is accepted and dropped, and the original's sequence number returned.
     pub fn send(&self, entity: &EntityPath, message: StoredMessage) -> Result<i64, BrokerError> {
-        let target = self.send_target(entity)?;
-        let at = message.scheduled_enqueue_time();
-        self.with_index(target, |q, now| {
-            let r = q.enqueue(message, at, now);
-            let ok = r.is_ok();
-            (r, ok)
-        })
+        self.enqueue_all(entity, vec![message], None)?
+            .pop()
+            .ok_or_else(|| BrokerError::NotFound(entity.to_string()))
     }
 
-    /// The queue a message sent to `entity` is enqueued in: its `ForwardTo` destination, or itself.
-    /// Dead-letter queues take no sends (Service Bus refuses them too).
-    fn send_target(&self, entity: &EntityPath) -> Result<usize, BrokerError> {
-        let not_found = || BrokerError::NotFound(entity.to_string());
-        match entity {
-            EntityPath::DeadLetter(_) => Err(not_found()),
-            EntityPath::Queue(q) => self
-                .index(q)
-                .map(|i| self.inner.forward_to[i])
-                .ok_or_else(not_found),
+    /// The entity a message sent to `entity` is stored in: its `ForwardTo` destination, or itself.
+    fn send_target(&self, entity: &EntityPath) -> Result<Destination, BrokerError> {
+        if !entity.accepts_sends() {
+            return Err(BrokerError::NotAllowed(format!(
+                "'{entity}' cannot be sent to; send to the {}",
+                if entity.is_dead_letter() {
+                    "queue or topic itself"
+                } else {
+                    "topic"
+                }
+            )));
         }
+        Ok(match entity.node {
+            Node::QueueLike { index, .. } => self.inner.forward_to[index],
+            Node::Topic { index } => Destination::Topic(index),
+        })
     }
 
     /// Enqueue a batch (message-format 0x80013700) all or nothing: sizes are checked first, then every
@@ -377,25 +665,41 @@ impl Broker {
                 limit: MAX_MESSAGE_SIZE,
             });
         }
-        self.with_index(target, |q, now| {
-            let r: Result<Vec<i64>, BrokerError> = messages
-                .into_iter()
-                .map(|m| {
+        match target {
+            Destination::Queue(idx) => self.with_index(idx, |q, now| {
+                let r: Result<Vec<i64>, BrokerError> = messages
+                    .into_iter()
+                    .map(|m| {
+                        let at = m.scheduled_enqueue_time().or(default_at);
+                        q.enqueue(m, at, now)
+                    })
+                    .collect();
+                (r, true)
+            }),
+            Destination::Topic(idx) => self.with_topic(idx, |t, now| {
+                let mut numbers = Vec::with_capacity(messages.len());
+                let mut now_due = Vec::new();
+                for m in messages {
                     let at = m.scheduled_enqueue_time().or(default_at);
-                    q.enqueue(m, at, now)
-                })
-                .collect();
-            (r, true)
-        })
+                    match t.accept(m, at, now, true) {
+                        Ok(Accepted::Now(seq, m)) => {
+                            numbers.push(seq);
+                            now_due.push((seq, *m));
+                        }
+                        Ok(Accepted::Held(seq)) => numbers.push(seq),
+                        Err(e) => return (Err(e), Vec::new()),
+                    }
+                }
+                (Ok(numbers), now_due)
+            }),
+        }
     }
 
     /// Take the next available message, locked (peek-lock) or removed (receive-and-delete). `None` when
-    /// nothing is available now; wait on [`Broker::changes`] and try again.
+    /// nothing is available now (or `entity` is a topic); wait on [`Broker::changes`] and try again.
     pub fn receive(&self, entity: &EntityPath, mode: ReceiveMode) -> Option<Delivery> {
-        self.with_queue(entity.queue(), |q, now| {
-            (q.receive(entity.sub(), mode, now), false)
-        })
-        .flatten()
+        self.with_entity(entity, |q, sub, now| (q.receive(sub, mode, now), false))
+            .flatten()
     }
 
     /// Settle a locked message by its lock token.
@@ -405,8 +709,8 @@ impl Broker {
         lock_token: Uuid,
         outcome: Outcome,
     ) -> Result<(), SettleError> {
-        self.with_queue(entity.queue(), |q, _| {
-            match q.settle(entity.sub(), lock_token, outcome) {
+        self.with_entity(entity, |q, sub, _| {
+            match q.settle(sub, lock_token, outcome) {
                 Ok(available) => (Ok(()), available),
                 Err(e) => (Err(e), false),
             }
@@ -420,8 +724,8 @@ impl Broker {
         entity: &EntityPath,
         lock_tokens: &[Uuid],
     ) -> Result<Vec<SystemTime>, SettleError> {
-        self.with_queue(entity.queue(), |q, now| {
-            (q.renew(entity.sub(), lock_tokens, now), false)
+        self.with_entity(entity, |q, sub, now| {
+            (q.renew(sub, lock_tokens, now), false)
         })
         .unwrap_or(Err(SettleError::MessageNotFound))
     }
@@ -429,8 +733,8 @@ impl Broker {
     /// Browse without locking: up to `count` messages with sequence number >= `from_sequence`
     /// (active, deferred and scheduled ones, as Service Bus does), encoded like a delivery.
     pub fn peek(&self, entity: &EntityPath, from_sequence: i64, count: usize) -> Vec<(i64, Bytes)> {
-        self.with_queue(entity.queue(), |q, _| {
-            (q.peek(entity.sub(), from_sequence, count), false)
+        self.with_entity(entity, |q, sub, _| {
+            (q.peek(sub, from_sequence, count), false)
         })
         .unwrap_or_default()
     }
@@ -452,10 +756,14 @@ impl Broker {
         entity: &EntityPath,
         sequence_numbers: &[i64],
     ) -> Result<(), BrokerError> {
-        self.with_queue(entity.queue(), |q, _| {
-            (q.cancel_scheduled(sequence_numbers), false)
-        })
-        .unwrap_or_else(|| Err(BrokerError::NotFound(entity.to_string())))
+        match self.send_target(entity)? {
+            Destination::Topic(idx) => {
+                self.with_topic(idx, |t, _| (t.cancel(sequence_numbers), Vec::new()))
+            }
+            Destination::Queue(idx) => {
+                self.with_index(idx, |q, _| (q.cancel_scheduled(sequence_numbers), false))
+            }
+        }
     }
 
     /// Receive deferred messages by sequence number (locks them in peek-lock mode).
@@ -465,18 +773,104 @@ impl Broker {
         sequence_numbers: &[i64],
         mode: ReceiveMode,
     ) -> Result<Vec<Delivery>, BrokerError> {
-        self.with_queue(entity.queue(), |q, now| {
-            (
-                q.receive_deferred(entity.sub(), sequence_numbers, mode, now),
-                false,
-            )
+        self.with_entity(entity, |q, sub, now| {
+            (q.receive_deferred(sub, sequence_numbers, mode, now), false)
         })
-        .unwrap_or_else(|| Err(BrokerError::NotFound(entity.to_string())))
+        .unwrap_or_else(|| {
+            Err(BrokerError::NotAllowed(format!(
+                "'{entity}' holds no messages; receive from one of its subscriptions"
+            )))
+        })
     }
 
-    /// Counts for a queue by name (case-insensitive, as Service Bus names are). `None` if unknown.
-    pub fn counts(&self, queue: &str) -> Option<QueueCounts> {
-        self.with_queue(queue, |q, _| (q.counts(), false))
+    /// Counts for a queue or subscription by path (`q`, `t/Subscriptions/s`; case-insensitive, as
+    /// Service Bus names are). `None` if unknown.
+    pub fn counts(&self, entity: &str) -> Option<QueueCounts> {
+        self.with_queue(entity, |q, _| (q.counts(), false))
+    }
+
+    /// Counts for a topic: its scheduled messages, and the sum over its subscriptions of the rest
+    /// (messages do not sit at the topic). `None` if unknown.
+    pub fn topic_counts(&self, topic: &str) -> Option<QueueCounts> {
+        let path = self.resolve(topic).ok()?;
+        let Node::Topic { index } = path.node else {
+            return None;
+        };
+        let (scheduled, subs) = self.with_topic(index, |t, _| {
+            let subs: Vec<usize> = t.routes.iter().map(|r| r.queue).collect();
+            ((t.scheduled_count() as u64, subs), Vec::new())
+        });
+        let mut counts = QueueCounts {
+            scheduled_message_count: scheduled,
+            ..QueueCounts::default()
+        };
+        for idx in subs {
+            let c = self.with_index(idx, |q, _| (q.counts(), false));
+            counts.active_message_count += c.active_message_count;
+            counts.dead_letter_message_count += c.dead_letter_message_count;
+            counts.transfer_message_count += c.transfer_message_count;
+            counts.transfer_dead_letter_message_count += c.transfer_dead_letter_message_count;
+        }
+        Some(counts)
+    }
+
+    /// Run `op` on the rules of the subscription `entity` names (its topic's lock held, so a change
+    /// applies from the next message on).
+    fn with_rules<R>(
+        &self,
+        entity: &EntityPath,
+        op: impl FnOnce(&mut Vec<crate::filter::Rule>) -> Result<R, BrokerError>,
+    ) -> Result<R, BrokerError> {
+        let subscription = entity
+            .queue_like()
+            .filter(|_| !entity.is_dead_letter())
+            .and_then(|(idx, _)| self.inner.subscription_of[idx]);
+        let Some((topic, route)) = subscription else {
+            return Err(BrokerError::NotAllowed(format!(
+                "'{entity}' is not a subscription; rules belong to '<topic>/Subscriptions/<name>'"
+            )));
+        };
+        self.with_topic(topic, |t, _| (op(&mut t.routes[route].rules), Vec::new()))
+    }
+
+    /// A subscription's rules, ordered by name (as Service Bus lists them).
+    pub fn rules(&self, entity: &EntityPath) -> Result<Vec<crate::filter::Rule>, BrokerError> {
+        let mut rules = self.with_rules(entity, |rules| Ok(rules.clone()))?;
+        rules.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(rules)
+    }
+
+    /// Add a rule to a subscription; names are unique per subscription (case-insensitive).
+    pub fn add_rule(
+        &self,
+        entity: &EntityPath,
+        rule: crate::filter::Rule,
+    ) -> Result<(), BrokerError> {
+        self.with_rules(entity, |rules| {
+            if rules
+                .iter()
+                .any(|r| r.name.eq_ignore_ascii_case(&rule.name))
+            {
+                return Err(BrokerError::AlreadyExists(format!(
+                    "{entity}/Rules/{}",
+                    rule.name
+                )));
+            }
+            rules.push(rule);
+            Ok(())
+        })
+    }
+
+    /// Remove a subscription's rule by name; removing every rule means it receives nothing.
+    pub fn remove_rule(&self, entity: &EntityPath, name: &str) -> Result<(), BrokerError> {
+        self.with_rules(entity, |rules| {
+            let before = rules.len();
+            rules.retain(|r| !r.name.eq_ignore_ascii_case(name));
+            if rules.len() == before {
+                return Err(BrokerError::NotFound(format!("{entity}/Rules/{name}")));
+            }
+            Ok(())
+        })
     }
 
     /// Names of all queues.
@@ -484,10 +878,19 @@ impl Broker {
         self.inner.names.clone()
     }
 
-    /// A queue's configured properties (lock duration, max delivery count, ...). `None` if unknown.
-    pub fn queue_properties(&self, queue: &str) -> Option<QueueProperties> {
-        let idx = *self.inner.by_name.get(&queue.to_ascii_lowercase())?;
-        Some(lock(&self.inner.queues[idx]).properties().clone())
+    /// Names of all topics.
+    pub fn topic_names(&self) -> Vec<String> {
+        self.inner
+            .topics
+            .iter()
+            .map(|t| lock(t).name().to_string())
+            .collect()
+    }
+
+    /// A queue's or subscription's properties (lock duration, max delivery count, ...). `None` if
+    /// unknown.
+    pub fn queue_properties(&self, entity: &str) -> Option<QueueProperties> {
+        self.with_queue(entity, |q, _| (q.properties().clone(), false))
     }
 
     /// The broker's current wall-clock time. It follows `tokio::time` (paused and advanced in tests), so

@@ -1,4 +1,7 @@
-//! The queue state machine: one queue and its dead-letter sub-queue, driven by explicit `now` instants.
+//! The queue state machine: one queue-like entity (a queue, or a topic's subscription) and its
+//! dead-letter sub-queue, driven by explicit `now` instants. Queues and subscriptions differ only in
+//! where messages come from: a queue numbers what clients send ([`Queue::enqueue`]); a subscription
+//! takes copies its topic numbered ([`Queue::admit_copy`]).
 //!
 //! A message is in exactly one state: available, locked, deferred or scheduled. Indexes keep every call
 //! O(log n): the available set (receive order = sequence order), lock tokens, and one deadline per
@@ -26,7 +29,7 @@ pub const REASON_MAX_DELIVERY: &str = "MaxDeliveryCountExceeded";
 pub const REASON_TTL: &str = "TTLExpiredException";
 
 /// Which part of a queue an operation addresses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Sub {
     Main,
     DeadLetter,
@@ -62,6 +65,22 @@ struct Entry {
 }
 
 impl Entry {
+    /// A message as it enters a queue-like entity, available at once.
+    fn available(
+        message: StoredMessage,
+        enqueued_at: SystemTime,
+        expires_at: Option<Instant>,
+    ) -> Entry {
+        Entry {
+            enqueued_at,
+            expires_at,
+            delivery_count: 0,
+            state: State::Available,
+            deadletter_source: None,
+            message,
+        }
+    }
+
     fn deadline(&self) -> Option<Instant> {
         match self.state {
             State::Locked { until, .. } => Some(until),
@@ -157,14 +176,46 @@ impl SubQueue {
     }
 }
 
-/// Message-ids seen within the duplicate-detection window.
+/// Message-ids seen within the duplicate-detection window (a queue's, or a topic's).
 #[derive(Debug, Default)]
-struct DuplicateWindow {
+pub struct DuplicateWindow {
     seen: HashMap<String, i64>,
     order: VecDeque<(Instant, String)>,
 }
 
 impl DuplicateWindow {
+    /// The sequence number of the message with this id seen within `window` before `now`, if any.
+    fn seen_within(&mut self, id: &str, now: Instant, window: std::time::Duration) -> Option<i64> {
+        self.prune(now.checked_sub(window));
+        self.seen.get(id).copied()
+    }
+
+    /// `Err(original)` when `message` repeats a message-id seen within `window`; else `Ok` with the id
+    /// to [`DuplicateWindow::record`] once numbered (`None` when detection is off or there is no id).
+    pub fn check(
+        &mut self,
+        message: &StoredMessage,
+        enabled: bool,
+        window: std::time::Duration,
+        now: Instant,
+    ) -> Result<Option<String>, i64> {
+        let Some(id) = message.message_id().filter(|_| enabled) else {
+            return Ok(None);
+        };
+        match self.seen_within(&id, now, window) {
+            Some(seq) => {
+                tracing::debug!(message_id = %id, "duplicate message dropped");
+                Err(seq)
+            }
+            None => Ok(Some(id)),
+        }
+    }
+
+    pub fn record(&mut self, id: String, seq: i64, now: Instant) {
+        self.seen.insert(id.clone(), seq);
+        self.order.push_back((now, id));
+    }
+
     fn prune(&mut self, older_than: Option<Instant>) {
         let Some(limit) = older_than else { return };
         while let Some((at, _)) = self.order.front() {
@@ -385,22 +436,19 @@ impl Queue {
         scheduled_at: Option<SystemTime>,
         now: Instant,
     ) -> i64 {
-        let id = message
-            .message_id()
-            .filter(|_| self.props.requires_duplicate_detection);
-        if let Some(id) = &id {
-            self.duplicates
-                .prune(now.checked_sub(self.props.duplicate_detection_history_time_window));
-            if let Some(&seq) = self.duplicates.seen.get(id) {
-                tracing::debug!(queue = %self.name, message_id = %id, "duplicate message dropped");
-                return seq;
-            }
-        }
+        let id = match self.duplicates.check(
+            &message,
+            self.props.requires_duplicate_detection,
+            self.props.duplicate_detection_history_time_window,
+            now,
+        ) {
+            Ok(id) => id,
+            Err(original) => return original,
+        };
         let seq = self.next_sequence;
         self.next_sequence += 1;
         if let Some(id) = id {
-            self.duplicates.seen.insert(id.clone(), seq);
-            self.duplicates.order.push_back((now, id));
+            self.duplicates.record(id, seq, now);
         }
         let at = scheduled_at
             .map(|t| self.clock.instant(t))
@@ -414,17 +462,48 @@ impl Queue {
                 deadletter_source: None,
                 message,
             },
-            None => Entry {
-                enqueued_at: self.clock.wall(now),
-                expires_at: Some(self.expiry(&message, now)),
-                delivery_count: 0,
-                state: State::Available,
-                deadletter_source: None,
-                message,
-            },
+            None => {
+                let expires = self.expiry(&message, now);
+                Entry::available(message, self.clock.wall(now), Some(expires))
+            }
         };
         self.main.insert(seq, entry);
         seq
+    }
+
+    /// A subscription's copy of a topic message: number and enqueued time are the topic's; the TTL is
+    /// this subscription's (already capped by the topic's). A number already present (which a topic
+    /// never hands out twice) is refused rather than overwriting another message.
+    pub fn admit_copy(
+        &mut self,
+        seq: i64,
+        message: StoredMessage,
+        enqueued_at: SystemTime,
+        now: Instant,
+    ) {
+        if self.main.entries.contains_key(&seq) || self.dlq.entries.contains_key(&seq) {
+            tracing::warn!(queue = %self.name, seq, "sequence number already present; copy dropped");
+            return;
+        }
+        let expires = self.expiry(&message, now);
+        self.main
+            .insert(seq, Entry::available(message, enqueued_at, Some(expires)));
+    }
+
+    /// A subscription's copy that goes straight to the dead-letter queue (its filter failed).
+    pub fn dead_letter_copy(
+        &mut self,
+        seq: i64,
+        message: StoredMessage,
+        enqueued_at: SystemTime,
+        reason: &str,
+        description: &str,
+    ) {
+        if self.main.entries.contains_key(&seq) || self.dlq.entries.contains_key(&seq) {
+            return;
+        }
+        let entry = Entry::available(message, enqueued_at, None);
+        self.dead_letter(seq, entry, reason, description);
     }
 
     /// Hand out the next available message in sequence order.

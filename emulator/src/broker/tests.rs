@@ -29,6 +29,7 @@ fn broker_with(props: QueueProperties) -> Broker {
     let mut config = Config::with_queues([Q, "other"]);
     config.namespaces = vec![NamespaceConfig {
         name: "ns".into(),
+        topics: Vec::new(),
         queues: vec![
             QueueConfig {
                 name: Q.into(),
@@ -164,19 +165,18 @@ fn counts(b: &Broker) -> QueueCounts {
 #[tokio::test(start_paused = true)]
 async fn resolve_normalises_addresses_case_insensitively() {
     let b = broker();
-    assert_eq!(
-        b.resolve("amqps://localhost:5671/ORDERS").unwrap(),
-        EntityPath::Queue(Q.into())
-    );
-    assert_eq!(
-        b.resolve("sb://localhost/orders").unwrap(),
-        EntityPath::Queue(Q.into())
-    );
-    assert_eq!(b.resolve("/orders").unwrap(), EntityPath::Queue(Q.into()));
-    assert_eq!(
-        b.resolve("orders/$deadletterqueue").unwrap(),
-        EntityPath::DeadLetter(Q.into())
-    );
+    for a in [
+        "amqps://localhost:5671/ORDERS",
+        "sb://localhost/orders",
+        "/orders",
+    ] {
+        let path = b.resolve(a).unwrap();
+        assert_eq!(path.to_string(), Q, "{a}");
+        assert_eq!(path.kind(), EntityKind::Queue);
+        assert!(path.accepts_sends() && !path.is_dead_letter());
+    }
+    let dlq = b.resolve("orders/$deadletterqueue").unwrap();
+    assert!(dlq.is_dead_letter() && !dlq.accepts_sends());
     assert_eq!(
         b.resolve("/orders/$DeadLetterQueue").unwrap().to_string(),
         "orders/$DeadLetterQueue"
@@ -690,12 +690,10 @@ async fn size_limit_and_unknown_entities() {
             ..
         })
     ));
-    let ghost = EntityPath::Queue("ghost".into());
     assert_eq!(
-        b.send(&ghost, msg("x").build()),
+        b.resolve("ghost"),
         Err(BrokerError::NotFound("ghost".into()))
     );
-    assert!(b.receive(&ghost, ReceiveMode::PeekLock).is_none());
     assert_eq!(b.counts("ghost"), None);
     assert_eq!(b.counts("ORDERS"), Some(QueueCounts::default()));
 }
@@ -975,4 +973,162 @@ async fn throughput() {
         n as f64 / sent.as_secs_f64(),
         n as f64 / received.as_secs_f64()
     );
+}
+
+/// Topic `t` (duplicate detection on, TTL 60 s) with subscriptions showing each routing rule.
+fn topic_broker() -> Broker {
+    use crate::config::{SubscriptionConfig, TopicConfig, TopicProperties};
+    use crate::filter::Rule;
+    let sql = |name: &str, text: &str| Rule::sql(name, text).unwrap();
+    let mut quiet = SubscriptionConfig::new("quiet").rules([sql("broken", "1 / 0 = 1")]);
+    quiet.dead_lettering_on_filter_evaluation_exceptions = false;
+    let config = Config::with_queues(Vec::<String>::new()).topic(
+        TopicConfig::new("t")
+            .properties(TopicProperties {
+                requires_duplicate_detection: true,
+                default_message_time_to_live: Duration::from_secs(60),
+                ..TopicProperties::default()
+            })
+            .subscription(SubscriptionConfig::new("ok"))
+            .subscription(SubscriptionConfig::new("broken").rules([sql("broken", "1 / 0 = 1")]))
+            .subscription(quiet)
+            .subscription(
+                SubscriptionConfig::new("multi").rules([
+                    Rule::default_rule(),
+                    sql("also-true", "1=1"),
+                    sql("a1", "1=1").with_action("SET n = 1").unwrap(),
+                    sql("a2", "sys.MessageId = 'm1'")
+                        .with_action("SET n = 2")
+                        .unwrap(),
+                ]),
+            ),
+    );
+    Broker::new(&config)
+}
+
+#[tokio::test(start_paused = true)]
+async fn topic_routes_copies_by_rules_and_survives_failing_filters() {
+    let b = topic_broker();
+    let t = b.resolve("t").unwrap();
+    assert_eq!(t.kind(), EntityKind::Topic);
+    assert_eq!(b.send(&t, msg("one").id("m1").build()), Ok(1));
+    // A duplicate within the window is accepted and dropped: the original's number, no new copies.
+    assert_eq!(b.send(&t, msg("again").id("m1").build()), Ok(1));
+    let counts = |s: &str| b.counts(&format!("t/Subscriptions/{s}")).unwrap();
+    assert_eq!(counts("ok").active_message_count, 1);
+    // The failing filter dead-letters that subscription's copy only; the other goes on.
+    assert_eq!(counts("broken").active_message_count, 0);
+    assert_eq!(counts("broken").dead_letter_message_count, 1);
+    assert_eq!(counts("quiet"), QueueCounts::default());
+    let dlq = b
+        .resolve("t/subscriptions/BROKEN/$deadletterqueue")
+        .unwrap();
+    let d = b.receive(&dlq, ReceiveMode::ReceiveAndDelete).unwrap();
+    assert_eq!(
+        app_property(&d.payload, keys::DEAD_LETTER_REASON),
+        Some(SimpleValue::String(REASON_FILTER.into()))
+    );
+    // Matching rules without actions give one copy; each matching rule with an action its own,
+    // numbered by the topic after the original.
+    assert_eq!(counts("multi").active_message_count, 3);
+    let multi = b.resolve("t/Subscriptions/multi").unwrap();
+    let mut seen = Vec::new();
+    while let Some(d) = b.receive(&multi, ReceiveMode::ReceiveAndDelete) {
+        seen.push((
+            d.sequence_number,
+            app_property(&d.payload, "n"),
+            app_property(&d.payload, keys::RULE_NAME),
+        ));
+    }
+    let s = |v: &str| Some(SimpleValue::String(v.into()));
+    assert_eq!(
+        seen,
+        [
+            (1, None, None),
+            (2, Some(SimpleValue::Long(1)), s("a1")),
+            (3, Some(SimpleValue::Long(2)), s("a2")),
+        ]
+    );
+    assert_eq!(b.send(&t, msg("two").build()), Ok(4));
+    // The topic's TTL caps the copies.
+    advance(Duration::from_secs(61)).await;
+    assert_eq!(counts("ok").active_message_count, 0);
+    // Topics take no receivers and subscriptions no sends.
+    assert!(b.receive(&t, ReceiveMode::PeekLock).is_none());
+    let ok = b.resolve("t/Subscriptions/ok").unwrap();
+    assert!(matches!(
+        b.send(&ok, msg("x").build()),
+        Err(BrokerError::NotAllowed(_))
+    ));
+    assert_eq!(
+        b.resolve("t/Subscriptions/nope"),
+        Err(BrokerError::NotFound("t/Subscriptions/nope".into()))
+    );
+    b.check_indexes();
+}
+
+#[tokio::test(start_paused = true)]
+async fn subscriptions_forward_to_topics_and_queues_with_a_hop_limit() {
+    use crate::config::{QueueConfig, SubscriptionConfig, TopicConfig};
+    let forward = |to: &str| QueueProperties {
+        forward_to: Some(to.into()),
+        ..QueueProperties::default()
+    };
+    let mut config = Config::with_queues(["dead"]).topic(
+        TopicConfig::new("t")
+            .subscription(SubscriptionConfig::new("f").properties(forward("t2")))
+            .subscription(SubscriptionConfig::new("d").properties(QueueProperties {
+                max_delivery_count: 1,
+                forward_dead_lettered_messages_to: Some("dead".into()),
+                ..QueueProperties::default()
+            })),
+    );
+    config = config
+        .topic(TopicConfig::new("t2").subscription(SubscriptionConfig::new("all")))
+        .topic(
+            TopicConfig::new("a")
+                .subscription(SubscriptionConfig::new("x").properties(forward("b"))),
+        )
+        .topic(
+            TopicConfig::new("b")
+                .subscription(SubscriptionConfig::new("y").properties(forward("a"))),
+        );
+    assert_eq!(
+        config.queues(),
+        [QueueConfig {
+            name: "dead".into(),
+            properties: QueueProperties::default()
+        }]
+    );
+    let b = Broker::new(&config);
+    let counts = |e: &str| b.counts(e).unwrap();
+    b.send(&b.resolve("t").unwrap(), msg("hello").build())
+        .unwrap();
+    // subscription → topic → its subscription
+    assert_eq!(counts("t/Subscriptions/f").active_message_count, 0);
+    assert_eq!(counts("t2/Subscriptions/all").active_message_count, 1);
+    // ForwardDeadLetteredMessagesTo: the dead letter lands in the queue, marked with its source.
+    let d = b.resolve("t/Subscriptions/d").unwrap();
+    let delivery = b.receive(&d, ReceiveMode::PeekLock).unwrap();
+    b.settle(&d, delivery.lock_token, abandon()).unwrap();
+    assert_eq!(counts("t/Subscriptions/d").dead_letter_message_count, 0);
+    assert_eq!(counts("dead").active_message_count, 1);
+    let dead = b
+        .receive(&b.resolve("dead").unwrap(), ReceiveMode::ReceiveAndDelete)
+        .unwrap();
+    assert_eq!(
+        annotation(&dead.payload, keys::DEADLETTER_SOURCE),
+        Some(Value::String("t/Subscriptions/d".into()))
+    );
+    // a → x → b → y → a ...: dead-lettered once the chain is longer than Service Bus allows.
+    b.send(&b.resolve("a").unwrap(), msg("round").build())
+        .unwrap();
+    let x_dlq = b.resolve("a/Subscriptions/x/$DeadLetterQueue").unwrap();
+    let looped = b.receive(&x_dlq, ReceiveMode::ReceiveAndDelete).unwrap();
+    assert_eq!(
+        app_property(&looped.payload, keys::DEAD_LETTER_REASON),
+        Some(SimpleValue::String(REASON_HOPS.into()))
+    );
+    assert_eq!(counts("b/Subscriptions/y"), QueueCounts::default());
+    b.check_indexes();
 }

@@ -1,5 +1,5 @@
-//! The timer task: sleeps until the earliest deadline of any queue (lock expiry, scheduled enqueue,
-//! TTL), applies it, and bumps `changes()` so waiting receivers retry.
+//! The timer task: sleeps until the earliest deadline of any entity (lock expiry, scheduled enqueue,
+//! TTL, a topic's scheduled message), applies it, and bumps `changes()` so waiting receivers retry.
 //!
 //! Every broker operation also applies due deadlines itself, so correctness does not depend on this task
 //! waking on time; the task exists so that receivers blocked on `changes()` hear about a lock expiry or a
@@ -36,13 +36,23 @@ pub(super) async fn run(broker: Weak<Inner>, wake: Arc<Notify>) {
         if available {
             inner.changes.send_modify(|g| *g = g.wrapping_add(1));
         }
-        // Dead letters forwarded to another queue are enqueued after every queue lock is released.
         let handle = Broker {
             inner: inner.clone(),
         };
+        // Scheduled messages of topics that are due are routed now and stored below.
+        let mut copies = Vec::new();
+        for t in &inner.topics {
+            let mut t = lock(t);
+            copies.extend(handle.route_due(&mut t, now));
+            if let Some(d) = t.next_deadline() {
+                next = Some(next.map_or(d, |n| n.min(d)));
+            }
+        }
+        // Dead letters forwarded elsewhere and topic copies are stored after every lock is released.
         for (idx, messages) in forwarded {
             handle.forward_dead_letters(idx, messages);
         }
+        handle.store_copies(copies, 0);
         drop(handle);
         inner.timer_target.store(
             next.map_or(u64::MAX, |d| inner.clock.nanos(d)),

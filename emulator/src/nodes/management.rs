@@ -21,6 +21,9 @@ pub fn handle(broker: &Broker, entity: &EntityPath, request: &Request) -> Reply 
         "com.microsoft:cancel-scheduled-message" => cancel(broker, entity, request),
         "com.microsoft:receive-by-sequence-number" => receive_deferred(broker, entity, request),
         "com.microsoft:update-disposition" => update_disposition(broker, entity, request),
+        "com.microsoft:add-rule" => super::rules::add(broker, entity, request),
+        "com.microsoft:remove-rule" => super::rules::remove(broker, entity, request),
+        "com.microsoft:enumerate-rules" => super::rules::enumerate(broker, entity, request),
         other => Err(Reply::error(
             501,
             "amqp:not-implemented",
@@ -30,11 +33,11 @@ pub fn handle(broker: &Broker, entity: &EntityPath, request: &Request) -> Reply 
     result.unwrap_or_else(|reply| reply)
 }
 
-fn bad_request(description: impl Into<String>) -> Reply {
+pub(super) fn bad_request(description: impl Into<String>) -> Reply {
     Reply::error(400, "com.microsoft:argument-error", description)
 }
 
-fn field<'a>(request: &'a Request, key: &str) -> Result<&'a Value, Reply> {
+pub(super) fn field<'a>(request: &'a Request, key: &str) -> Result<&'a Value, Reply> {
     request
         .body_field(key)
         .ok_or_else(|| bad_request(format!("the request body has no '{key}' field")))
@@ -75,7 +78,7 @@ fn settle_error(e: SettleError) -> Reply {
     }
 }
 
-fn broker_error(e: BrokerError) -> Reply {
+pub(super) fn broker_error(e: BrokerError) -> Reply {
     match e {
         BrokerError::NotFound(_) => Reply::error(404, "amqp:not-found", e.to_string()),
         BrokerError::MessageTooLarge { .. } => {
@@ -83,6 +86,10 @@ fn broker_error(e: BrokerError) -> Reply {
         }
         BrokerError::SequenceNotFound(_) => {
             Reply::error(404, "com.microsoft:message-not-found", e.to_string())
+        }
+        BrokerError::NotAllowed(_) => Reply::error(400, "amqp:not-allowed", e.to_string()),
+        BrokerError::AlreadyExists(_) => {
+            Reply::error(409, "com.microsoft:entity-already-exists", e.to_string())
         }
     }
 }

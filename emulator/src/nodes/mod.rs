@@ -1,4 +1,5 @@
-//! The request/response nodes: `$cbs` (put-token) and `<entity>/$management`.
+//! The request/response nodes: `$cbs` (put-token) and `<entity>/$management` (with the rule
+//! operations of a subscription in `rules`).
 //!
 //! Both take one decoded request message and produce one reply message; the server routes the reply
 //! (by `reply-to`, else to the node's response link on the same connection). Replies always carry
@@ -6,6 +7,7 @@
 
 pub mod cbs;
 pub mod management;
+pub mod rules;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -1,7 +1,8 @@
 """Service Bus scenarios run with the official Python SDK against the emulator.
 
 Usage: python scenarios.py <scenario>
-Environment: SB_CONN (connection string), SB_QUEUE (queue name).
+Environment: SB_CONN (connection string), SB_QUEUE (queue name), SB_TOPIC (topic name, for the topic
+scenarios; the Rust test declares its subscriptions and rules).
 
 Each scenario asserts what the SDK sees and prints one JSON object on the last line of stdout, which
 the Rust test (emulator/tests/python_sdk.rs) parses and asserts again. Any failure exits non-zero
@@ -25,6 +26,7 @@ from azure.servicebus.exceptions import MessageLockLostError
 
 CONN = os.environ["SB_CONN"]
 QUEUE = os.environ["SB_QUEUE"]
+TOPIC = os.environ.get("SB_TOPIC", "orders")
 WAIT = 5  # seconds a receive waits for messages
 
 
@@ -340,6 +342,180 @@ def throughput():
     }
 
 
+# ---- topics: the Rust test (python_sdk.rs, `topic_config`) declares the topic's subscriptions ----
+
+
+def props_of(m):
+    return {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in (m.application_properties or {}).items()
+    }
+
+
+def drain(sb, subscription, sub_queue=None, complete=True):
+    """Everything one subscription holds now, completed."""
+    out = []
+    with sb.get_subscription_receiver(TOPIC, subscription, sub_queue=sub_queue) as receiver:
+        while True:
+            got = receiver.receive_messages(max_message_count=10, max_wait_time=1)
+            if not got:
+                return out
+            for m in got:
+                out.append(m)
+                if complete:
+                    receiver.complete_message(m)
+
+
+def topic_fan_out():
+    with client() as sb:
+        with sb.get_topic_sender(TOPIC) as sender:
+            sender.send_messages(
+                [
+                    ServiceBusMessage("red-order", subject="Orders", application_properties={"color": "red", "quantity": 1}),
+                    ServiceBusMessage("blue-order", subject="Orders", application_properties={"color": "blue", "quantity": 10}),
+                    ServiceBusMessage("blue-other", subject="Other", application_properties={"color": "blue", "quantity": 10}),
+                ]
+            )
+        got = {name: drain(sb, name) for name in ["all", "all2", "red", "sql", "norules", "act"]}
+    act = got["act"][0] if got["act"] else None
+    red_in_all = next(m for m in got["all"] if body(m) == "red-order")
+    return {
+        "bodies": {name: [body(m) for m in ms] for name, ms in got.items()},
+        "sequence_numbers": {name: [m.sequence_number for m in ms] for name, ms in got.items()},
+        "act_properties": props_of(act) if act else None,
+        "act_subject": act.subject if act else None,
+        "all_properties_of_red": props_of(red_in_all),
+        "all_subject_of_red": red_in_all.subject,
+    }
+
+
+def topic_dead_letter():
+    with client() as sb:
+        with sb.get_topic_sender(TOPIC) as sender:
+            sender.send_messages(ServiceBusMessage("poison"))
+        with sb.get_subscription_receiver(TOPIC, "all") as receiver:
+            m = receive_one(receiver)
+            receiver.dead_letter_message(m, reason="BadInput", error_description="no good")
+        dead = drain(sb, "all", sub_queue=ServiceBusSubQueue.DEAD_LETTER)
+        other = drain(sb, "all2")
+    return {
+        "dead": [body(m) for m in dead],
+        "reason": dead[0].dead_letter_reason,
+        "description": dead[0].dead_letter_error_description,
+        "source": dead[0].dead_letter_source,
+        "other_subscription": [body(m) for m in other],
+    }
+
+
+def topic_schedule():
+    with client() as sb:
+        with sb.get_topic_sender(TOPIC) as sender:
+            later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)
+            seqs = sender.schedule_messages([ServiceBusMessage("t-keep"), ServiceBusMessage("t-cancel")], later)
+            sender.cancel_scheduled_messages(seqs[1])
+            soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=3)
+            sender.schedule_messages(ServiceBusMessage("t-soon"), soon)
+        with sb.get_subscription_receiver(TOPIC, "all") as receiver:
+            before = receiver.receive_messages(max_message_count=1, max_wait_time=0.5)
+            got = receiver.receive_messages(max_message_count=1, max_wait_time=20)
+            assert len(got) == 1, "the message scheduled 3 s ahead did not reach the subscription"
+            receiver.complete_message(got[0])
+        other = drain(sb, "all2")
+    return {
+        "received_before_due": len(before),
+        "received_when_due": body(got[0]),
+        "other_subscription": [body(m) for m in other],
+        "sequence_numbers": seqs,
+    }
+
+
+def topic_peek_defer():
+    with client() as sb:
+        with sb.get_topic_sender(TOPIC) as sender:
+            sender.send_messages([ServiceBusMessage("d0"), ServiceBusMessage("d1")])
+        with sb.get_subscription_receiver(TOPIC, "all") as receiver:
+            peeked = receiver.peek_messages(max_message_count=5)
+            m = receive_one(receiver)
+            seq = m.sequence_number
+            receiver.defer_message(m)
+            rest = receive_one(receiver)
+            receiver.complete_message(rest)
+            nothing = receiver.receive_messages(max_message_count=1, max_wait_time=1)
+            deferred = receiver.receive_deferred_messages([seq])
+            renewed = receiver.renew_message_lock(deferred[0])
+            receiver.complete_message(deferred[0])
+    return {
+        "peeked": [body(m) for m in peeked],
+        "deferred": body(deferred[0]),
+        "visible_while_deferred": len(nothing),
+        "renewed": renewed is not None,
+    }
+
+
+def topic_forward():
+    with client() as sb:
+        with sb.get_topic_sender(TOPIC) as sender:
+            sender.send_messages(ServiceBusMessage("via-fwd", application_properties={"color": "green"}))
+        with sb.get_queue_receiver(QUEUE) as receiver:
+            m = receive_one(receiver)
+            receiver.complete_message(m)
+        in_fwd = drain(sb, "fwd")
+    return {"queue_got": body(m), "left_in_forwarding_subscription": len(in_fwd)}
+
+
+def topic_errors():
+    """Unknown entities and sends to a subscription are refused, naming the entity."""
+    errors = {}
+    with client() as sb:
+        for name, make in [
+            ("unknown_topic", lambda: sb.get_topic_sender("no-such-topic")),
+            ("send_to_subscription", lambda: sb.get_queue_sender(f"{TOPIC}/Subscriptions/all")),
+        ]:
+            try:
+                with make() as sender:
+                    sender.send_messages(ServiceBusMessage("x"))
+                errors[name] = None
+            except Exception as e:
+                errors[name] = f"{type(e).__name__}: {e}"
+        try:
+            with sb.get_subscription_receiver(TOPIC, "no-such-sub") as receiver:
+                receiver.receive_messages(max_message_count=1, max_wait_time=1)
+            errors["unknown_subscription"] = None
+        except Exception as e:
+            errors["unknown_subscription"] = f"{type(e).__name__}: {e}"
+    return errors
+
+
+def official_sample():
+    """The official emulator's sample Config.json: topic.1 with a correlation rule, a user-property
+    rule, a subscription without rules and a SQL rule with an action."""
+    with client() as sb:
+        with sb.get_topic_sender("topic.1") as sender:
+            sender.send_messages(
+                [
+                    ServiceBusMessage("json", content_type="application/json"),
+                    ServiceBusMessage("text", content_type="text/plain", application_properties={"prop1": "value1"}),
+                    ServiceBusMessage("sql", message_id="123456", application_properties={"userProp1": "value1"}),
+                ]
+            )
+        got = {}
+        for sub in ["subscription.1", "subscription.2", "subscription.3", "subscription.4"]:
+            with sb.get_subscription_receiver("topic.1", sub) as receiver:
+                ms = []
+                while True:
+                    batch = receiver.receive_messages(max_message_count=10, max_wait_time=1)
+                    if not batch:
+                        break
+                    for m in batch:
+                        receiver.complete_message(m)
+                    ms.extend(batch)
+                got[sub] = ms
+    return {
+        "bodies": {k: sorted(body(m) for m in v) for k, v in got.items()},
+        "sql_to": got["subscription.4"][0].to if got["subscription.4"] else None,
+    }
+
+
 SCENARIOS = {
     f.__name__: f
     for f in [
@@ -356,6 +532,13 @@ SCENARIOS = {
         wrong_key,
         properties,
         throughput,
+        topic_fan_out,
+        topic_dead_letter,
+        topic_schedule,
+        topic_peek_defer,
+        topic_forward,
+        topic_errors,
+        official_sample,
     ]
 }
 
