@@ -33,7 +33,7 @@ struct Cli {
     )]
     listen: SocketAddr,
 
-    /// HTTP address for GET /health and GET /queues/{name}.
+    /// HTTP address for GET /health, the JSON counts and the administration API.
     #[arg(
         long,
         env = "SERVICEBUS_EMULATOR_HEALTH_LISTEN",
@@ -41,6 +41,10 @@ struct Cli {
         default_value = "127.0.0.1:5300"
     )]
     health_listen: SocketAddr,
+
+    /// The HTTP port alone (the official emulator's variable); replaces the port of --health-listen.
+    #[arg(long, env = "EMULATOR_HTTP_PORT", value_name = "PORT")]
+    http_port: Option<u16>,
 
     /// Log format on stderr (filter with RUST_LOG, default `info`).
     #[arg(long, env = "SERVICEBUS_EMULATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -112,7 +116,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let emulator = Emulator::builder()
         .config(config)
         .listen(cli.listen)
-        .health_listen(cli.health_listen)
+        .health_listen(http_listen(&cli))
         .start()
         .await?;
     tracing::info!(
@@ -130,6 +134,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     emulator.run_until(stop).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `--health-listen`, with its port replaced by `EMULATOR_HTTP_PORT`/`--http-port` when given.
+fn http_listen(cli: &Cli) -> SocketAddr {
+    let mut addr = cli.health_listen;
+    if let Some(port) = cli.http_port {
+        addr.set_port(port);
+    }
+    addr
 }
 
 /// SIGINT (Ctrl-C) or SIGTERM (container stop, test harness). The handlers are installed here, before

@@ -169,7 +169,11 @@ impl EmulatorBuilder {
             let _ = rx.wait_for(|s| *s).await;
         }));
         let mut rx = shutdown_rx.clone();
-        tasks.spawn(crate::http::serve(health, broker.clone(), async move {
+        let routes = crate::http::Routes::new(
+            broker.clone(),
+            crate::admin::Admin::new(broker.clone(), SasValidator::emulator_default()),
+        );
+        tasks.spawn(crate::http::serve(health, routes, async move {
             let _ = rx.wait_for(|s| *s).await;
         }));
         tracing::info!(%amqp_addr, %health_addr, "emulator listening");
