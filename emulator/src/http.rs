@@ -142,7 +142,9 @@ impl Routes {
             Err(e) => {
                 return error(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("the request body could not be read ({e}); the limit is {MAX_BODY} bytes"),
+                    format!(
+                        "the request body could not be read ({e}); the limit is {MAX_BODY} bytes"
+                    ),
                 );
             }
         };
@@ -152,7 +154,11 @@ impl Routes {
     /// `GET /queues/{q}`, `GET /topics/{t}` (scheduled at the topic, the rest summed over its
     /// subscriptions) and `GET /topics/{t}/subscriptions/{s}`.
     fn counts(&self, path: &str) -> Response<Body> {
-        let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
         if let Some(name) = path.strip_prefix("/queues/") {
             let name = decode(name);
             return match self.broker.counts(&name) {
@@ -173,9 +179,9 @@ impl Routes {
         let counts = match rest.split_once('/') {
             None => self.broker.topic_counts(&rest),
             Some((topic, sub)) => match sub.split_once('/') {
-                Some((segment, name)) if segment.eq_ignore_ascii_case("subscriptions") => self
-                    .broker
-                    .counts(&format!("{topic}/Subscriptions/{name}")),
+                Some((segment, name)) if segment.eq_ignore_ascii_case("subscriptions") => {
+                    self.broker.counts(&format!("{topic}/Subscriptions/{name}"))
+                }
                 _ => None,
             },
         };

@@ -895,10 +895,41 @@ impl Connection {
     }
 
     fn pump_all(&mut self, engine: &mut Engine) {
+        self.detach_deleted(engine);
         let mut ids: Vec<LinkId> = self.links.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {
             self.pump(engine, id);
+        }
+    }
+
+    /// Detach the links of entities deleted (by the administration API) since they attached, as
+    /// Service Bus does, with `amqp:not-found`.
+    fn detach_deleted(&mut self, engine: &mut Engine) {
+        let broker = &self.shared.broker;
+        let gone: Vec<(LinkId, String)> = self
+            .links
+            .iter()
+            .filter_map(|(id, role)| match role {
+                LinkRole::EntitySender { entity }
+                | LinkRole::EntityReceiver { entity, .. }
+                | LinkRole::ManagementRequests { entity }
+                    if !broker.exists(entity) =>
+                {
+                    Some((*id, entity.to_string()))
+                }
+                _ => None,
+            })
+            .collect();
+        for (link, entity) in gone {
+            self.links.remove(&link);
+            engine.detach(
+                link,
+                Some(amqp_error(
+                    "amqp:not-found",
+                    format!("the messaging entity '{entity}' was deleted"),
+                )),
+            );
         }
     }
 

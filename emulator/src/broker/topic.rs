@@ -82,8 +82,9 @@ impl Topic {
         }
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
+    /// New properties (the administration API's update); they apply to the next message.
+    pub fn set_properties(&mut self, props: TopicProperties) {
+        self.props = props;
     }
 
     fn take_sequence(&mut self) -> i64 {
