@@ -219,6 +219,15 @@ impl Emulator {
         )
     }
 
+    /// The connection string for `ServiceBusAdministrationClient`: the HTTP port, as the official
+    /// emulator documents it for management.
+    pub fn admin_connection_string(&self) -> String {
+        format!(
+            "Endpoint=sb://{};SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;",
+            self.health_addr
+        )
+    }
+
     pub fn broker(&self) -> &Broker {
         &self.broker
     }

@@ -49,6 +49,8 @@ pub enum Copy {
 
 /// What the topic did with a sent message.
 #[derive(Debug)]
+// Short-lived return value: boxing the message would cost an allocation per send for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Accepted {
     /// Fan it out now with this sequence number.
     Now(i64, StoredMessage),

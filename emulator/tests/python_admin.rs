@@ -1,0 +1,184 @@
+//! The administration API with the official Python SDK's `ServiceBusAdministrationClient` as the peer
+//! (`tests/python/admin_scenarios.py`): every scenario manages entities over HTTP, then proves over
+//! AMQP that the setting took effect. The interpreter comes from `ACA_LAB_PYTHON`, else
+//! `<workspace>/.venv/bin/python` (created by `cargo xtask test`); without one these tests fail.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use serde_json::{Value, json};
+use servicebus_emulator::Emulator;
+use servicebus_emulator::broker::EntityKind;
+use servicebus_emulator::config::Config;
+
+fn python() -> PathBuf {
+    let path = std::env::var_os("ACA_LAB_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"));
+    assert!(
+        path.exists(),
+        "no Python interpreter at {}: run `cargo xtask test` (it creates the venv with azure-servicebus) \
+         or set ACA_LAB_PYTHON to a python that has azure-servicebus installed",
+        path.display()
+    );
+    path
+}
+
+/// Start an emulator with the lab's Config.json (queue `queue-messages`), run one scenario, return its
+/// JSON. Panics with the script's output on failure.
+async fn run(name: &str) -> (Emulator, Value) {
+    let emu = Emulator::builder()
+        .config(Config::lab_default())
+        .loopback()
+        .start()
+        .await
+        .unwrap();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/admin_scenarios.py");
+    let child = tokio::process::Command::new(python())
+        .arg(&script)
+        .arg(name)
+        .env("SB_CONN", emu.connection_string())
+        .env("SB_ADMIN_CONN", emu.admin_connection_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        child.wait_with_output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("scenario {name} did not finish within 120 s"))
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "scenario {name} failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    let value = serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("scenario {name} printed no JSON ({e}):\n{stdout}\n{stderr}"));
+    (emu, value)
+}
+
+#[tokio::test]
+async fn created_queue_takes_its_max_delivery_count_then_updates_conflicts_and_deletes() {
+    let (emu, r) = run("queue_lifecycle").await;
+    // MaxDeliveryCount 2: two deliveries, then the dead-letter queue.
+    assert_eq!(r["deliveries"], 2);
+    assert_eq!(r["reason"], "MaxDeliveryCountExceeded");
+    assert_eq!(r["dead_letter_count_after_complete"], 0);
+    assert!(r["conflict"].as_str().unwrap().contains("409"), "{r}");
+    assert_eq!(r["updated_max_delivery_count"], 5);
+    assert_eq!(r["updated_lock_seconds"], 10.0);
+    assert_eq!(r["missing"], true);
+    assert_eq!(r["delete_missing"], true);
+    assert!(
+        r["send_after_delete"]
+            .as_str()
+            .unwrap()
+            .contains("amqp:not-found"),
+        "{r}"
+    );
+    assert!(emu.broker().entity_info("fresh").is_none());
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn runtime_properties_count_what_amqp_did() {
+    let (emu, r) = run("runtime_properties").await;
+    assert_eq!(
+        r,
+        json!({"active": 2, "dead_letter": 1, "scheduled": 1, "total": 4, "transfer": 0,
+               "created_is_recent": true, "listed_active": 2})
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn lists_page_in_name_order() {
+    let (emu, r) = run("list_paging").await;
+    assert_eq!(
+        r["pages"],
+        json!([["p-a", "p-b"], ["p-c", "p-d"], ["p-e", "queue-messages"]])
+    );
+    assert_eq!(
+        r["all"],
+        json!(["p-a", "p-b", "p-c", "p-d", "p-e", "queue-messages"])
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn topics_subscriptions_sql_and_correlation_rules_route_messages() {
+    let (emu, r) = run("topics_and_rules").await;
+    assert_eq!(r["topic_ttl_minutes"], 30.0);
+    assert_eq!(
+        r["got"],
+        json!({"all": ["b", "r", "u"], "red": ["r"], "red_handled": "yes", "urgent": ["u"], "none": []})
+    );
+    assert_eq!(r["rules"], json!(["is-red"]));
+    assert_eq!(r["sql"], "color = 'red'");
+    assert_eq!(r["action"], "SET handled = 'yes'");
+    assert_eq!(r["prio_label"], "alert");
+    assert_eq!(r["prio_properties"], json!({"priority": 2}));
+    assert!(
+        r["bad_sql"].as_str().unwrap().contains("position 9"),
+        "an invalid SQL filter names its position: {r}"
+    );
+    assert_eq!(r["subscription_count"], 4);
+    assert_eq!(r["subscriptions"], json!(["all", "none", "red", "urgent"]));
+    assert_eq!(r["sub_missing"], true);
+    assert_eq!(r["topic_missing"], true);
+    assert_eq!(
+        emu.broker().list_entities(EntityKind::Topic, None).unwrap(),
+        []
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn forward_to_set_at_creation_moves_messages() {
+    let (emu, r) = run("forwarding").await;
+    assert_eq!(r["forwarded"], json!(["hop"]));
+    assert!(
+        r["forward_to"].as_str().unwrap().ends_with("/fwd-target"),
+        "{r}"
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn wrong_key_is_401() {
+    let (emu, r) = run("wrong_key").await;
+    let error = r["error"].as_str().unwrap();
+    assert!(
+        error.contains("Unauthorized") && error.contains("401"),
+        "{error}"
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn namespace_properties_and_configured_entities() {
+    let (emu, r) = run("namespace").await;
+    assert_eq!(
+        r,
+        json!({"name": "sbemulatorns", "sku": "Standard", "configured_queue": "queue-messages"})
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn receivers_on_a_deleted_queue_are_detached_with_not_found() {
+    let (emu, r) = run("receiver_on_deleted_queue").await;
+    let error = r["error"].as_str().unwrap();
+    assert!(
+        error.contains("amqp:not-found") && error.contains("deleted"),
+        "{error}"
+    );
+    emu.shutdown().await;
+}
