@@ -82,10 +82,16 @@ impl ApiError {
 
     fn into_response(self) -> Response<Body> {
         let code = self.status.as_u16();
+        // The detail is a sentence after the sub-code; reasons from deeper layers start lower-case.
+        let mut chars = self.detail.chars();
+        let detail: String = chars
+            .next()
+            .map(|c| c.to_uppercase().chain(chars).collect())
+            .unwrap_or_default();
         // .NET reads the sub-code with `SubCode=(\d+)\.`.
         let body = ErrorBody {
             code,
-            detail: format!("SubCode={}. {}", u32::from(code) * 100, self.detail),
+            detail: format!("SubCode={}. {detail}", u32::from(code) * 100),
         };
         match model::to_xml(&body) {
             Ok(xml) => response(self.status, ERROR_TYPE, Bytes::from(xml)),
@@ -250,6 +256,7 @@ impl Admin {
 
     /// Answer one request (its body already read).
     pub async fn handle(&self, parts: &Parts, body: Bytes) -> Response<Body> {
+        tracing::trace!(method = %parts.method, uri = %parts.uri, body = %String::from_utf8_lossy(&body), "admin request");
         match self.route(parts, &body) {
             Ok(r) => r,
             Err(e) => {
