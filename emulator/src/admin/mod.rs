@@ -11,6 +11,7 @@
 //! `sr`: the SDKs sign different audiences), and one in `ServiceBusSupplementaryAuthorization` /
 //! `ServiceBusDlqSupplementaryAuthorization` when a description forwards elsewhere.
 
+pub mod client;
 pub mod model;
 pub mod parse;
 pub mod xml;
