@@ -459,6 +459,8 @@ struct Connection {
     links: HashMap<LinkId, LinkRole>,
     replies: HashMap<LinkId, VecDeque<Bytes>>,
     closed: bool,
+    /// [`Broker::deletions`] when the links were last checked for deleted entities.
+    deletions_seen: u64,
 }
 
 /// Serve one connection on any byte stream (TCP in production, `tokio::io::duplex` in tests) until the
@@ -487,6 +489,7 @@ pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         links: HashMap::new(),
         replies: HashMap::new(),
         closed: false,
+        deletions_seen: shared.broker.deletions(),
     };
     let mut result = Ok(());
     loop {
@@ -904,7 +907,11 @@ impl Connection {
     }
 
     fn pump_all(&mut self, engine: &mut Engine) {
-        self.detach_deleted(engine);
+        let deletions = self.shared.broker.deletions();
+        if deletions != self.deletions_seen {
+            self.deletions_seen = deletions;
+            self.detach_deleted(engine);
+        }
         let mut ids: Vec<LinkId> = self.links.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {

@@ -118,7 +118,8 @@ async fn topics_subscriptions_sql_and_correlation_rules_route_messages() {
     assert_eq!(r["topic_ttl_minutes"], 30.0);
     assert_eq!(
         r["got"],
-        json!({"all": ["b", "r", "u"], "red": ["r"], "red_handled": "yes", "urgent": ["u"], "none": []})
+        json!({"all": ["b", "r", "u"], "red": ["r"], "red_handled": "yes", "urgent": ["u"], "none": [],
+               "red_after_update": ["b2"], "red_dead_lettered": ["b2"]})
     );
     assert_eq!(r["rules"], json!(["is-red"]));
     assert_eq!(r["sql"], "color = 'red'");

@@ -244,6 +244,8 @@ struct Inner {
     /// The deadline the timer task sleeps towards, as [`Clock::nanos`]; 0 while it recomputes, so every
     /// operation with a deadline wakes it; `u64::MAX` when it waits for no deadline.
     timer_target: AtomicU64,
+    /// Counts entity deletions, so connections look for links to detach only after one.
+    deletions: AtomicU64,
 }
 
 impl Drop for Inner {
@@ -270,6 +272,7 @@ impl Broker {
             changes: watch::Sender::new(0),
             timer_wake: timer_wake.clone(),
             timer_target: AtomicU64::new(u64::MAX),
+            deletions: AtomicU64::new(0),
         });
         let broker = Broker { inner };
         // The config loader has checked names and references; a clash here is a config built in code.
@@ -486,6 +489,9 @@ impl Broker {
 
     /// Enqueue dead letters of entity `from` in its `ForwardDeadLetteredMessagesTo` destination.
     fn forward_dead_letters(&self, from: usize, messages: Vec<StoredMessage>) {
+        if messages.is_empty() {
+            return;
+        }
         let Some(to) = self.entities().dead_letters_to[from] else {
             return;
         };

@@ -304,6 +304,14 @@ impl Broker {
         self.bump();
     }
 
+    /// How many entities were deleted so far: a connection checks its links with [`Broker::exists`]
+    /// only when this moved, not on every message.
+    pub fn deletions(&self) -> u64 {
+        self.inner
+            .deletions
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     fn meta(&self, properties: EntityProperties) -> Meta {
         let now = self.now();
         Meta {
@@ -552,6 +560,9 @@ impl Broker {
             }
             e.recompute_routing();
         }
+        self.inner
+            .deletions
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.registry_changed();
         Ok(())
     }

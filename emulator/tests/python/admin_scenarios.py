@@ -193,6 +193,27 @@ def topics_and_rules():
                     got["red_handled"] = msgs[0].application_properties.get(b"handled", b"").decode()
                 for m in msgs:
                     r.complete_message(m)
+    # Updates take effect for the next message: the rule now selects blue, and the subscription
+    # dead-letters on the first abandon.
+    rule = a.get_rule("events", "red", "is-red")
+    rule.filter = SqlRuleFilter("color = 'blue'")
+    a.update_rule("events", "red", rule)
+    red = a.get_subscription("events", "red")
+    red.max_delivery_count = 1
+    a.update_subscription("events", red)
+    with sb() as c:
+        with c.get_topic_sender("events") as s:
+            s.send_messages(ServiceBusMessage("b2", application_properties={"color": "blue"}))
+            s.send_messages(ServiceBusMessage("r2", application_properties={"color": "red"}))
+        with c.get_subscription_receiver("events", "red", max_wait_time=2) as r:
+            msgs = r.receive_messages(max_message_count=10, max_wait_time=2)
+            got["red_after_update"] = sorted(body(m) for m in msgs)
+            for m in msgs:
+                r.abandon_message(m)
+        with c.get_subscription_receiver(
+            "events", "red", sub_queue=ServiceBusSubQueue.DEAD_LETTER, max_wait_time=2
+        ) as d:
+            got["red_dead_lettered"] = sorted(body(m) for m in d.receive_messages(max_message_count=10, max_wait_time=2))
     topic_rt = a.get_topic_runtime_properties("events")
     subs = [s.name for s in a.list_subscriptions("events")]
     a.delete_subscription("events", "none")
@@ -255,6 +276,44 @@ def receiver_on_deleted_queue():
     return {"error": error[:200]}
 
 
+def bench():
+    """Not a test: what a user of the SDK waits for (docs/benchmarks.md). SB_BENCH_QUEUES sets how
+    many queues the create-then-list measure makes (default 1000)."""
+    import statistics
+    import time
+
+    a = admin()
+    latencies = []
+    with sb() as c:
+        for i in range(20):
+            name = f"lat-{i}"
+            t0 = time.perf_counter()
+            a.create_queue(name)
+            with c.get_queue_sender(name) as s:
+                s.send_messages(ServiceBusMessage("first"))
+            with c.get_queue_receiver(name, max_wait_time=WAIT) as r:
+                got = r.receive_messages(max_message_count=1, max_wait_time=WAIT)
+                assert len(got) == 1
+                latencies.append((time.perf_counter() - t0) * 1000)
+                r.complete_message(got[0])
+    count = int(os.environ.get("SB_BENCH_QUEUES", "1000"))
+    t0 = time.perf_counter()
+    for i in range(count):
+        a.create_queue(f"many-{i:04}")
+    created = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    listed = sum(1 for q in a.list_queues() if q.name.startswith("many-"))
+    listing = time.perf_counter() - t0
+    assert listed == count, listed
+    return {
+        "create_to_first_receive_ms_median": round(statistics.median(latencies), 1),
+        "create_to_first_receive_ms_max": round(max(latencies), 1),
+        "queues": count,
+        "create_s": round(created, 2),
+        "list_s": round(listing, 2),
+    }
+
+
 SCENARIOS = {
     f.__name__: f
     for f in [
@@ -266,6 +325,7 @@ SCENARIOS = {
         wrong_key,
         namespace,
         receiver_on_deleted_queue,
+        bench,
     ]
 }
 
