@@ -3,26 +3,12 @@
 //! AMQP that the setting took effect. The interpreter comes from `ACA_LAB_PYTHON`, else
 //! `<workspace>/.venv/bin/python` (created by `cargo xtask test`); without one these tests fail.
 
-use std::path::PathBuf;
-use std::process::Stdio;
+mod common;
 
 use serde_json::{Value, json};
 use servicebus_emulator::Emulator;
 use servicebus_emulator::broker::EntityKind;
 use servicebus_emulator::config::Config;
-
-fn python() -> PathBuf {
-    let path = std::env::var_os("ACA_LAB_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"));
-    assert!(
-        path.exists(),
-        "no Python interpreter at {}: run `cargo xtask test` (it creates the venv with azure-servicebus) \
-         or set ACA_LAB_PYTHON to a python that has azure-servicebus installed",
-        path.display()
-    );
-    path
-}
 
 /// Start an emulator with the lab's Config.json (queue `queue-messages`), run one scenario, return its
 /// JSON. Panics with the script's output on failure.
@@ -33,34 +19,15 @@ async fn run(name: &str) -> (Emulator, Value) {
         .start()
         .await
         .unwrap();
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/admin_scenarios.py");
-    let child = tokio::process::Command::new(python())
-        .arg(&script)
-        .arg(name)
-        .env("SB_CONN", emu.connection_string())
-        .env("SB_ADMIN_CONN", emu.admin_connection_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let out = tokio::time::timeout(
-        std::time::Duration::from_secs(120),
-        child.wait_with_output(),
+    let value = common::run_scenario(
+        "admin_scenarios.py",
+        name,
+        &[
+            ("SB_CONN", emu.connection_string()),
+            ("SB_ADMIN_CONN", emu.admin_connection_string()),
+        ],
     )
-    .await
-    .unwrap_or_else(|_| panic!("scenario {name} did not finish within 120 s"))
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "scenario {name} failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    let last = stdout.lines().last().unwrap_or_default();
-    let value = serde_json::from_str(last)
-        .unwrap_or_else(|e| panic!("scenario {name} printed no JSON ({e}):\n{stdout}\n{stderr}"));
+    .await;
     (emu, value)
 }
 

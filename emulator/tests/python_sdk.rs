@@ -5,8 +5,9 @@
 //! The interpreter comes from `ACA_LAB_PYTHON`, else `<workspace>/.venv/bin/python`; `cargo xtask test`
 //! creates that venv. Without it these tests fail (they never pass silently).
 
+mod common;
+
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -16,25 +17,6 @@ use servicebus_emulator::filter::{CorrelationFilter, FilterValue, Rule};
 
 const QUEUE: &str = "queue-messages";
 const TOPIC: &str = "orders";
-
-fn python() -> PathBuf {
-    let path = std::env::var_os("ACA_LAB_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join(".venv")
-                .join("bin")
-                .join("python")
-        });
-    assert!(
-        path.exists(),
-        "no Python interpreter at {}: run `cargo xtask test` (it creates the venv with azure-servicebus) \
-         or set ACA_LAB_PYTHON to a python that has azure-servicebus installed",
-        path.display()
-    );
-    path
-}
 
 /// A config with one queue `queue-messages` and these properties.
 fn config_with(properties: QueueProperties) -> Config {
@@ -52,35 +34,16 @@ async fn start(config: Config) -> Emulator {
 
 /// Run a scenario against `emu`; returns its JSON result. Panics with the script's output on failure.
 async fn scenario(emu: &Emulator, name: &str) -> Value {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/scenarios.py");
-    let child = tokio::process::Command::new(python())
-        .arg(&script)
-        .arg(name)
-        .env("SB_CONN", emu.connection_string())
-        .env("SB_QUEUE", QUEUE)
-        .env("SB_TOPIC", TOPIC)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let out = tokio::time::timeout(
-        std::time::Duration::from_secs(120),
-        child.wait_with_output(),
+    common::run_scenario(
+        "scenarios.py",
+        name,
+        &[
+            ("SB_CONN", emu.connection_string()),
+            ("SB_QUEUE", QUEUE.to_string()),
+            ("SB_TOPIC", TOPIC.to_string()),
+        ],
     )
     .await
-    .unwrap_or_else(|_| panic!("scenario {name} did not finish within 120 s"))
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "scenario {name} failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    let last = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last)
-        .unwrap_or_else(|e| panic!("scenario {name} printed no JSON ({e}):\n{stdout}\n{stderr}"))
 }
 
 async fn run(name: &str) -> (Emulator, Value) {

@@ -332,12 +332,9 @@ impl Broker {
             let mut e = self.entities_mut();
             e.check_free(name)?;
             e.add_queue_slot(name, EntityKind::Queue, properties.clone(), self);
-            let meta = self.meta(EntityProperties::Queue(properties));
-            e.meta.insert(key(name), meta);
-            e.recompute_routing();
+            self.created(&mut e, name, EntityProperties::Queue(properties));
         }
-        self.entity_info(name)
-            .ok_or_else(|| RegistryError::NotFound(name.to_string()))
+        self.info(name)
     }
 
     /// Replace a queue's properties; messages and locks stay. New values apply from the next
@@ -353,8 +350,7 @@ impl Broker {
                 EntityProperties::Queue(properties.clone()),
             ))
         })?;
-        self.entity_info(name)
-            .ok_or_else(|| RegistryError::NotFound(name.to_string()))
+        self.info(name)
     }
 
     fn update_queue_like(
@@ -410,13 +406,9 @@ impl Broker {
             ))));
             e.topic_slots.push(Some(path.clone()));
             e.by_name.insert(key(name), path);
-            let meta = self.meta(EntityProperties::Topic(properties));
-            e.meta.insert(key(name), meta);
-            // A queue may already forward to a topic of this name.
-            e.recompute_routing();
+            self.created(&mut e, name, EntityProperties::Topic(properties));
         }
-        self.entity_info(name)
-            .ok_or_else(|| RegistryError::NotFound(name.to_string()))
+        self.info(name)
     }
 
     /// Replace a topic's properties (duplicate detection, TTL cap of new copies).
@@ -435,8 +427,7 @@ impl Broker {
                 meta.updated_at = now;
             }
         }
-        self.entity_info(name)
-            .ok_or_else(|| RegistryError::NotFound(name.to_string()))
+        self.info(name)
     }
 
     fn topic_properties(e: &Entities, topic: &str) -> TopicProperties {
@@ -469,22 +460,23 @@ impl Broker {
             let effective = subscription_effective(&properties, &Self::topic_properties(&e, topic));
             let index = e.add_queue_slot(&path, EntityKind::Subscription, effective, self);
             let now = self.now();
-            let mut meta = self.meta(EntityProperties::Subscription {
-                properties,
-                dead_lettering_on_filter_evaluation_exceptions,
-            });
-            meta.rule_times = rules.iter().map(|r| (key(&r.name), now)).collect();
-            e.meta.insert(key(&path), meta);
             lock(&e.topics[t]).routes.push(Route {
                 queue: index,
                 name: name.to_string(),
-                rules,
+                rules: rules.clone(),
                 dead_letter_on_filter_errors: dead_lettering_on_filter_evaluation_exceptions,
             });
-            e.recompute_routing();
+            let meta = self.created(
+                &mut e,
+                &path,
+                EntityProperties::Subscription {
+                    properties,
+                    dead_lettering_on_filter_evaluation_exceptions,
+                },
+            );
+            meta.rule_times = rules.iter().map(|r| (key(&r.name), now)).collect();
         }
-        self.entity_info(&path)
-            .ok_or_else(|| RegistryError::NotFound(path.clone()))
+        self.info(&path)
     }
 
     /// Replace a subscription's properties; its rules and messages stay.
@@ -514,8 +506,7 @@ impl Broker {
                 },
             ))
         })?;
-        self.entity_info(&path)
-            .ok_or_else(|| RegistryError::NotFound(path.clone()))
+        self.info(&path)
     }
 
     /// Delete a queue, a topic (with its subscriptions) or a subscription (`t/Subscriptions/s`),
@@ -565,6 +556,24 @@ impl Broker {
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.registry_changed();
         Ok(())
+    }
+
+    fn info(&self, path: &str) -> Result<EntityInfo, RegistryError> {
+        self.entity_info(path)
+            .ok_or_else(|| RegistryError::NotFound(path.to_string()))
+    }
+
+    /// Record what an entity was created with, and re-derive forwarding (a queue may already forward
+    /// to a new entity of this name).
+    fn created<'e>(
+        &self,
+        e: &'e mut Entities,
+        path: &str,
+        properties: EntityProperties,
+    ) -> &'e mut Meta {
+        let meta = self.meta(properties);
+        e.recompute_routing();
+        e.meta.entry(key(path)).insert_entry(meta).into_mut()
     }
 
     /// One entity by path (`q`, `t`, `t/Subscriptions/s`; case-insensitive).
