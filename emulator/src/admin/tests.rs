@@ -424,7 +424,12 @@ mod never_panics {
         "dotnet-queue-create.xml",
         "dotnet-rule-correlation.xml",
     ];
-    const PATHS: [&str; 4] = ["/q", "/t", "/t/subscriptions/s", "/t/subscriptions/s/rules/r"];
+    const PATHS: [&str; 4] = [
+        "/q",
+        "/t",
+        "/t/subscriptions/s",
+        "/t/subscriptions/s/rules/r",
+    ];
 
     fn put(api: &Api, path: &str, body: &[u8], update: bool) -> u16 {
         let mut builder = Request::builder()

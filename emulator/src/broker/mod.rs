@@ -13,7 +13,8 @@
 //! their rules, as cheap copies sharing the client's bytes. Sessions and the administration API add to
 //! queue-like entries and topics without changing this split.
 //!
-//! Inside: [`entity_path`] normalises addresses; `clock` derives the wall-clock times clients see from
+//! Inside: [`entity_path`] normalises addresses; `registry` keeps which entities exist (Config.json's,
+//! and those the administration API creates, updates and deletes at run time) in index-stable slots; `clock` derives the wall-clock times clients see from
 //! tokio's clock; `timers` is the task that applies deadlines when nobody calls. [`Broker`] is the
 //! cloneable handle: one mutex per entity, never two held at once (fan-out and forwarding move messages
 //! to another entity only after releasing the first).

@@ -420,7 +420,26 @@ impl Broker {
         {
             let mut e = self.entities_mut();
             let index = e.topic_index(name)?;
-            lock(&e.topics[index]).set_properties(properties.clone());
+            let subscriptions: Vec<usize> = {
+                let mut topic = lock(&e.topics[index]);
+                topic.set_properties(properties.clone());
+                topic.routes.iter().map(|r| r.queue).collect()
+            };
+            // The topic's TTL caps its subscriptions' copies: re-derive what each one applies.
+            for sub in subscriptions {
+                let Some(slot) = e.queue_slots[sub].as_ref() else {
+                    continue;
+                };
+                let declared = match e.meta.get(&key(&slot.path.name)).map(|m| &m.properties) {
+                    Some(EntityProperties::Subscription { properties: p, .. }) => p.clone(),
+                    _ => continue,
+                };
+                let effective = subscription_effective(&declared, &properties);
+                lock(&e.queues[sub]).set_properties(effective.clone());
+                if let Some(slot) = e.queue_slots[sub].as_mut() {
+                    slot.effective = effective;
+                }
+            }
             let now = self.now();
             if let Some(meta) = e.meta.get_mut(&key(name)) {
                 meta.properties = EntityProperties::Topic(properties);
@@ -912,6 +931,31 @@ mod tests {
                 .list_entities(EntityKind::Subscription, Some("t"))
                 .is_none()
         );
+    }
+
+    #[tokio::test]
+    async fn a_topic_update_re_caps_its_subscriptions_ttl() {
+        let broker = Broker::new(&Config::with_queues(["q"]));
+        broker
+            .create_topic("t", TopicProperties::default())
+            .unwrap();
+        broker
+            .create_subscription("t", "s", QueueProperties::default(), true, Vec::new())
+            .unwrap();
+        let short = TopicProperties {
+            default_message_time_to_live: Duration::from_secs(30),
+            ..TopicProperties::default()
+        };
+        broker.update_topic("t", short).unwrap();
+        let sub = broker.queue_properties("t/Subscriptions/s").unwrap();
+        assert_eq!(sub.default_message_time_to_live, Duration::from_secs(30));
+        // What the subscription was created with is still what it reports.
+        let EntityProperties::Subscription { properties, .. } =
+            broker.entity_info("t/Subscriptions/s").unwrap().properties
+        else {
+            panic!("not a subscription");
+        };
+        assert_eq!(properties, QueueProperties::default());
     }
 
     #[tokio::test]
