@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Empty};
+use http_body_util::{BodyExt as _, Full};
 use hyper::Request;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -29,8 +29,9 @@ pub enum ClientError {
     },
     #[error("the request to {addr} failed: {0}", addr = .1)]
     Http(String, String),
-    #[error("{addr} answered {status} to GET {path}: {detail}")]
+    #[error("{addr} answered {status} to {method} {path}: {detail}")]
     Status {
+        method: String,
         addr: String,
         path: String,
         status: u16,
@@ -78,14 +79,48 @@ impl AdminClient {
     }
 
     async fn get(&self, path: &str) -> Result<String, ClientError> {
-        tokio::time::timeout(TIMEOUT, self.get_inner(path))
+        self.request("GET", path, String::new(), 200).await
+    }
+
+    /// Create a queue with Service Bus's defaults (PUT without If-Match); it is usable over AMQP
+    /// as soon as this returns.
+    pub async fn create_queue(&self, name: &str) -> Result<(), ClientError> {
+        let body = super::model::to_xml(&super::model::CreateRequest {
+            xmlns: ATOM,
+            content: super::model::CreateContent {
+                kind: "application/xml",
+                queue: super::model::DefaultDescription { xmlns: SB },
+            },
+        })
+        .map_err(|e| ClientError::Http(e.to_string(), self.addr.clone()))?;
+        let encoded =
+            percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC);
+        self.request("PUT", &format!("/{encoded}"), body, 201)
+            .await
+            .map(drop)
+    }
+
+    async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: String,
+        expected: u16,
+    ) -> Result<String, ClientError> {
+        tokio::time::timeout(TIMEOUT, self.request_inner(method, path, body, expected))
             .await
             .map_err(|_| ClientError::Timeout {
                 addr: self.addr.clone(),
             })?
     }
 
-    async fn get_inner(&self, path: &str) -> Result<String, ClientError> {
+    async fn request_inner(
+        &self,
+        method: &str,
+        path: &str,
+        body: String,
+        expected: u16,
+    ) -> Result<String, ClientError> {
         let http = |e: hyper::Error| ClientError::Http(e.to_string(), self.addr.clone());
         let stream =
             TcpStream::connect(&self.addr)
@@ -102,10 +137,13 @@ impl AdminClient {
             &self.key,
             SystemTime::now() + Duration::from_secs(300),
         );
-        let request = Request::get(path)
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
             .header("host", &self.addr)
             .header("authorization", token)
-            .body(Empty::<Bytes>::new())
+            .header("content-type", "application/atom+xml")
+            .body(Full::new(Bytes::from(body)))
             .map_err(|e| ClientError::Http(e.to_string(), self.addr.clone()))?;
         let response = sender.send_request(request).await.map_err(http)?;
         let status = response.status().as_u16();
@@ -116,12 +154,13 @@ impl AdminClient {
             .map_err(http)?
             .to_bytes();
         let body = String::from_utf8_lossy(&body).into_owned();
-        if status != 200 {
+        if status != expected {
             let detail = xml::parse(&body)
                 .ok()
                 .and_then(|e| e.child("", "Detail").map(|d| d.text.clone()))
                 .unwrap_or(body);
             return Err(ClientError::Status {
+                method: method.to_string(),
                 addr: self.addr.clone(),
                 path: path.to_string(),
                 status,

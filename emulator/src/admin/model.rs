@@ -104,6 +104,30 @@ pub struct ErrorBody {
     pub detail: String,
 }
 
+/// A create request with every property at its default (`<QueueDescription/>`), as the service
+/// accepts; what [`super::client::AdminClient::create_queue`] sends.
+#[derive(Debug, Serialize)]
+#[serde(rename = "entry")]
+pub struct CreateRequest {
+    #[serde(rename = "@xmlns")]
+    pub xmlns: &'static str,
+    pub content: CreateContent,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CreateContent {
+    #[serde(rename = "@type")]
+    pub kind: &'static str,
+    #[serde(rename = "QueueDescription")]
+    pub queue: DefaultDescription,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DefaultDescription {
+    #[serde(rename = "@xmlns")]
+    pub xmlns: &'static str,
+}
+
 /// `CountDetails`, its children in the 2011/06 namespace (bound to `d2p1` as the service does).
 #[derive(Debug, Serialize)]
 pub struct CountDetails {
