@@ -120,6 +120,18 @@ async fn forward_to_set_at_creation_moves_messages() {
 }
 
 #[tokio::test]
+async fn duplicate_detection_and_expiry_to_the_dead_letter_queue_take_effect() {
+    let (emu, r) = run("dedup_and_expiry").await;
+    assert_eq!(
+        r,
+        json!({"requires_duplicate_detection": true, "dead_lettering_on_message_expiration": true,
+               "ttl_seconds": 2.0, "active_after_duplicate_send": 1, "expired_to_dlq": ["once"],
+               "reason": "TTLExpiredException"})
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test]
 async fn wrong_key_is_401() {
     let (emu, r) = run("wrong_key").await;
     let error = r["error"].as_str().unwrap();

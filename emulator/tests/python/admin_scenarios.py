@@ -251,6 +251,39 @@ def forwarding():
     return {"forwarded": [body(m) for m in msgs], "forward_to": src.forward_to}
 
 
+def dedup_and_expiry():
+    """RequiresDuplicateDetection and DeadLetteringOnMessageExpiration set at creation take effect."""
+    import time
+
+    a = admin()
+    a.create_queue(
+        "guarded",
+        requires_duplicate_detection=True,
+        duplicate_detection_history_time_window=datetime.timedelta(minutes=1),
+        dead_lettering_on_message_expiration=True,
+        default_message_time_to_live=datetime.timedelta(seconds=2),
+    )
+    props = a.get_queue("guarded")
+    with sb() as c:
+        with c.get_queue_sender("guarded") as s:
+            s.send_messages(ServiceBusMessage("once", message_id="same"))
+            s.send_messages(ServiceBusMessage("twice", message_id="same"))
+        after_send = a.get_queue_runtime_properties("guarded").active_message_count
+        time.sleep(3)
+        with c.get_queue_receiver("guarded", sub_queue=ServiceBusSubQueue.DEAD_LETTER, max_wait_time=WAIT) as d:
+            dead = d.receive_messages(max_message_count=10, max_wait_time=WAIT)
+            for m in dead:
+                d.complete_message(m)
+    return {
+        "requires_duplicate_detection": props.requires_duplicate_detection,
+        "dead_lettering_on_message_expiration": props.dead_lettering_on_message_expiration,
+        "ttl_seconds": props.default_message_time_to_live.total_seconds(),
+        "active_after_duplicate_send": after_send,
+        "expired_to_dlq": [body(m) for m in dead],
+        "reason": dead[0].dead_letter_reason if dead else None,
+    }
+
+
 def wrong_key():
     conn = ADMIN_CONN.replace("SAS_KEY_VALUE", "not-the-key")
     a = admin(conn)
@@ -322,6 +355,7 @@ SCENARIOS = {
         list_paging,
         topics_and_rules,
         forwarding,
+        dedup_and_expiry,
         wrong_key,
         namespace,
         receiver_on_deleted_queue,
