@@ -1,219 +1,214 @@
-//! `GET /health` and `GET /queues/{name}`: a tiny HTTP/1.1 server, hand-written on tokio because two
-//! read-only routes do not justify an HTTP framework.
+//! The HTTP listener (port 5300 by default, as the official emulator's): `GET /health`, JSON counts for
+//! people and scripts, and the Service Bus administration API ([`crate::admin`]) the SDKs'
+//! `ServiceBusAdministrationClient`s speak. HTTP/1.1 by hyper; this module only routes.
 //!
 //! - `GET /health` → 200 `{"status":"healthy"}` (the listener is only served once the emulator is ready).
-//! - `GET /queues/{name}` → 200 with the queue's counts as Azure names them, or 404 naming the queue and
-//!   listing the known ones.
-//! - Other paths → 404; other methods → 405. Each response closes the connection.
+//! - `GET /queues/{name}`, `GET /topics/{t}[/subscriptions/{s}]` without an `Authorization` header →
+//!   200 with the counts as Azure names them, or 404 naming the entity and listing the known ones.
+//!   (The administration API reads the same paths as entity names; its clients always send a SAS
+//!   token, which is how the two are told apart.)
+//! - Everything else goes to the administration API, which answers in Service Bus's XML.
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 
+use crate::admin::Admin;
 use crate::broker::Broker;
 
-/// Requests larger than this are refused: the routes take no body and short paths.
-const MAX_REQUEST_HEAD: usize = 8 * 1024;
-/// A client that does not send its request line in this time is dropped.
+/// A client that does not send its request head in this time is dropped.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Request bodies (entity descriptions) larger than this are refused with 413.
+pub const MAX_BODY: usize = 1024 * 1024;
 
-/// Serve until `shutdown` completes. Connections are handled on their own tasks.
-pub async fn serve(listener: TcpListener, broker: Broker, shutdown: impl Future) {
+/// What the routes need: the broker for counts, the administration API for the rest.
+#[derive(Clone)]
+pub struct Routes {
+    broker: Broker,
+    admin: Arc<Admin>,
+}
+
+impl Routes {
+    pub fn new(broker: Broker, admin: Admin) -> Routes {
+        Routes {
+            broker,
+            admin: Arc::new(admin),
+        }
+    }
+}
+
+/// Serve until `shutdown` completes; then open connections finish their request and close.
+pub async fn serve(listener: TcpListener, routes: Routes, shutdown: impl Future) {
+    let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            _ = &mut shutdown => return,
+            _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let broker = broker.clone();
+                    let routes = routes.clone();
+                    let mut stop = stop_rx.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = handle(stream, &broker).await {
-                            tracing::debug!(error = %e, "health connection failed");
+                        let service = service_fn(move |req| {
+                            let routes = routes.clone();
+                            async move { Ok::<_, Infallible>(routes.respond(req).await) }
+                        });
+                        let conn = http1::Builder::new()
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(READ_TIMEOUT)
+                            .serve_connection(TokioIo::new(stream), service);
+                        tokio::pin!(conn);
+                        let result = tokio::select! {
+                            r = conn.as_mut() => r,
+                            _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+                                conn.as_mut().graceful_shutdown();
+                                conn.await
+                            }
+                        };
+                        if let Err(e) = result {
+                            tracing::debug!(error = %e, "HTTP connection failed");
                         }
                     });
                 }
                 // Accept errors (e.g. out of file descriptors) are transient; back off briefly.
                 Err(e) => {
-                    tracing::warn!(error = %e, "health listener accept failed");
+                    tracing::warn!(error = %e, "HTTP listener accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
         }
     }
+    let _ = stop_tx.send(true);
 }
 
-async fn handle(mut stream: TcpStream, broker: &Broker) -> std::io::Result<()> {
-    let head = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
-        Ok(head) => head?,
-        Err(_) => return Ok(()),
-    };
-    let response = match head {
-        Some(head) => respond(&head, broker),
-        None => Response::json(
-            400,
-            r#"{"error":"malformed or oversized HTTP request"}"#.to_string(),
-        ),
-    };
-    stream.write_all(&response.to_bytes()).await?;
-    stream.shutdown().await
+pub type Body = Full<Bytes>;
+
+/// A response with a body and its content type.
+pub fn response(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
 }
 
-/// Read up to the blank line ending the request head. `None` if it is too large or the peer closes early.
-async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
-    let mut buf = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(None);
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            return Ok((end <= MAX_REQUEST_HEAD)
-                .then(|| String::from_utf8(buf[..end].to_vec()).ok())
-                .flatten());
-        }
-        if buf.len() > MAX_REQUEST_HEAD {
-            return Ok(None);
-        }
-    }
-}
-
-struct Response {
-    status: u16,
-    body: String,
-    allow: bool,
-}
-
-impl Response {
-    fn json(status: u16, body: String) -> Response {
-        Response {
-            status,
-            body,
-            allow: false,
-        }
-    }
-
-    fn to_bytes(&self) -> Vec<u8> {
-        let reason = match self.status {
-            200 => "OK",
-            400 => "Bad Request",
-            404 => "Not Found",
-            405 => "Method Not Allowed",
-            _ => "Error",
-        };
-        let allow = if self.allow { "Allow: GET\r\n" } else { "" };
-        format!(
-            "HTTP/1.1 {} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n{}",
-            self.status,
-            self.body.len(),
-            self.body
-        )
-        .into_bytes()
-    }
-}
-
-fn error_body(message: String) -> String {
-    serde_json::json!({ "error": message }).to_string()
-}
-
-/// Route one request head to a response.
-fn respond(head: &str, broker: &Broker) -> Response {
-    let request_line = head.lines().next().unwrap_or_default();
-    let mut parts = request_line.split_whitespace();
-    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
-    else {
-        return Response::json(
-            400,
-            error_body(format!("malformed request line \"{request_line}\"")),
-        );
-    };
-    if !version.starts_with("HTTP/1.") {
-        return Response::json(
-            400,
-            error_body(format!("unsupported protocol \"{version}\"; use HTTP/1.1")),
-        );
-    }
-    let path = target.split(['?', '#']).next().unwrap_or_default();
-    let route_known =
-        path == "/health" || path.starts_with("/queues/") || path.starts_with("/topics/");
-    if method != "GET" {
-        let mut r = Response::json(
-            405,
-            error_body(format!("method {method} is not allowed; use GET")),
-        );
-        r.allow = true;
-        if route_known {
-            return r;
-        }
-    }
-    if path == "/health" {
-        return Response::json(200, r#"{"status":"healthy"}"#.to_string());
-    }
-    if let Some(name) = path.strip_prefix("/queues/") {
-        let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
-        return match broker.counts(&name) {
-            Some(counts) => Response::json(200, serde_json::to_string(&counts).unwrap_or_default()),
-            None => {
-                let known = broker.queue_names();
-                Response::json(
-                    404,
-                    serde_json::json!({
-                        "error": format!("queue '{name}' not found; known queues: {}", known.join(", ")),
-                        "knownQueues": known,
-                    })
-                    .to_string(),
-                )
-            }
-        };
-    }
-    if let Some(rest) = path.strip_prefix("/topics/") {
-        return topic_counts(
-            broker,
-            &percent_encoding::percent_decode_str(rest).decode_utf8_lossy(),
-        );
-    }
-    Response::json(
-        404,
-        error_body(format!(
-            "no route for {path}; try GET /health, /queues/{{name}}, /topics/{{name}} or /topics/{{name}}/subscriptions/{{name}}"
-        )),
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    response(
+        status,
+        "application/json",
+        Bytes::from(value.to_string().into_bytes()),
     )
 }
 
-/// `GET /topics/{t}` (scheduled at the topic, the rest summed over its subscriptions) and
-/// `GET /topics/{t}/subscriptions/{s}`, with the same count names as queues.
-fn topic_counts(broker: &Broker, rest: &str) -> Response {
-    let counts = match rest.split_once('/') {
-        None => broker.topic_counts(rest),
-        Some((topic, sub)) => match sub.split_once('/') {
-            Some((segment, name)) if segment.eq_ignore_ascii_case("subscriptions") => {
-                broker.counts(&format!("{topic}/Subscriptions/{name}"))
+fn error(status: StatusCode, message: String) -> Response<Body> {
+    json(status, &serde_json::json!({ "error": message }))
+}
+
+impl Routes {
+    async fn respond(&self, req: Request<Incoming>) -> Response<Body> {
+        let path = req.uri().path().to_string();
+        if path == "/health" {
+            if req.method() != Method::GET {
+                let mut r = error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    format!("method {} is not allowed; use GET", req.method()),
+                );
+                r.headers_mut()
+                    .insert(ALLOW, HeaderValue::from_static("GET"));
+                return r;
             }
-            _ => None,
-        },
-    };
-    match counts {
-        Some(counts) => Response::json(200, serde_json::to_string(&counts).unwrap_or_default()),
-        None => Response::json(
-            404,
-            serde_json::json!({
-                "error": format!("topic or subscription '{rest}' not found; known topics: {}", broker.topic_names().join(", ")),
-                "knownTopics": broker.topic_names(),
-            })
-            .to_string(),
-        ),
+            return json(StatusCode::OK, &serde_json::json!({ "status": "healthy" }));
+        }
+        let counts_route = path.starts_with("/queues/") || path.starts_with("/topics/");
+        if counts_route && req.method() == Method::GET && !req.headers().contains_key(AUTHORIZATION)
+        {
+            return self.counts(&path);
+        }
+        let (parts, body) = req.into_parts();
+        let body = match Limited::new(body, MAX_BODY).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) => {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "the request body could not be read ({e}); the limit is {MAX_BODY} bytes"
+                    ),
+                );
+            }
+        };
+        self.admin.handle(&parts, body).await
+    }
+
+    /// `GET /queues/{q}`, `GET /topics/{t}` (scheduled at the topic, the rest summed over its
+    /// subscriptions) and `GET /topics/{t}/subscriptions/{s}`.
+    fn counts(&self, path: &str) -> Response<Body> {
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        if let Some(name) = path.strip_prefix("/queues/") {
+            let name = decode(name);
+            return match self.broker.counts(&name) {
+                Some(counts) => json(StatusCode::OK, &serde_json::json!(counts)),
+                None => {
+                    let known = self.broker.queue_names();
+                    json(
+                        StatusCode::NOT_FOUND,
+                        &serde_json::json!({
+                            "error": format!("queue '{name}' not found; known queues: {}", known.join(", ")),
+                            "knownQueues": known,
+                        }),
+                    )
+                }
+            };
+        }
+        let rest = decode(path.strip_prefix("/topics/").unwrap_or_default());
+        let counts = match rest.split_once('/') {
+            None => self.broker.topic_counts(&rest),
+            Some((topic, sub)) => match sub.split_once('/') {
+                Some((segment, name)) if segment.eq_ignore_ascii_case("subscriptions") => {
+                    self.broker.counts(&format!("{topic}/Subscriptions/{name}"))
+                }
+                _ => None,
+            },
+        };
+        match counts {
+            Some(counts) => json(StatusCode::OK, &serde_json::json!(counts)),
+            None => {
+                let known = self.broker.topic_names();
+                json(
+                    StatusCode::NOT_FOUND,
+                    &serde_json::json!({
+                        "error": format!("topic or subscription '{rest}' not found; known topics: {}", known.join(", ")),
+                        "knownTopics": known,
+                    }),
+                )
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
     use tokio::sync::oneshot;
 
     use super::*;
+    use crate::auth::SasValidator;
     use crate::broker::ReceiveMode;
     use crate::config::Config;
     use crate::message::StoredMessage;
@@ -233,15 +228,21 @@ mod tests {
             ),
         );
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(listener, broker.clone(), rx));
+        let routes = Routes::new(
+            broker.clone(),
+            Admin::new(broker.clone(), SasValidator::emulator_default()),
+        );
+        let task = tokio::spawn(serve(listener, routes, rx));
         (addr, broker, tx, task)
     }
 
+    /// One request on its own connection (`Connection: close`), the raw status and body.
     async fn request(addr: std::net::SocketAddr, raw: &str) -> (u16, String) {
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(raw.as_bytes()).await.unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        let out = String::from_utf8_lossy(&out).into_owned();
         let status = out[9..12].parse().unwrap();
         let body = out.split_once("\r\n\r\n").unwrap().1.to_string();
         (status, body)
@@ -250,7 +251,7 @@ mod tests {
     async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         request(
             addr,
-            &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n"),
+            &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
         )
         .await
     }
@@ -301,6 +302,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn keep_alive_connections_serve_several_requests() {
+        let (addr, _broker, _stop, _task) = start().await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /queues/other HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        assert_eq!(out.matches("HTTP/1.1 200 OK").count(), 2, "{out}");
+    }
+
+    #[tokio::test]
     async fn errors_name_the_problem() {
         let (addr, _broker, _stop, _task) = start().await;
         let (status, body) = get(addr, "/queues/nope").await;
@@ -315,18 +328,19 @@ mod tests {
             serde_json::json!(["queue-messages", "other"])
         );
 
-        assert_eq!(get(addr, "/").await.0, 404);
-        let (status, body) =
-            request(addr, "POST /health HTTP/1.1\r\nContent-Length: 0\r\n\r\n").await;
+        let (status, body) = request(
+            addr,
+            "POST /health HTTP/1.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )
+        .await;
         assert_eq!(status, 405, "{body}");
         assert_eq!(request(addr, "garbage\r\n\r\n").await.0, 400);
-        assert_eq!(request(addr, "GET /health SPDY/3\r\n\r\n").await.0, 400);
         // Oversized heads are refused, not buffered forever.
         let huge = format!(
             "GET /health HTTP/1.1\r\nX: {}\r\n\r\n",
-            "a".repeat(MAX_REQUEST_HEAD)
+            "a".repeat(1024 * 1024)
         );
-        assert_eq!(request(addr, &huge).await.0, 400);
+        assert_eq!(request(addr, &huge).await.0, 431);
     }
 
     #[tokio::test]

@@ -47,11 +47,14 @@
 //! - [`nodes`]: the `$cbs` and `<entity>/$management` request/response handlers.
 //! - [`tls`]: the optional TLS listener's certificate and key (rustls, ring).
 //! - [`server`]: the TCP listener gluing engine and broker, and the [`Emulator`] handle tests start.
-//! - [`http`]: `GET /health` and `GET /queues/{name}`.
+//! - [`http`]: the HTTP listener: `GET /health`, JSON counts, and the routes of [`admin`].
+//! - [`admin`]: the Service Bus administration API (ATOM/XML): entities created, read, updated,
+//!   deleted and listed at run time.
 //! - `testcontainers` (feature `testcontainers`): `Image`s for this emulator's container image and for
 //!   Microsoft's official emulator with its SQL sidecar.
 
 pub mod access;
+pub mod admin;
 pub mod amqp;
 pub mod auth;
 pub mod broker;

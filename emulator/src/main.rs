@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use servicebus_emulator::amqp::EngineConfig;
 use servicebus_emulator::config::Config;
 use servicebus_emulator::{Emulator, READY_LINE, TlsIdentity};
@@ -21,6 +21,9 @@ use servicebus_emulator::{Emulator, READY_LINE, TlsIdentity};
 #[derive(Debug, Parser)]
 #[command(name = "servicebus-emulator", version)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// The official emulator's Config.json; without it, the built-in lab default (queue `queue-messages`).
     #[arg(long, env = "SERVICEBUS_EMULATOR_CONFIG", value_name = "PATH")]
     config: Option<PathBuf>,
@@ -34,7 +37,7 @@ struct Cli {
     )]
     listen: SocketAddr,
 
-    /// HTTP address for GET /health and GET /queues/{name}.
+    /// HTTP address for GET /health, the JSON counts and the administration API.
     #[arg(
         long,
         env = "SERVICEBUS_EMULATOR_HEALTH_LISTEN",
@@ -70,12 +73,39 @@ struct Cli {
     )]
     tls_key: Option<PathBuf>,
 
+    /// The HTTP port alone (the official emulator's variable); replaces the port of --health-listen.
+    #[arg(long, env = "EMULATOR_HTTP_PORT", value_name = "PORT")]
+    http_port: Option<u16>,
+
     /// Log format on stderr (filter with RUST_LOG, default `info`).
     #[arg(long, env = "SERVICEBUS_EMULATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 
     #[command(flatten)]
     limits: Limits,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List the entities of a running emulator with their message counts (through its
+    /// administration API on the HTTP port).
+    Entities {
+        /// The running emulator's HTTP address.
+        #[arg(
+            long,
+            env = "SERVICEBUS_EMULATOR_URL",
+            default_value = "http://127.0.0.1:5300"
+        )]
+        url: String,
+        /// SAS key name and key the requests are signed with (the connection string's).
+        #[arg(long, default_value = servicebus_emulator::auth::EMULATOR_RULE)]
+        key_name: String,
+        #[arg(long, default_value = servicebus_emulator::auth::EMULATOR_KEY)]
+        key: String,
+        /// Print JSON (an array of entities) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -132,7 +162,7 @@ impl Limits {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     init_logging(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -141,7 +171,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = match cli.command.take() {
+        Some(Command::Entities {
+            url,
+            key_name,
+            key,
+            json,
+        }) => runtime.block_on(entities(&url, &key_name, &key, json)),
+        None => runtime.block_on(run(cli)),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", describe(&e));
@@ -178,6 +217,47 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// `servicebus-emulator entities`: one line per entity with its counts.
+async fn entities(url: &str, key_name: &str, key: &str, json: bool) -> anyhow::Result<()> {
+    let rows = servicebus_emulator::admin::client::AdminClient::new(url, key_name, key)
+        .list()
+        .await?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+        return Ok(());
+    }
+    let width = rows
+        .iter()
+        .map(|r| r.path.chars().count())
+        .chain([4])
+        .max()
+        .unwrap_or(4);
+    writeln!(
+        out,
+        "{:<12}  {:<width$}  {:>8}  {:>11}  {:>9}",
+        "KIND", "NAME", "ACTIVE", "DEAD-LETTER", "SCHEDULED"
+    )?;
+    for r in &rows {
+        writeln!(
+            out,
+            "{:<12}  {:<width$}  {:>8}  {:>11}  {:>9}",
+            r.kind,
+            r.path,
+            r.active_message_count,
+            r.dead_letter_message_count,
+            r.scheduled_message_count
+        )?;
+    }
+    if rows.is_empty() {
+        writeln!(
+            out,
+            "(no entities; create some with the administration API or Config.json)"
+        )?;
+    }
+    Ok(())
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = match &cli.config {
         Some(path) => Config::load(path)?,
@@ -190,7 +270,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut builder = Emulator::builder()
         .config(config)
         .listen(cli.listen)
-        .health_listen(cli.health_listen)
+        .health_listen(http_listen(&cli))
         .engine_config(cli.limits.engine_config());
     // clap makes the three TLS settings come together.
     if let (Some(addr), Some(cert), Some(key)) = (cli.tls_listen, &cli.tls_cert, &cli.tls_key) {
@@ -213,6 +293,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     emulator.run_until(stop).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `--health-listen`, with its port replaced by `EMULATOR_HTTP_PORT`/`--http-port` when given.
+fn http_listen(cli: &Cli) -> SocketAddr {
+    let mut addr = cli.health_listen;
+    if let Some(port) = cli.http_port {
+        addr.set_port(port);
+    }
+    addr
 }
 
 /// SIGINT (Ctrl-C) or SIGTERM (container stop, test harness). The handlers are installed here, before

@@ -210,7 +210,11 @@ impl EmulatorBuilder {
                 shutdown(),
             ));
         }
-        tasks.spawn(crate::http::serve(health, broker.clone(), shutdown()));
+        let routes = crate::http::Routes::new(
+            broker.clone(),
+            crate::admin::Admin::new(broker.clone(), SasValidator::emulator_default()),
+        );
+        tasks.spawn(crate::http::serve(health, routes, shutdown()));
         let amqps_addr = tls_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
         tracing::info!(%amqp_addr, %amqps_addr, %health_addr, "emulator listening");
         Ok(Emulator {
@@ -259,6 +263,15 @@ impl Emulator {
         format!(
             "Endpoint=sb://{};SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;",
             self.amqp_addr
+        )
+    }
+
+    /// The connection string for `ServiceBusAdministrationClient`: the HTTP port, as the official
+    /// emulator documents it for management.
+    pub fn admin_connection_string(&self) -> String {
+        format!(
+            "Endpoint=sb://{};SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;",
+            self.health_addr
         )
     }
 
@@ -525,6 +538,8 @@ struct Connection {
     links: HashMap<LinkId, LinkRole>,
     replies: HashMap<LinkId, VecDeque<Bytes>>,
     closed: bool,
+    /// [`Broker::deletions`] when the links were last checked for deleted entities.
+    deletions_seen: u64,
 }
 
 /// Serve one connection on any byte stream (TCP in production, `tokio::io::duplex` in tests) until the
@@ -553,6 +568,7 @@ pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         links: HashMap::new(),
         replies: HashMap::new(),
         closed: false,
+        deletions_seen: shared.broker.deletions(),
     };
     let mut result = Ok(());
     loop {
@@ -971,10 +987,45 @@ impl Connection {
     }
 
     fn pump_all(&mut self, engine: &mut Engine) {
+        let deletions = self.shared.broker.deletions();
+        if deletions != self.deletions_seen {
+            self.deletions_seen = deletions;
+            self.detach_deleted(engine);
+        }
         let mut ids: Vec<LinkId> = self.links.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {
             self.pump(engine, id);
+        }
+    }
+
+    /// Detach the links of entities deleted (by the administration API) since they attached, as
+    /// Service Bus does, with `amqp:not-found`.
+    fn detach_deleted(&mut self, engine: &mut Engine) {
+        let broker = &self.shared.broker;
+        let gone: Vec<(LinkId, String)> = self
+            .links
+            .iter()
+            .filter_map(|(id, role)| match role {
+                LinkRole::EntitySender { entity }
+                | LinkRole::EntityReceiver { entity, .. }
+                | LinkRole::ManagementRequests { entity }
+                    if !broker.exists(entity) =>
+                {
+                    Some((*id, entity.to_string()))
+                }
+                _ => None,
+            })
+            .collect();
+        for (link, entity) in gone {
+            self.links.remove(&link);
+            engine.detach(
+                link,
+                Some(amqp_error(
+                    "amqp:not-found",
+                    format!("the messaging entity '{entity}' was deleted"),
+                )),
+            );
         }
     }
 

@@ -19,6 +19,8 @@ fn emulator() -> Command {
         "SERVICEBUS_EMULATOR_TLS_LISTEN",
         "SERVICEBUS_EMULATOR_TLS_CERT",
         "SERVICEBUS_EMULATOR_TLS_KEY",
+        "SERVICEBUS_EMULATOR_URL",
+        "EMULATOR_HTTP_PORT",
         "RUST_LOG",
     ] {
         cmd.env_remove(var);
@@ -114,6 +116,33 @@ fn environment_overrides_apply() {
         String::from_utf8_lossy(&out.stderr)
             .contains("invalid value 'not-an-address' for '--listen <ADDR>'")
     );
+}
+
+/// `EMULATOR_HTTP_PORT`, the official emulator's variable, moves the HTTP listener (health and the
+/// administration API) to that port.
+#[test]
+fn emulator_http_port_sets_the_http_port() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut running = Running::start(
+        emulator()
+            .args(ephemeral())
+            .env("EMULATOR_HTTP_PORT", port.to_string()),
+    );
+    running.wait_ready();
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::io::Write::write_all(
+        &mut stream,
+        b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    assert!(running.stop().status.success());
 }
 
 /// Start with `flag` (`--listen` or `--health-listen`) on a port another socket holds and the other

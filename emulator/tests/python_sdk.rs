@@ -6,8 +6,9 @@
 //! when it lacks the pinned SDK (see `aca_lab_testkit::python`). Without it these tests fail (they never
 //! pass silently).
 
+mod common;
+
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -38,47 +39,15 @@ async fn scenario(emu: &Emulator, name: &str) -> Value {
     python_json("scenarios.py", &[name], &env).await
 }
 
-/// Run `tests/python/<script> <args>` with `env` plus `SB_QUEUE`; returns the JSON object on the
-/// last line of its stdout.
+/// Run `tests/python/<script> <args>` with `env` plus `SB_QUEUE` and `SB_TOPIC`; returns the JSON
+/// object on the last line of its stdout.
 async fn python_json(script: &str, args: &[&str], env: &[(&str, String)]) -> Value {
-    let name = [script]
-        .iter()
-        .chain(args)
-        .copied()
-        .collect::<Vec<_>>()
-        .join(" ");
-    let child = tokio::process::Command::new(aca_lab_testkit::python::peer())
-        .arg(
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/python")
-                .join(script),
-        )
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .env("SB_QUEUE", QUEUE)
-        .env("SB_TOPIC", TOPIC)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let out = tokio::time::timeout(
-        std::time::Duration::from_secs(120),
-        child.wait_with_output(),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("scenario {name} did not finish within 120 s"))
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "scenario {name} failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    let last = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last)
-        .unwrap_or_else(|e| panic!("scenario {name} printed no JSON ({e}):\n{stdout}\n{stderr}"))
+    let mut env = env.to_vec();
+    env.extend([
+        ("SB_QUEUE", QUEUE.to_string()),
+        ("SB_TOPIC", TOPIC.to_string()),
+    ]);
+    common::run_script(script, args, &env).await
 }
 
 async fn run(name: &str) -> (Emulator, Value) {

@@ -13,7 +13,8 @@
 //! their rules, as cheap copies sharing the client's bytes. Sessions and the administration API add to
 //! queue-like entries and topics without changing this split.
 //!
-//! Inside: [`entity_path`] normalises addresses; `clock` derives the wall-clock times clients see from
+//! Inside: [`entity_path`] normalises addresses; `registry` keeps which entities exist (Config.json's,
+//! and those the administration API creates, updates and deletes at run time) in index-stable slots; `clock` derives the wall-clock times clients see from
 //! tokio's clock; `timers` is the task that applies deadlines when nobody calls. [`Broker`] is the
 //! cloneable handle: one mutex per entity, never two held at once (fan-out and forwarding move messages
 //! to another entity only after releasing the first).
@@ -21,13 +22,13 @@
 mod clock;
 pub mod entity_path;
 mod queue;
+mod registry;
 mod timers;
 mod topic;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -37,11 +38,12 @@ use uuid::Uuid;
 
 use self::clock::Clock;
 use self::queue::{Queue, Sub};
-use self::topic::{Accepted, Copy, Route, Topic};
+use self::topic::{Accepted, Copy, Topic};
 use crate::config::{Config, QueueProperties};
 use crate::message::StoredMessage;
 
 pub use self::queue::{MAX_MESSAGE_SIZE, REASON_MAX_DELIVERY, REASON_TTL};
+pub use self::registry::{EntityInfo, EntityProperties, RegistryError, RuleInfo};
 pub use self::topic::REASON_FILTER;
 
 /// Service Bus dead-letters a message forwarded through more than this many entities.
@@ -210,6 +212,16 @@ pub enum BrokerError {
     AlreadyExists(String),
 }
 
+impl From<RegistryError> for BrokerError {
+    fn from(error: RegistryError) -> BrokerError {
+        match error {
+            RegistryError::AlreadyExists(what) => BrokerError::AlreadyExists(what),
+            RegistryError::NotFound(what) => BrokerError::NotFound(what),
+            RegistryError::Invalid(why) => BrokerError::NotAllowed(why),
+        }
+    }
+}
+
 /// The counts Azure reports for a queue (names as in Azure's `countDetails`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -236,21 +248,9 @@ enum Destination {
 
 /// The shared state. Each entity has its own mutex: operations on different entities do not contend.
 struct Inner {
-    /// Queue-like entities: the queues (in config order), then every topic's subscriptions.
-    queues: Vec<Mutex<Queue>>,
-    topics: Vec<Mutex<Topic>>,
-    /// Lower-cased entity path (`q`, `t`, `t/subscriptions/s`) → the path (Service Bus names are
-    /// case-insensitive).
-    by_name: HashMap<String, EntityPath>,
-    /// Queue names, in config order.
-    names: Vec<String>,
-    /// Per queue-like entity: where what reaches it is stored (itself unless `ForwardTo` is set).
-    forward_to: Vec<Destination>,
-    /// Per queue-like entity: for a subscription, its topic and its route in that topic.
-    subscription_of: Vec<Option<(usize, usize)>>,
-    /// Per queue-like entity: where its dead letters go instead of its dead-letter queue
-    /// (`ForwardDeadLetteredMessagesTo`, itself followed through `ForwardTo`).
-    dead_letters_to: Vec<Option<Destination>>,
+    /// Which entities exist (queues, topics, subscriptions) and where forwarding sends messages;
+    /// changed at run time by the administration API (see `registry`).
+    entities: RwLock<registry::Entities>,
     clock: Clock,
     changes: watch::Sender<u64>,
     /// Wakes the timer task when a deadline earlier than the one it sleeps towards appears.
@@ -258,6 +258,8 @@ struct Inner {
     /// The deadline the timer task sleeps towards, as [`Clock::nanos`]; 0 while it recomputes, so every
     /// operation with a deadline wakes it; `u64::MAX` when it waits for no deadline.
     timer_target: AtomicU64,
+    /// Counts entity deletions, so connections look for links to detach only after one.
+    deletions: AtomicU64,
 }
 
 impl Drop for Inner {
@@ -273,153 +275,46 @@ fn lock<T>(q: &Mutex<T>) -> MutexGuard<'_, T> {
     q.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// One queue-like entity to build: its path and properties.
-struct Declared {
-    path: EntityPath,
-    properties: QueueProperties,
-}
-
 impl Broker {
     /// Build the entities of the (first) namespace in `config`. Spawns the timer task that expires locks,
     /// messages (TTL) and enqueues scheduled messages, so it must be called inside a tokio runtime.
     pub fn new(config: &Config) -> Broker {
-        let clock = Clock::start();
-        let mut declared: Vec<Declared> = config
-            .queues()
-            .iter()
-            .enumerate()
-            .map(|(index, q)| Declared {
-                path: EntityPath {
-                    node: Node::QueueLike {
-                        index,
-                        sub: Sub::Main,
-                    },
-                    kind: EntityKind::Queue,
-                    name: Arc::from(q.name.as_str()),
-                },
-                properties: q.properties.clone(),
-            })
-            .collect();
-        let mut by_name: HashMap<String, EntityPath> = HashMap::new();
-        let mut routes: Vec<Vec<Route>> = Vec::new();
-        let mut subscription_of: Vec<Option<(usize, usize)>> = Vec::new();
-        for (t, topic) in config.topics().iter().enumerate() {
-            let path = EntityPath {
-                node: Node::Topic { index: t },
-                kind: EntityKind::Topic,
-                name: Arc::from(topic.name.as_str()),
-            };
-            by_name.insert(topic.name.to_ascii_lowercase(), path);
-            let mut topic_routes = Vec::new();
-            for (r, sub) in topic.subscriptions.iter().enumerate() {
-                let index = declared.len();
-                subscription_of.resize(index, None);
-                subscription_of.push(Some((t, r)));
-                let mut properties = sub.properties.clone();
-                // The topic's default TTL caps every copy; the subscription's may cap it further.
-                properties.default_message_time_to_live = properties
-                    .default_message_time_to_live
-                    .min(topic.properties.default_message_time_to_live);
-                // Duplicates are the topic's business.
-                properties.requires_duplicate_detection = false;
-                let name = format!("{}/{}/{}", topic.name, entity_path::SUBSCRIPTIONS, sub.name);
-                declared.push(Declared {
-                    path: EntityPath {
-                        node: Node::QueueLike {
-                            index,
-                            sub: Sub::Main,
-                        },
-                        kind: EntityKind::Subscription,
-                        name: Arc::from(name.as_str()),
-                    },
-                    properties,
-                });
-                topic_routes.push(Route {
-                    queue: index,
-                    name: sub.name.clone(),
-                    rules: sub.rules.clone(),
-                    dead_letter_on_filter_errors: sub
-                        .dead_lettering_on_filter_evaluation_exceptions,
-                });
-            }
-            routes.push(topic_routes);
-        }
-        for d in &declared {
-            by_name.insert(d.path.name.to_ascii_lowercase(), d.path.clone());
-        }
-        subscription_of.resize(declared.len(), None);
-        let names: Vec<String> = config.queues().iter().map(|q| q.name.clone()).collect();
-        let lookup = |name: &Option<String>| -> Option<Destination> {
-            let path = by_name.get(&name.as_ref()?.to_ascii_lowercase())?;
-            match path.node {
-                Node::QueueLike { index, .. } => Some(Destination::Queue(index)),
-                Node::Topic { index } => Some(Destination::Topic(index)),
-            }
-        };
-        // Where a message reaching each entity ends up after following `ForwardTo` through queues.
-        // The config loader refuses queue loops; the bound also covers configs built in code.
-        let next: Vec<Option<Destination>> = declared
-            .iter()
-            .map(|d| lookup(&d.properties.forward_to))
-            .collect();
-        let destination = |start: Destination| {
-            let mut at = start;
-            for _ in 0..declared.len() {
-                match at {
-                    Destination::Queue(i) => match next[i] {
-                        Some(to) if to != at => at = to,
-                        _ => break,
-                    },
-                    Destination::Topic(_) => break,
-                }
-            }
-            at
-        };
-        let forward_to: Vec<Destination> = (0..declared.len())
-            .map(|i| destination(Destination::Queue(i)))
-            .collect();
-        let dead_letters_to: Vec<Option<Destination>> = declared
-            .iter()
-            .map(|d| lookup(&d.properties.forward_dead_lettered_messages_to).map(destination))
-            .collect();
-        let queues = declared
-            .iter()
-            .zip(&dead_letters_to)
-            .map(|(d, dl)| {
-                let mut queue = Queue::new(d.path.name.to_string(), d.properties.clone(), clock);
-                queue.forward_dead_letters(dl.is_some());
-                Mutex::new(queue)
-            })
-            .collect();
-        let topics = config
-            .topics()
-            .iter()
-            .zip(routes)
-            .map(|(t, routes)| {
-                Mutex::new(Topic::new(
-                    t.name.clone(),
-                    t.properties.clone(),
-                    clock,
-                    routes,
-                ))
-            })
-            .collect();
         let timer_wake = Arc::new(Notify::new());
         let inner = Arc::new(Inner {
-            queues,
-            topics,
-            by_name,
-            names,
-            subscription_of,
-            forward_to,
-            dead_letters_to,
-            clock,
+            entities: RwLock::new(registry::Entities::default()),
+            clock: Clock::start(),
             changes: watch::Sender::new(0),
             timer_wake: timer_wake.clone(),
             timer_target: AtomicU64::new(u64::MAX),
+            deletions: AtomicU64::new(0),
         });
-        tokio::spawn(timers::run(Arc::downgrade(&inner), timer_wake));
-        Broker { inner }
+        let broker = Broker { inner };
+        // The config loader has checked names and references; a clash here is a config built in code.
+        let created = config
+            .queues()
+            .iter()
+            .map(|q| broker.create_queue(&q.name, q.properties.clone()).map(drop))
+            .chain(config.topics().iter().flat_map(|t| {
+                std::iter::once(broker.create_topic(&t.name, t.properties.clone()).map(drop)).chain(
+                    t.subscriptions.iter().map(|s| {
+                        broker
+                            .create_subscription(
+                                &t.name,
+                                &s.name,
+                                s.properties.clone(),
+                                s.dead_lettering_on_filter_evaluation_exceptions,
+                                s.rules.clone(),
+                            )
+                            .map(drop)
+                    }),
+                )
+            }))
+            .collect::<Vec<_>>();
+        for e in created.into_iter().filter_map(Result::err) {
+            tracing::warn!(error = %e, "configured entity skipped");
+        }
+        tokio::spawn(timers::run(Arc::downgrade(&broker.inner), timer_wake));
+        broker
     }
 
     /// Normalise an address (`amqps://host/q`, `/q`, `q`, `q/$DeadLetterQueue`, `t`,
@@ -436,16 +331,21 @@ impl Broker {
             ),
             None => (split.queue.to_ascii_lowercase(), split.sub_path),
         };
-        let path = self.inner.by_name.get(&key).ok_or_else(not_found)?;
+        let path = self
+            .entities()
+            .by_name
+            .get(&key)
+            .cloned()
+            .ok_or_else(not_found)?;
         match rest {
-            None => Ok(path.clone()),
+            None => Ok(path),
             Some(sub) if entity_path::is_dead_letter(sub) => match path.node {
                 Node::QueueLike { index, .. } => Ok(EntityPath {
                     node: Node::QueueLike {
                         index,
                         sub: Sub::DeadLetter,
                     },
-                    ..path.clone()
+                    ..path
                 }),
                 Node::Topic { .. } => Err(not_found()),
             },
@@ -479,7 +379,8 @@ impl Broker {
     /// and moves forwarded dead letters on once the entity's lock is released (never two locks at once).
     fn with_index<R>(&self, idx: usize, op: impl FnOnce(&mut Queue, Instant) -> (R, bool)) -> R {
         let now = Instant::now();
-        let mut q = lock(&self.inner.queues[idx]);
+        let slot = self.queue_slot(idx);
+        let mut q = lock(&slot);
         let expired = q.expire(now);
         let (result, available) = op(&mut q, now);
         let deadline = q.next_deadline();
@@ -499,7 +400,8 @@ impl Broker {
     ) -> R {
         let now = Instant::now();
         let enqueued = self.inner.clock.wall(now);
-        let mut t = lock(&self.inner.topics[idx]);
+        let slot = self.topic_slot(idx);
+        let mut t = lock(&slot);
         let mut copies = self.route_due(&mut t, now);
         let (result, accepted) = op(&mut t, now);
         for (seq, message) in accepted {
@@ -534,7 +436,7 @@ impl Broker {
     fn store_copies(&self, copies: Vec<((usize, Copy), SystemTime)>, hops: u32) {
         for ((idx, copy), enqueued) in copies {
             match copy {
-                Copy::Deliver { sequence, message } => match self.inner.forward_to[idx] {
+                Copy::Deliver { sequence, message } => match self.forward_to(idx) {
                     Destination::Queue(to) if to == idx => self.with_index(idx, |q, now| {
                         q.admit_copy(sequence, message, enqueued, now);
                         ((), true)
@@ -571,7 +473,8 @@ impl Broker {
             Destination::Topic(t) => {
                 let now = Instant::now();
                 let enqueued = self.inner.clock.wall(now);
-                let mut topic = lock(&self.inner.topics[t]);
+                let slot = self.topic_slot(t);
+                let mut topic = lock(&slot);
                 let mut copies = self.route_due(&mut topic, now);
                 if let Ok(Accepted::Now(seq, m)) = topic.accept(message, None, now, false) {
                     copies.extend(
@@ -600,7 +503,10 @@ impl Broker {
 
     /// Enqueue dead letters of entity `from` in its `ForwardDeadLetteredMessagesTo` destination.
     fn forward_dead_letters(&self, from: usize, messages: Vec<StoredMessage>) {
-        let Some(to) = self.inner.dead_letters_to[from] else {
+        if messages.is_empty() {
+            return;
+        }
+        let Some(to) = self.entities().dead_letters_to[from] else {
             return;
         };
         for m in messages {
@@ -635,7 +541,7 @@ impl Broker {
             )));
         }
         Ok(match entity.node {
-            Node::QueueLike { index, .. } => self.inner.forward_to[index],
+            Node::QueueLike { index, .. } => self.forward_to(index),
             Node::Topic { index } => Destination::Topic(index),
         })
     }
@@ -814,28 +720,33 @@ impl Broker {
         Some(counts)
     }
 
-    /// Run `op` on the rules of the subscription `entity` names (its topic's lock held, so a change
-    /// applies from the next message on).
-    fn with_rules<R>(
-        &self,
-        entity: &EntityPath,
-        op: impl FnOnce(&mut Vec<crate::filter::Rule>) -> Result<R, BrokerError>,
-    ) -> Result<R, BrokerError> {
-        let subscription = entity
-            .queue_like()
-            .filter(|_| !entity.is_dead_letter())
-            .and_then(|(idx, _)| self.inner.subscription_of[idx]);
-        let Some((topic, route)) = subscription else {
-            return Err(BrokerError::NotAllowed(format!(
-                "'{entity}' is not a subscription; rules belong to '<topic>/Subscriptions/<name>'"
-            )));
-        };
-        self.with_topic(topic, |t, _| (op(&mut t.routes[route].rules), Vec::new()))
+    /// `(topic, subscription)` of a subscription's path (`t/Subscriptions/s`); rules live there and
+    /// nowhere else.
+    fn subscription_of(entity: &EntityPath) -> Result<(&str, &str), BrokerError> {
+        let separator = format!("/{}/", entity_path::SUBSCRIPTIONS);
+        entity
+            .entity_name()
+            .rsplit_once(separator.as_str())
+            .filter(|_| entity.kind() == EntityKind::Subscription && !entity.is_dead_letter())
+            .ok_or_else(|| {
+                BrokerError::NotAllowed(format!(
+                    "'{entity}' is not a subscription; rules belong to '<topic>/Subscriptions/<name>'"
+                ))
+            })
     }
 
-    /// A subscription's rules, ordered by name (as Service Bus lists them).
-    pub fn rules(&self, entity: &EntityPath) -> Result<Vec<crate::filter::Rule>, BrokerError> {
-        let mut rules = self.with_rules(entity, |rules| Ok(rules.clone()))?;
+    /// A subscription's rules, ordered by name (as Service Bus lists them), for `$management`. The
+    /// registry keeps them, so `$management` and the administration API see and change the same rules.
+    pub fn subscription_rules(
+        &self,
+        entity: &EntityPath,
+    ) -> Result<Vec<crate::filter::Rule>, BrokerError> {
+        let (topic, sub) = Self::subscription_of(entity)?;
+        let mut rules: Vec<_> = self
+            .rules(topic, sub)?
+            .into_iter()
+            .map(|info| info.rule)
+            .collect();
         rules.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(rules)
     }
@@ -846,45 +757,29 @@ impl Broker {
         entity: &EntityPath,
         rule: crate::filter::Rule,
     ) -> Result<(), BrokerError> {
-        self.with_rules(entity, |rules| {
-            if rules
-                .iter()
-                .any(|r| r.name.eq_ignore_ascii_case(&rule.name))
-            {
-                return Err(BrokerError::AlreadyExists(format!(
-                    "{entity}/Rules/{}",
-                    rule.name
-                )));
-            }
-            rules.push(rule);
-            Ok(())
-        })
+        let (topic, sub) = Self::subscription_of(entity)?;
+        self.put_rule(topic, sub, rule, false)?;
+        Ok(())
     }
 
     /// Remove a subscription's rule by name; removing every rule means it receives nothing.
     pub fn remove_rule(&self, entity: &EntityPath, name: &str) -> Result<(), BrokerError> {
-        self.with_rules(entity, |rules| {
-            let before = rules.len();
-            rules.retain(|r| !r.name.eq_ignore_ascii_case(name));
-            if rules.len() == before {
-                return Err(BrokerError::NotFound(format!("{entity}/Rules/{name}")));
-            }
-            Ok(())
-        })
+        let (topic, sub) = Self::subscription_of(entity)?;
+        Ok(self.delete_rule(topic, sub, name)?)
     }
 
-    /// Names of all queues.
+    /// Names of all queues, in creation order.
     pub fn queue_names(&self) -> Vec<String> {
-        self.inner.names.clone()
+        self.entities().names(EntityKind::Queue)
     }
 
-    /// Names of all topics.
+    /// Names of all topics, in creation order.
     pub fn topic_names(&self) -> Vec<String> {
-        self.inner
-            .topics
-            .iter()
-            .map(|t| lock(t).name().to_string())
-            .collect()
+        self.entities().names(EntityKind::Topic)
+    }
+
+    fn forward_to(&self, idx: usize) -> Destination {
+        self.entities().forward_to[idx]
     }
 
     /// A queue's or subscription's properties (lock duration, max delivery count, ...). `None` if
@@ -916,7 +811,7 @@ impl Broker {
 impl Broker {
     /// Check every queue's internal indexes against its messages.
     fn check_indexes(&self) {
-        for q in &self.inner.queues {
+        for q in self.entities().queues.iter() {
             lock(q).check_indexes();
         }
     }

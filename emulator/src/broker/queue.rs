@@ -274,6 +274,11 @@ impl Queue {
         &self.props
     }
 
+    /// New properties (the administration API's update); they apply from the next operation.
+    pub fn set_properties(&mut self, props: QueueProperties) {
+        self.props = props;
+    }
+
     fn sub(&mut self, sub: Sub) -> &mut SubQueue {
         match sub {
             Sub::Main => &mut self.main,

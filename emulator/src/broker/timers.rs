@@ -25,7 +25,15 @@ pub(super) async fn run(broker: Weak<Inner>, wake: Arc<Notify>) {
         let mut available = false;
         let mut next: Option<Instant> = None;
         let mut forwarded = Vec::new();
-        for (idx, q) in inner.queues.iter().enumerate() {
+        let handle = Broker {
+            inner: inner.clone(),
+        };
+        // Clone the slots and release the registry before taking entity locks (see `registry`).
+        let (queues, topics) = {
+            let e = handle.entities();
+            (e.queues.clone(), e.topics.clone())
+        };
+        for (idx, q) in queues.iter().enumerate() {
             let mut q = lock(q);
             available |= q.expire(now);
             if let Some(d) = q.next_deadline() {
@@ -36,12 +44,9 @@ pub(super) async fn run(broker: Weak<Inner>, wake: Arc<Notify>) {
         if available {
             inner.changes.send_modify(|g| *g = g.wrapping_add(1));
         }
-        let handle = Broker {
-            inner: inner.clone(),
-        };
         // Scheduled messages of topics that are due are routed now and stored below.
         let mut copies = Vec::new();
-        for t in &inner.topics {
+        for t in &topics {
             let mut t = lock(t);
             copies.extend(handle.route_due(&mut t, now));
             if let Some(d) = t.next_deadline() {

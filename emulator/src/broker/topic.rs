@@ -49,6 +49,8 @@ pub enum Copy {
 
 /// What the topic did with a sent message.
 #[derive(Debug)]
+// Short-lived return value: boxing the message would cost an allocation per send for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Accepted {
     /// Fan it out now with this sequence number.
     Now(i64, Box<StoredMessage>),
@@ -82,8 +84,9 @@ impl Topic {
         }
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
+    /// New properties (the administration API's update); they apply to the next message.
+    pub fn set_properties(&mut self, props: TopicProperties) {
+        self.props = props;
     }
 
     fn take_sequence(&mut self) -> i64 {

@@ -146,7 +146,7 @@ pub fn enumerate(broker: &Broker, entity: &EntityPath, request: &Request) -> Res
     let skip = count("skip").unwrap_or(0);
     let top = count("top").unwrap_or(usize::MAX);
     let rules: Vec<Value> = broker
-        .rules(entity)
+        .subscription_rules(entity)
         .map_err(broker_error)?
         .iter()
         .skip(skip)

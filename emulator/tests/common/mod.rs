@@ -1,0 +1,58 @@
+//! Shared by the Python peer tests: find the interpreter, run one scenario, read its JSON.
+// Each test binary that includes this module uses a part of it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use serde_json::Value;
+
+/// The interpreter: `ACA_LAB_PYTHON`, else `<workspace>/.venv`, made on first use with the pinned SDK
+/// (`aca_lab_testkit::python`). Without one the tests fail; they never pass silently.
+pub fn python() -> PathBuf {
+    aca_lab_testkit::python::peer()
+}
+
+/// Run `tests/python/<script> <name>` with `env`; returns the JSON of its last stdout line. Panics
+/// with the script's output on failure or after 120 s.
+pub async fn run_scenario(script: &str, name: &str, env: &[(&str, String)]) -> Value {
+    run_script(script, &[name], env).await
+}
+
+/// Run `tests/python/<script> <args>` with `env`; returns the JSON of its last stdout line. Panics
+/// with the script's output on failure or after 120 s.
+pub async fn run_script(script: &str, args: &[&str], env: &[(&str, String)]) -> Value {
+    let name = std::iter::once(script)
+        .chain(args.iter().copied())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
+    let child = tokio::process::Command::new(python())
+        .arg(&script)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        child.wait_with_output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("scenario {name} did not finish within 120 s"))
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "scenario {name} failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("scenario {name} printed no JSON ({e}):\n{stdout}\n{stderr}"))
+}
