@@ -6,6 +6,7 @@
 
 pub mod cbs;
 pub mod management;
+pub mod sessions;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
