@@ -6,11 +6,13 @@
 //! - [`config`]: the official emulator's `Config.json`, validated with JSON paths in errors.
 //! - [`message`]: a message as raw bytes plus section ranges; re-encodes only header and annotations.
 //! - [`filter`]: subscription rules: correlation filters and the SQL filter/action language.
-//! - [`broker`]: entities, the queue state machine, locks, timers. Knows nothing of sockets.
+//! - [`broker`]: entities, the queue state machine (with its session layer), locks, timers. Knows
+//!   nothing of sockets.
 //! - [`auth`]: SAS token validation for `$cbs` put-token.
 //! - [`access`]: what a connection's tokens allow and when that ends (link expiry, first-token deadline).
 //! - [`amqp`]: frame codec and the sans-IO connection/session/link engine. Knows nothing of queues.
-//! - [`nodes`]: the `$cbs` and `<entity>/$management` request/response handlers.
+//! - [`nodes`]: the `$cbs` and `<entity>/$management` request/response handlers, and the session
+//!   attach on the wire (`com.microsoft:session-filter`, `locked-until-utc`).
 //! - [`server`]: the TCP listener gluing engine and broker, and the [`Emulator`] handle tests start.
 //! - [`http`]: `GET /health` and `GET /queues/{name}`.
 //! - `testcontainers` (feature `testcontainers`): `Image`s for this emulator's container image and for

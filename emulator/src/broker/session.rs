@@ -240,16 +240,16 @@ impl Broker {
         })
     }
 
-    /// Ids of the sessions that have messages or state, sorted; with `updated_since`, only those
-    /// whose state changed (or that received a message) at or after it.
+    /// Ids of the sessions that have messages or state, sorted; with `state_updated_since`, only
+    /// those whose state was set at or after it.
     pub fn message_sessions(
         &self,
         entity: &EntityPath,
-        updated_since: Option<SystemTime>,
+        state_updated_since: Option<SystemTime>,
     ) -> Vec<String> {
         match entity.queue_like() {
             Some((idx, Sub::Main)) => {
-                self.with_index(idx, |q, _| (q.message_sessions(updated_since), false))
+                self.with_index(idx, |q, _| (q.message_sessions(state_updated_since), false))
             }
             _ => Vec::new(),
         }

@@ -343,22 +343,27 @@ impl Queue {
         Ok(())
     }
 
-    /// Ids of sessions with messages (not scheduled) or state, sorted by folded id.
-    pub fn message_sessions(&self, updated_since: Option<SystemTime>) -> Vec<String> {
-        let recent =
-            |t: Option<SystemTime>| updated_since.is_none_or(|s| t.is_some_and(|t| t >= s));
+    /// Ids of sessions with messages (not scheduled) or state, sorted by folded id; with
+    /// `state_updated_since`, only the sessions whose state was set at or after it (what the SDKs
+    /// document for their `state_updated_after` filter).
+    pub fn message_sessions(&self, state_updated_since: Option<SystemTime>) -> Vec<String> {
         let mut found: BTreeMap<Arc<str>, String> = BTreeMap::new();
+        if let Some(since) = state_updated_since {
+            for (key, entry) in &self.sessions.table {
+                if entry.state_updated.is_some_and(|t| t >= since) {
+                    found.insert(key.clone(), entry.id.clone());
+                }
+            }
+            return found.into_values().collect();
+        }
         for (key, entry) in &self.sessions.table {
-            if entry.state.is_some() && recent(entry.state_updated) {
+            if entry.state.is_some() {
                 found.insert(key.clone(), entry.id.clone());
             }
         }
         for entry in self.main.entries.values() {
             let Some(key) = &entry.session else { continue };
-            if matches!(entry.state, State::Scheduled { .. })
-                || found.contains_key(key)
-                || !recent(Some(entry.enqueued_at))
-            {
+            if matches!(entry.state, State::Scheduled { .. }) || found.contains_key(key) {
                 continue;
             }
             let id = self
