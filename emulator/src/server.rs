@@ -439,9 +439,7 @@ enum LinkRole {
     /// A next-available session receiver whose attach is not answered yet: it waits for an unlocked
     /// session with messages until `deadline`, then is refused with `com.microsoft:timeout`.
     SessionWaiter {
-        entity: EntityPath,
-        mode: ReceiveMode,
-        name: String,
+        receiver: SessionReceiver,
         deadline: Instant,
         wait: Duration,
     },
@@ -454,6 +452,15 @@ enum LinkRole {
         node: String,
         target: Option<String>,
     },
+}
+
+/// A session receive link: where it receives from, how, and its name (which management requests
+/// name in `associated-link-name`).
+#[derive(Debug, Clone)]
+struct SessionReceiver {
+    entity: EntityPath,
+    mode: ReceiveMode,
+    name: String,
 }
 
 /// The session a receive link holds.
@@ -781,7 +788,12 @@ impl Connection {
                     }
                     (Some(request), _) => {
                         self.access.track(link, path_for_expiry);
-                        self.attach_session(engine, link, entity, mode, request, info.name, wait);
+                        let receiver = SessionReceiver {
+                            entity,
+                            mode,
+                            name: info.name,
+                        };
+                        self.attach_session(engine, link, receiver, request, wait);
                         return;
                     }
                 }

@@ -508,8 +508,7 @@ mod sessions {
         // Locked by the first link: refused to another.
         let refused = session_receiver(&mut s2, "second", Some("LATE"), 1_000)
             .await
-            .err()
-            .expect("a locked session is refused");
+            .expect_err("a locked session is refused");
         assert_refused(&refused, "com.microsoft:session-cannot-be-locked");
         // Closing the link releases the session at once.
         receiver.close().await.unwrap();
@@ -525,13 +524,12 @@ mod sessions {
         let started = std::time::Instant::now();
         let refused = session_receiver(&mut s, "waiter", None, 300)
             .await
-            .err()
-            .expect("no session to lock");
+            .expect_err("no session to lock");
         assert_refused(&refused, "com.microsoft:timeout");
         assert!(started.elapsed() >= Duration::from_millis(300));
         // A plain receiver is refused on a session queue.
         let plain = Receiver::attach(&mut s, "plain", QUEUE).await;
-        let error = format!("{:?}", plain.err().expect("refused"));
+        let error = format!("{:?}", plain.expect_err("refused"));
         assert_refused(&error, "requires sessions");
         emu.shutdown().await;
     }

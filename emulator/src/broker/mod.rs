@@ -697,7 +697,7 @@ impl Broker {
                     match t.accept(m, at, now, true) {
                         Ok(Accepted::Now(seq, m)) => {
                             numbers.push(seq);
-                            now_due.push((seq, m));
+                            now_due.push((seq, *m));
                         }
                         Ok(Accepted::Held(seq)) => numbers.push(seq),
                         Err(e) => return (Err(e), Vec::new()),

@@ -51,7 +51,7 @@ pub enum Copy {
 #[derive(Debug)]
 pub enum Accepted {
     /// Fan it out now with this sequence number.
-    Now(i64, StoredMessage),
+    Now(i64, Box<StoredMessage>),
     /// Held until due (or a duplicate, dropped); nothing to fan out.
     Held(i64),
 }
@@ -132,7 +132,7 @@ impl Topic {
                 self.deadlines.insert((at, seq));
                 Ok(Accepted::Held(seq))
             }
-            None => Ok(Accepted::Now(seq, message)),
+            None => Ok(Accepted::Now(seq, Box::new(message))),
         }
     }
 

@@ -136,12 +136,7 @@ fn peek(broker: &Broker, entity: &EntityPath, request: &Request) -> Result<Reply
         None => broker.peek(entity, from, count),
     };
     if messages.is_empty() {
-        return Ok(Reply {
-            status_code: 204,
-            status_description: "No Content".into(),
-            properties: Vec::new(),
-            body: Box::new(Value::Null),
-        });
+        return Ok(Reply::no_content());
     }
     let list = messages
         .into_iter()

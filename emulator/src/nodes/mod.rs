@@ -129,6 +129,16 @@ impl Reply {
         }
     }
 
+    /// 204: nothing to return (peek past the end, no sessions); the SDKs read it as an empty result.
+    pub fn no_content() -> Reply {
+        Reply {
+            status_code: 204,
+            status_description: "No Content".into(),
+            properties: Vec::new(),
+            body: Box::new(Value::Null),
+        }
+    }
+
     pub fn error(status_code: i32, condition: &str, description: impl Into<String>) -> Reply {
         Reply {
             status_code,

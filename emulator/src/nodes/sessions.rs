@@ -151,68 +151,74 @@ pub fn handle(
     owner: Option<SessionOwner>,
 ) -> Option<Reply> {
     let result = match operation {
-        "com.microsoft:renew-session-lock" => renew_lock(broker, entity, request, owner),
-        "com.microsoft:get-session-state" => get_state(broker, entity, request, owner),
-        "com.microsoft:set-session-state" => set_state(broker, entity, request, owner),
         "com.microsoft:get-message-sessions" => list(broker, entity, request),
+        "com.microsoft:renew-session-lock"
+        | "com.microsoft:get-session-state"
+        | "com.microsoft:set-session-state" => required_session_id(request).and_then(|id| {
+            let session = Session {
+                broker,
+                entity,
+                id: &id,
+                owner,
+            };
+            match operation {
+                "com.microsoft:renew-session-lock" => session.renew_lock(),
+                "com.microsoft:get-session-state" => session.get_state(),
+                _ => session.set_state(request),
+            }
+        }),
         _ => return None,
     };
     Some(result.unwrap_or_else(|reply| reply))
 }
 
-fn renew_lock(
-    broker: &Broker,
-    entity: &EntityPath,
-    request: &Request,
+/// One session named by a request's `session-id`, held (when `owner` is known) by that receiver.
+struct Session<'a> {
+    broker: &'a Broker,
+    entity: &'a EntityPath,
+    id: &'a str,
     owner: Option<SessionOwner>,
-) -> Result<Reply, Reply> {
-    let id = required_session_id(request)?;
-    let until = broker
-        .renew_session_lock(entity, &id, owner)
-        .map_err(error_reply)?;
-    Ok(Reply::ok(string_map([(
-        "expiration",
-        Value::Timestamp(timestamp(until)),
-    )])))
 }
 
-fn get_state(
-    broker: &Broker,
-    entity: &EntityPath,
-    request: &Request,
-    owner: Option<SessionOwner>,
-) -> Result<Reply, Reply> {
-    let id = required_session_id(request)?;
-    let state = broker
-        .session_state(entity, &id, owner)
-        .map_err(error_reply)?;
-    // Never-set state is `null` (the SDKs return None/null), never a 204.
-    let value = state.map_or(Value::Null, |s| Value::Binary(Binary::from(s.to_vec())));
-    Ok(Reply::ok(string_map([("session-state", value)])))
-}
+impl Session<'_> {
+    fn renew_lock(&self) -> Result<Reply, Reply> {
+        let until = self
+            .broker
+            .renew_session_lock(self.entity, self.id, self.owner)
+            .map_err(error_reply)?;
+        Ok(Reply::ok(string_map([(
+            "expiration",
+            Value::Timestamp(timestamp(until)),
+        )])))
+    }
 
-fn set_state(
-    broker: &Broker,
-    entity: &EntityPath,
-    request: &Request,
-    owner: Option<SessionOwner>,
-) -> Result<Reply, Reply> {
-    let id = required_session_id(request)?;
-    let state = match request.body_field("session-state") {
-        None | Some(Value::Null) => None,
-        Some(Value::Binary(b)) => Some(Bytes::from(b.to_vec())),
-        // Tolerate a string (some clients encode text state so); stored as its UTF-8 bytes.
-        Some(Value::String(s)) => Some(Bytes::from(s.clone().into_bytes())),
-        Some(_) => {
-            return Err(bad_request(
-                "'session-state' must be binary, or null to clear the state",
-            ));
-        }
-    };
-    broker
-        .set_session_state(entity, &id, owner, state)
-        .map_err(error_reply)?;
-    Ok(Reply::ok(string_map([])))
+    fn get_state(&self) -> Result<Reply, Reply> {
+        let state = self
+            .broker
+            .session_state(self.entity, self.id, self.owner)
+            .map_err(error_reply)?;
+        // Never-set state is `null` (the SDKs return None/null), never a 204.
+        let value = state.map_or(Value::Null, |s| Value::Binary(Binary::from(s.to_vec())));
+        Ok(Reply::ok(string_map([("session-state", value)])))
+    }
+
+    fn set_state(&self, request: &Request) -> Result<Reply, Reply> {
+        let state = match request.body_field("session-state") {
+            None | Some(Value::Null) => None,
+            Some(Value::Binary(b)) => Some(Bytes::from(b.to_vec())),
+            // Tolerate a string (some clients encode text state so); stored as its UTF-8 bytes.
+            Some(Value::String(s)) => Some(Bytes::from(s.clone().into_bytes())),
+            Some(_) => {
+                return Err(bad_request(
+                    "'session-state' must be binary, or null to clear the state",
+                ));
+            }
+        };
+        self.broker
+            .set_session_state(self.entity, self.id, self.owner, state)
+            .map_err(error_reply)?;
+        Ok(Reply::ok(string_map([])))
+    }
 }
 
 /// `last-updated-time` at or beyond this (year 10000, what the SDKs send for "any") filters nothing.
@@ -243,12 +249,7 @@ fn list(broker: &Broker, entity: &EntityPath, request: &Request) -> Result<Reply
         .map(Value::String)
         .collect();
     if ids.is_empty() {
-        return Ok(Reply {
-            status_code: 204,
-            status_description: "No Content".into(),
-            properties: Vec::new(),
-            body: Box::new(Value::Null),
-        });
+        return Ok(Reply::no_content());
     }
     let next = skip + ids.len() as i64;
     Ok(Reply::ok(string_map([

@@ -11,50 +11,36 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Connection, HeldSession, LinkRole, send_delivery};
+use super::{Connection, HeldSession, LinkRole, SessionReceiver, send_delivery};
 use crate::amqp::{Engine, LinkId};
-use crate::broker::{EntityPath, ReceiveMode, SessionOwner, SessionRequest};
+use crate::broker::{EntityPath, ReceiveMode, SessionGrant, SessionOwner, SessionRequest};
 use crate::nodes::sessions;
 
 impl Connection {
     /// Answer a session receiver's attach: lock the session it asks for, or wait for one.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn attach_session(
         &mut self,
         engine: &mut Engine,
         link: LinkId,
-        entity: EntityPath,
-        mode: ReceiveMode,
+        receiver: SessionReceiver,
         request: SessionRequest,
-        name: String,
         wait: Duration,
     ) {
         let owner = SessionOwner::next();
-        match self.shared.broker.accept_session(&entity, &request, owner) {
-            Ok(Some(grant)) => {
-                engine.accept_link_with(link, sessions::attach_reply(&grant));
-                self.links.insert(
-                    link,
-                    LinkRole::EntityReceiver {
-                        entity,
-                        mode,
-                        session: Some(HeldSession {
-                            id: grant.session_id,
-                            owner,
-                            link_name: name,
-                        }),
-                    },
-                );
-            }
+        match self
+            .shared
+            .broker
+            .accept_session(&receiver.entity, &request, owner)
+        {
+            Ok(Some(grant)) => self.hold(engine, link, receiver, owner, grant),
             Ok(None) => {
-                tracing::debug!(%entity, ?wait, "no session available; the attach waits");
+                tracing::debug!(entity = %receiver.entity, ?wait, "no session available; the attach waits");
+                let deadline = Instant::now() + wait;
                 self.links.insert(
                     link,
                     LinkRole::SessionWaiter {
-                        entity,
-                        mode,
-                        name,
-                        deadline: Instant::now() + wait,
+                        receiver,
+                        deadline,
                         wait,
                     },
                 );
@@ -66,35 +52,43 @@ impl Connection {
         }
     }
 
+    /// Answer the attach with the granted session and make the link its receiver.
+    fn hold(
+        &mut self,
+        engine: &mut Engine,
+        link: LinkId,
+        receiver: SessionReceiver,
+        owner: SessionOwner,
+        grant: SessionGrant,
+    ) {
+        engine.accept_link_with(link, sessions::attach_reply(&grant));
+        let session = Some(HeldSession {
+            id: grant.session_id,
+            owner,
+            link_name: receiver.name,
+        });
+        self.links.insert(
+            link,
+            LinkRole::EntityReceiver {
+                entity: receiver.entity,
+                mode: receiver.mode,
+                session,
+            },
+        );
+    }
+
     /// Try again to give a waiting next-available attach a session.
     pub(super) fn retry_waiter(&mut self, engine: &mut Engine, link: LinkId) {
-        let Some(LinkRole::SessionWaiter {
-            entity, mode, name, ..
-        }) = self.links.get(&link).cloned()
-        else {
+        let Some(LinkRole::SessionWaiter { receiver, .. }) = self.links.get(&link).cloned() else {
             return;
         };
         let owner = SessionOwner::next();
-        match self
-            .shared
-            .broker
-            .accept_session(&entity, &SessionRequest::NextAvailable, owner)
-        {
-            Ok(Some(grant)) => {
-                engine.accept_link_with(link, sessions::attach_reply(&grant));
-                self.links.insert(
-                    link,
-                    LinkRole::EntityReceiver {
-                        entity,
-                        mode,
-                        session: Some(HeldSession {
-                            id: grant.session_id,
-                            owner,
-                            link_name: name,
-                        }),
-                    },
-                );
-            }
+        match self.shared.broker.accept_session(
+            &receiver.entity,
+            &SessionRequest::NextAvailable,
+            owner,
+        ) {
+            Ok(Some(grant)) => self.hold(engine, link, receiver, owner, grant),
             Ok(None) => {}
             Err(e) => {
                 self.links.remove(&link);

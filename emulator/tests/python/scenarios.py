@@ -52,6 +52,19 @@ def receive_one(receiver):
     return got[0]
 
 
+def receive_all(receiver, complete=True):
+    """Everything the receiver gets until a receive comes back empty (completed unless told not to)."""
+    out = []
+    while True:
+        got = receiver.receive_messages(max_message_count=10, max_wait_time=1)
+        if not got:
+            return out
+        for m in got:
+            out.append(m)
+            if complete:
+                receiver.complete_message(m)
+
+
 def send_receive_complete():
     with client() as sb:
         with sb.get_queue_sender(QUEUE) as sender:
@@ -343,16 +356,8 @@ def props_of(m):
 
 def drain(sb, subscription, sub_queue=None, complete=True):
     """Everything one subscription holds now, completed."""
-    out = []
     with sb.get_subscription_receiver(TOPIC, subscription, sub_queue=sub_queue) as receiver:
-        while True:
-            got = receiver.receive_messages(max_message_count=10, max_wait_time=1)
-            if not got:
-                return out
-            for m in got:
-                out.append(m)
-                if complete:
-                    receiver.complete_message(m)
+        return receive_all(receiver, complete)
 
 
 def topic_fan_out():
@@ -520,18 +525,6 @@ def error_name(f):
 def send_sessions(sb, pairs):
     with sb.get_queue_sender(QUEUE) as sender:
         sender.send_messages([ServiceBusMessage(b, session_id=s) for s, b in pairs])
-
-
-def receive_all(receiver, complete=True):
-    out = []
-    while True:
-        got = receiver.receive_messages(max_message_count=10, max_wait_time=1)
-        if not got:
-            return out
-        for m in got:
-            out.append(m)
-            if complete:
-                receiver.complete_message(m)
 
 
 def session_specific():

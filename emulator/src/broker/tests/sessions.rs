@@ -304,6 +304,14 @@ async fn releasing_returns_messages_without_counting_and_keeps_state() {
     );
     // Null clears it; then the session is gone from the list.
     let (last, _) = accept(&b, specific("s"));
+    let too_big = Bytes::from(vec![0u8; MAX_MESSAGE_SIZE + 1]);
+    assert_eq!(
+        b.set_session_state(&q, &id, Some(last), Some(too_big)),
+        Err(SessionError::StateTooLarge {
+            size: MAX_MESSAGE_SIZE + 1,
+            limit: MAX_MESSAGE_SIZE
+        })
+    );
     b.set_session_state(&q, &id, Some(last), None).unwrap();
     assert_eq!(b.session_state(&q, &id, Some(last)), Ok(None));
     b.release_session(&q, &id, last);
@@ -388,4 +396,114 @@ async fn subscriptions_have_sessions_and_dead_letter_copies_without_a_session_id
         2
     );
     b.check_indexes();
+}
+
+/// Random interleavings of session operations with lock expiry: the indexes (messages, sessions,
+/// session deadlines) stay consistent, every message sent is accounted for, a session has one holder
+/// at a time, and a holder receives only messages of its own session.
+#[tokio::test(start_paused = true)]
+async fn random_session_operations_keep_indexes_and_locks_consistent() {
+    const IDS: [&str; 3] = ["a", "b", "c"];
+    for seed in 0..20 {
+        let b = broker_with(QueueProperties {
+            requires_session: true,
+            default_message_time_to_live: Duration::from_secs(86_400 * 10),
+            ..props()
+        });
+        let q = queue(&b);
+        let mut rng = super::Lcg(seed);
+        let (mut sent, mut gone) = (0u64, 0u64);
+        // (session id, owner) of every lock we believe is held, and messages taken under them.
+        let mut holders: Vec<(&str, SessionOwner)> = Vec::new();
+        let mut held: Vec<(&str, SessionOwner, Delivery)> = Vec::new();
+        for step in 0..300 {
+            let id = IDS[rng.below(3) as usize];
+            match rng.below(9) {
+                0 | 1 => {
+                    b.send(&q, msg("m").session(id).build()).unwrap();
+                    sent += 1;
+                }
+                2 => {
+                    let owner = SessionOwner::next();
+                    let request = if rng.below(2) == 0 {
+                        SessionRequest::NextAvailable
+                    } else {
+                        specific(id)
+                    };
+                    match b.accept_session(&q, &request, owner) {
+                        Ok(Some(grant)) => {
+                            let id = IDS.iter().find(|i| **i == grant.session_id).unwrap();
+                            assert!(
+                                !holders
+                                    .iter()
+                                    .any(|(h, o)| h == id && b.holds_session(&q, h, *o)),
+                                "seed {seed} step {step}: two holders of {id}"
+                            );
+                            holders.push((id, owner));
+                        }
+                        Ok(None) | Err(SessionError::CannotBeLocked(_)) => {}
+                        Err(e) => panic!("seed {seed} step {step}: {e}"),
+                    }
+                }
+                3 | 4 if !holders.is_empty() => {
+                    let (id, owner) = holders[rng.below(holders.len() as u64) as usize];
+                    let in_session = b
+                        .peek_session(&q, id, 0, usize::MAX)
+                        .into_iter()
+                        .map(|(seq, _)| seq)
+                        .collect::<Vec<_>>();
+                    match b.receive_session(&q, id, owner, ReceiveMode::PeekLock) {
+                        Ok(Some(d)) => {
+                            assert!(in_session.contains(&d.sequence_number));
+                            assert!(d.delivery_count < 3, "seed {seed} step {step}: {d:?}");
+                            held.push((id, owner, d));
+                        }
+                        Ok(None) | Err(SessionError::LockLost(_)) => {}
+                        Err(e) => panic!("seed {seed} step {step}: {e}"),
+                    }
+                }
+                5 if !held.is_empty() => {
+                    let (id, owner, d) = held.swap_remove(rng.below(held.len() as u64) as usize);
+                    let outcome = match rng.below(4) {
+                        0 | 1 => Outcome::Complete,
+                        2 => abandon(),
+                        _ => Outcome::DeadLetter {
+                            reason: None,
+                            description: None,
+                        },
+                    };
+                    let complete = outcome == Outcome::Complete;
+                    match b.settle_session(&q, id, Some(owner), d.lock_token, outcome) {
+                        Ok(()) if complete => gone += 1,
+                        Ok(()) | Err(SettleError::SessionLockLost) | Err(SettleError::LockLost) => {
+                        }
+                        Err(e) => panic!("seed {seed} step {step}: {e}"),
+                    }
+                }
+                6 if !holders.is_empty() => {
+                    let (id, owner) = holders.swap_remove(rng.below(holders.len() as u64) as usize);
+                    if rng.below(2) == 0 {
+                        b.release_session(&q, id, owner);
+                    } else if b.renew_session_lock(&q, id, Some(owner)).is_ok() {
+                        holders.push((id, owner));
+                    }
+                }
+                7 => advance(Duration::from_secs(rng.below(40))).await,
+                _ => {
+                    if let Some(&(id, owner)) = holders.first() {
+                        let _ = b.set_session_state(
+                            &q,
+                            id,
+                            Some(owner),
+                            Some(Bytes::from_static(b"s")),
+                        );
+                    }
+                }
+            }
+            b.check_indexes();
+            let c = counts(&b);
+            let present = c.active_message_count + c.dead_letter_message_count;
+            assert_eq!(sent, gone + present, "seed {seed} step {step}: {c:?}");
+        }
+    }
 }
