@@ -25,6 +25,7 @@ async fn main() -> anyhow::Result<()> {
     client_round_trip(messages).await?;
     topic_fan_out(messages / 2, 10).await?;
     sql_evaluations(1_000_000);
+    session_drain(100, 100, 10).await?;
     if let Some(job) = std::env::var_os("ACA_LAB_JOB_BIN") {
         worker_drain(std::path::Path::new(&job), 1000).await?;
     }
@@ -228,6 +229,113 @@ async fn worker_drain(job: &std::path::Path, n: usize) -> anyhow::Result<()> {
         "| worker binary drains {n} messages (`--max-messages 0`, incl. start and 1 s idle wait) | {:.2} s wall, {:.0} msg/s over the drain, peak RSS {rss} |",
         took.as_secs_f64(),
         rate(n, took.saturating_sub(Duration::from_secs(1)))
+    );
+    Ok(())
+}
+
+/// Sessions: `sessions` × `per_session` messages (interleaved, put straight into the broker) drained
+/// by `receivers` concurrent next-available session receivers, each on its own connection (fe2o3-amqp:
+/// our worker's client has no sessions), completing each message (peek-lock, credit 100).
+async fn session_drain(
+    sessions: usize,
+    per_session: usize,
+    receivers: usize,
+) -> anyhow::Result<()> {
+    use fe2o3_amqp::types::messaging::{FilterSet, Message, Properties, Source};
+    use fe2o3_amqp::types::primitives::{Symbol, Value};
+    use fe2o3_amqp_types::messaging::message::__private::Serializable;
+    use servicebus_emulator::config::{Config, QueueProperties};
+    use servicebus_emulator::message::StoredMessage;
+
+    let config = Config::single_queue(
+        QUEUE,
+        QueueProperties {
+            requires_session: true,
+            ..QueueProperties::default()
+        },
+    );
+    let emu = Emulator::builder()
+        .config(config)
+        .loopback()
+        .start()
+        .await?;
+    let queue = emu.broker().resolve(QUEUE)?;
+    let n = sessions * per_session;
+    let messages = (0..n)
+        .map(|i| {
+            let message = Message::builder()
+                .properties(Properties {
+                    group_id: Some(format!("session-{}", i % sessions)),
+                    ..Properties::default()
+                })
+                .value(format!("message {i}"))
+                .build();
+            let bytes = serde_amqp::to_vec(&Serializable(&message))?;
+            Ok(StoredMessage::parse(bytes.into())?)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    emu.broker().send_batch(&queue, messages)?;
+
+    let url = format!("amqp://127.0.0.1:{}", emu.amqp_addr().port());
+    let began = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for r in 0..receivers {
+        let url = url.clone();
+        tasks.spawn(async move {
+            let mut connection = fe2o3_amqp::Connection::builder()
+                .container_id(format!("bench-{r}"))
+                .sasl_profile(fe2o3_amqp::sasl_profile::SaslProfile::Plain {
+                    username: "RootManageSharedAccessKey".into(),
+                    password: "SAS_KEY_VALUE".into(),
+                })
+                .open(url.as_str())
+                .await?;
+            let mut session = fe2o3_amqp::Session::begin(&mut connection).await?;
+            let mut drained = 0usize;
+            for attempt in 0.. {
+                let mut filter = FilterSet::new();
+                filter.insert(Symbol::from("com.microsoft:session-filter"), Value::Null);
+                let mut properties = fe2o3_amqp::types::definitions::Fields::new();
+                properties.insert(Symbol::from("com.microsoft:timeout"), Value::Uint(200));
+                // A refusal (com.microsoft:timeout) means every session is drained or taken.
+                let Ok(mut receiver) = fe2o3_amqp::Receiver::builder()
+                    .name(format!("bench-{r}-{attempt}"))
+                    .source(Source::builder().address(QUEUE).filter(filter).build())
+                    .properties(properties)
+                    .credit_mode(fe2o3_amqp::link::receiver::CreditMode::Auto(100))
+                    .attach(&mut session)
+                    .await
+                else {
+                    break;
+                };
+                for _ in 0..per_session {
+                    let delivery: fe2o3_amqp::link::delivery::Delivery<Value> =
+                        receiver.recv().await?;
+                    receiver.accept(&delivery).await?;
+                    drained += 1;
+                }
+                receiver.close().await?;
+            }
+            session.end().await?;
+            connection.close().await?;
+            anyhow::Ok(drained)
+        });
+    }
+    let mut drained = 0;
+    while let Some(done) = tasks.join_next().await {
+        drained += done??;
+    }
+    let took = began.elapsed();
+    let left = emu.broker().counts(QUEUE).map(|c| c.active_message_count);
+    emu.shutdown().await;
+    anyhow::ensure!(
+        drained == n && left == Some(0),
+        "sessions not drained: {drained} of {n} received, {left:?} left"
+    );
+    println!(
+        "| sessions: {sessions} × {per_session} messages drained by {receivers} next-available session receivers (peek-lock, complete each; incl. the last 200 ms next-available wait) | {:.0} msg/s ({:.2} s) |",
+        rate(n, took),
+        took.as_secs_f64()
     );
     Ok(())
 }

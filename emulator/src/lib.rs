@@ -39,12 +39,14 @@
 //! - [`config`]: the official emulator's `Config.json`, validated with JSON paths in errors.
 //! - [`message`]: a message as raw bytes plus section ranges; re-encodes only header and annotations.
 //! - [`filter`]: subscription rules: correlation filters and the SQL filter/action language.
-//! - [`broker`]: entities, the queue state machine, locks, timers. Knows nothing of sockets.
+//! - [`broker`]: entities, the queue state machine (with its session layer), locks, timers. Knows
+//!   nothing of sockets.
 //! - [`auth`]: `$cbs` put-token validation: SAS tokens (signature checked), Entra ID `jwt` tokens
 //!   (form, expiry and audience; an emulator cannot check Entra's signature).
 //! - [`access`]: what a connection's tokens allow and when that ends (link expiry, first-token deadline).
 //! - [`amqp`]: frame codec and the sans-IO connection/session/link engine. Knows nothing of queues.
-//! - [`nodes`]: the `$cbs` and `<entity>/$management` request/response handlers.
+//! - [`nodes`]: the `$cbs` and `<entity>/$management` request/response handlers, and the session
+//!   attach on the wire (`com.microsoft:session-filter`, `locked-until-utc`).
 //! - [`tls`]: the optional TLS listener's certificate and key (rustls, ring).
 //! - [`server`]: the TCP listener gluing engine and broker, and the [`Emulator`] handle tests start.
 //! - [`http`]: the HTTP listener: `GET /health`, JSON counts, and the routes of [`admin`].

@@ -48,11 +48,16 @@ use crate::amqp::engine::{BATCH_MESSAGE_FORMAT, amqp_error};
 use crate::amqp::sasl::{self, SaslCredentials};
 use crate::amqp::{AttachInfo, Engine, EngineConfig, Event, LinkId};
 use crate::auth::SasValidator;
-use crate::broker::{Broker, BrokerError, EntityPath, Outcome, ReceiveMode, SettleError};
+use crate::broker::session::SESSION_RECEIVER_REQUIRED;
+use crate::broker::{
+    Broker, BrokerError, Delivery, EntityPath, Outcome, ReceiveMode, SessionOwner,
+};
 use crate::config::Config;
 use crate::message::StoredMessage;
-use crate::nodes::{self, Request, cbs, management};
+use crate::nodes::{self, Request, cbs, management, sessions};
 use crate::tls::TlsIdentity;
+
+mod session_links;
 
 /// Why the emulator could not start.
 #[derive(Debug, thiserror::Error)]
@@ -516,10 +521,19 @@ fn plain_is_valid(validator: &SasValidator, rule: &str, key: &str) -> bool {
 enum LinkRole {
     /// A client sending to a queue.
     EntitySender { entity: EntityPath },
-    /// A client receiving from a queue (or its dead-letter queue).
+    /// A client receiving from a queue or subscription (or a dead-letter queue); a session receiver
+    /// holds the lock of one session and receives only its messages.
     EntityReceiver {
         entity: EntityPath,
         mode: ReceiveMode,
+        session: Option<HeldSession>,
+    },
+    /// A next-available session receiver whose attach is not answered yet: it waits for an unlocked
+    /// session with messages until `deadline`, then is refused with `com.microsoft:timeout`.
+    SessionWaiter {
+        receiver: SessionReceiver,
+        deadline: Instant,
+        wait: Duration,
     },
     /// Requests to `$cbs`.
     CbsRequests,
@@ -530,6 +544,24 @@ enum LinkRole {
         node: String,
         target: Option<String>,
     },
+}
+
+/// A session receive link: where it receives from, how, and its name (which management requests
+/// name in `associated-link-name`).
+#[derive(Debug, Clone)]
+struct SessionReceiver {
+    entity: EntityPath,
+    mode: ReceiveMode,
+    name: String,
+}
+
+/// The session a receive link holds.
+#[derive(Debug, Clone)]
+struct HeldSession {
+    id: String,
+    owner: SessionOwner,
+    /// The link name, which management requests name in `associated-link-name`.
+    link_name: String,
 }
 
 struct Connection {
@@ -620,6 +652,9 @@ pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             _ = sleep_until_opt(deadline) => engine.on_timer(Instant::now()),
             _ = sleep_until_opt(conn.access.next_deadline()) => {
                 conn.on_access_timer(&mut engine, Instant::now());
+            }
+            _ = sleep_until_opt(conn.next_waiter_deadline()) => {
+                conn.on_waiter_timer(&mut engine, Instant::now());
             }
             _ = stopped(&mut stop) => {
                 engine.close(Some(amqp_error("amqp:connection:forced", "the emulator is shutting down")));
@@ -726,7 +761,9 @@ impl Connection {
             Event::Credit { link } => self.pump(engine, link),
             Event::Detached { link } => {
                 self.access.forget(link);
-                self.links.remove(&link);
+                if let Some(role) = self.links.remove(&link) {
+                    self.release(&role);
+                }
                 self.replies.remove(&link);
             }
             Event::Closed => self.closed = true,
@@ -828,7 +865,33 @@ impl Connection {
                 } else {
                     ReceiveMode::PeekLock
                 };
-                LinkRole::EntityReceiver { entity, mode }
+                let attach = engine.link_attach(link);
+                let request = attach.and_then(sessions::session_filter);
+                let wait = attach.map_or(sessions::DEFAULT_WAIT, sessions::wait_timeout);
+                match (request, self.shared.broker.requires_session(&entity)) {
+                    (None, false) => LinkRole::EntityReceiver {
+                        entity,
+                        mode,
+                        session: None,
+                    },
+                    (None, true) => {
+                        engine.refuse_link(
+                            link,
+                            amqp_error("amqp:not-allowed", SESSION_RECEIVER_REQUIRED),
+                        );
+                        return;
+                    }
+                    (Some(request), _) => {
+                        self.access.track(link, path_for_expiry);
+                        let receiver = SessionReceiver {
+                            entity,
+                            mode,
+                            name: info.name,
+                        };
+                        self.attach_session(engine, link, receiver, request, wait);
+                        return;
+                    }
+                }
             }
         };
         self.access.track(link, path_for_expiry);
@@ -869,13 +932,18 @@ impl Connection {
                     Ok(r) => r,
                     Err(e) => return rejected(amqp_error("amqp:decode-error", e.to_string())),
                 };
-                let reply = management::handle(&self.shared.broker, &entity, &request);
+                let owner = request
+                    .property_str("associated-link-name")
+                    .and_then(|name| self.session_owner(&name));
+                let reply = management::handle(&self.shared.broker, &entity, &request, owner);
                 let reply = reply.encode(request.message_id(), "statusCode", "statusDescription");
                 let node = format!("{entity}/$management");
                 self.route_reply(engine, &node, request.reply_to(), reply);
                 accepted()
             }
-            LinkRole::EntityReceiver { .. } | LinkRole::Replies { .. } => rejected(amqp_error(
+            LinkRole::EntityReceiver { .. }
+            | LinkRole::SessionWaiter { .. }
+            | LinkRole::Replies { .. } => rejected(amqp_error(
                 "amqp:not-allowed",
                 "this link only delivers to the client",
             )),
@@ -953,7 +1021,10 @@ impl Connection {
         settled: bool,
         state: Option<DeliveryState>,
     ) {
-        let Some(LinkRole::EntityReceiver { entity, .. }) = self.links.get(&link).cloned() else {
+        let Some(LinkRole::EntityReceiver {
+            entity, session, ..
+        }) = self.links.get(&link).cloned()
+        else {
             return;
         };
         let Ok(token_bytes) = <[u8; 16]>::try_from(&tag[..]) else {
@@ -967,19 +1038,19 @@ impl Connection {
             Some(o) => o,
             None => return,
         };
-        let result = self.shared.broker.settle(&entity, token, outcome);
+        let broker = &self.shared.broker;
+        let result = match &session {
+            Some(held) => {
+                broker.settle_session(&entity, &held.id, Some(held.owner), token, outcome)
+            }
+            None => broker.settle(&entity, token, outcome),
+        };
         if settled {
             return;
         }
         let echoed = match result {
             Ok(()) => echo,
-            Err(e) => {
-                let condition = match e {
-                    SettleError::LockLost => "com.microsoft:message-lock-lost",
-                    SettleError::MessageNotFound => "com.microsoft:message-not-found",
-                };
-                rejected(amqp_error(condition, e.to_string()))
-            }
+            Err(e) => rejected(amqp_error(e.condition(), e.to_string())),
         };
         engine.echo(link, delivery_id, echoed);
         // A released/abandoned message may be deliverable again at once.
@@ -995,7 +1066,10 @@ impl Connection {
         let mut ids: Vec<LinkId> = self.links.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {
-            self.pump(engine, id);
+            match self.links.get(&id) {
+                Some(LinkRole::SessionWaiter { .. }) => self.retry_waiter(engine, id),
+                _ => self.pump(engine, id),
+            }
         }
     }
 
@@ -1049,21 +1123,19 @@ impl Connection {
                     );
                 }
             }
-            Some(LinkRole::EntityReceiver { entity, mode }) => {
+            Some(LinkRole::EntityReceiver {
+                entity,
+                mode,
+                session: Some(held),
+            }) => {
+                let (entity, mode, held) = (entity.clone(), *mode, held.clone());
+                self.pump_session(engine, link, &entity, mode, &held);
+            }
+            Some(LinkRole::EntityReceiver { entity, mode, .. }) => {
                 let (entity, mode) = (entity.clone(), *mode);
                 while engine.can_send(link) {
                     match self.shared.broker.receive(&entity, mode) {
-                        Some(delivery) => {
-                            let settled = mode == ReceiveMode::ReceiveAndDelete;
-                            let token = if settled {
-                                Uuid::new_v4()
-                            } else {
-                                delivery.lock_token
-                            };
-                            // Lock tokens travel as delivery tags in .NET GUID byte order.
-                            let tag = Bytes::copy_from_slice(&token.to_bytes_le());
-                            engine.send(link, tag, delivery.payload, settled);
-                        }
+                        Some(delivery) => send_delivery(engine, link, mode, delivery),
                         None => {
                             engine.no_more_messages(link);
                             break;
@@ -1074,6 +1146,19 @@ impl Connection {
             _ => {}
         }
     }
+}
+
+/// Put one message on a receive link: the lock token is the delivery tag, in .NET GUID byte order;
+/// receive-and-delete deliveries go out settled, under a fresh tag.
+fn send_delivery(engine: &mut Engine, link: LinkId, mode: ReceiveMode, delivery: Delivery) {
+    let settled = mode == ReceiveMode::ReceiveAndDelete;
+    let token = if settled {
+        Uuid::new_v4()
+    } else {
+        delivery.lock_token
+    };
+    let tag = Bytes::copy_from_slice(&token.to_bytes_le());
+    engine.send(link, tag, delivery.payload, settled);
 }
 
 fn unix_seconds(t: SystemTime) -> u64 {

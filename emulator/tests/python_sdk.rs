@@ -435,3 +435,170 @@ async fn official_sample_config_routes_by_its_rules() {
     assert_eq!(r["sql_to"], "Entity");
     emu.shutdown().await;
 }
+
+// ---- sessions (issue #10): `queue-messages` requires sessions; topic `orders` has a session
+// subscription `sessions` and a plain one `plain` ----
+
+fn session_config(lock_duration: Duration) -> Config {
+    let sessions = QueueProperties {
+        requires_session: true,
+        lock_duration,
+        ..QueueProperties::default()
+    };
+    Config::single_queue(QUEUE, sessions.clone()).topic(
+        TopicConfig::new(TOPIC)
+            .subscription(SubscriptionConfig::new("sessions").properties(sessions))
+            .subscription(SubscriptionConfig::new("plain")),
+    )
+}
+
+async fn run_sessions(name: &str) -> (Emulator, Value) {
+    let emu = start(session_config(Duration::from_secs(60))).await;
+    let result = scenario(&emu, name).await;
+    (emu, result)
+}
+
+#[tokio::test]
+async fn session_receiver_gets_only_its_session_in_order() {
+    let (emu, r) = run_sessions("session_specific").await;
+    assert_eq!(r["session_id"], "s1");
+    assert_eq!(r["bodies"], serde_json::json!(["a1", "a2", "a3"]));
+    assert_eq!(r["message_session_ids"], serde_json::json!(["s1"]));
+    assert_eq!(r["sequence_numbers"], serde_json::json!([1, 3, 5]));
+    // The SDK read locked-until-utc (ticks) from the attach: about LockDuration ahead.
+    let left = r["lock_seconds_left"].as_f64().unwrap();
+    assert!((50.0..=61.0).contains(&left), "{left}");
+    // s2's messages are untouched.
+    assert_eq!(counts(&emu).active_message_count, 2);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn next_available_session_picks_sessions_with_messages_oldest_first() {
+    let (emu, r) = run_sessions("session_next_available").await;
+    assert_eq!(
+        r["sessions"],
+        serde_json::json!([["first", ["f1", "f2"]], ["second", ["s1"]]])
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn settlement_inside_a_session() {
+    let (emu, r) = run_sessions("session_settlement").await;
+    assert_eq!(r["peeked"], serde_json::json!(["m0", "m1", "m2", "m3"]));
+    assert_eq!(r["first"], "m0");
+    assert_eq!(r["redelivered"], "m0");
+    assert_eq!(r["redelivered_count"], 1);
+    assert_eq!(r["after_deferred"], "m2");
+    assert_eq!(r["last"], "m3");
+    assert_eq!(r["visible_while_deferred"], 0);
+    assert_eq!(r["deferred"], "m1");
+    assert_eq!(r["dead"], serde_json::json!(["m2"]));
+    assert_eq!(r["dead_reason"], "Bad");
+    assert_eq!(
+        r["dead_session_id"], "w",
+        "the session id travels with the dead letter"
+    );
+    assert_eq!(counts(&emu), Default::default());
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn session_state_is_binary_survives_release_and_clears_with_none() {
+    let (emu, r) = run_sessions("session_state").await;
+    assert_eq!(r["initial"], Value::Null);
+    assert_eq!(r["read_back"], "step-1");
+    assert_eq!(r["after_reopen"], "step-1");
+    assert_eq!(r["listed"], serde_json::json!(["stateful"]));
+    assert_eq!(r["cleared"], Value::Null);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn list_sessions_names_the_sessions_with_messages() {
+    let (emu, r) = run_sessions("session_list").await;
+    assert_eq!(r["sessions"], serde_json::json!(["l1", "l2"]));
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn renew_session_lock_moves_locked_until() {
+    let (emu, r) = run_sessions("session_renew").await;
+    let moved = r["moved_seconds"].as_f64().unwrap();
+    assert!((1.0..10.0).contains(&moved), "{moved}");
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_locked_session_is_refused_to_a_second_receiver() {
+    let (emu, r) = run_sessions("session_locked_elsewhere").await;
+    let error = r["error"].as_str().unwrap_or_else(|| panic!("{r}"));
+    assert!(error.starts_with("SessionCannotBeLockedError"), "{error}");
+    assert!(error.contains("busy"), "{error}");
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn session_lock_expiry_lets_another_receiver_in() {
+    let emu = start(session_config(Duration::from_secs(3))).await;
+    let r = scenario(&emu, "session_lock_expiry").await;
+    assert_eq!(r["error"], "SessionLockLostError");
+    assert_eq!(r["redelivered"], "too-slow");
+    assert_eq!(
+        r["redelivered_count"], 1,
+        "a lapsed lock counts the attempt"
+    );
+    assert_eq!(counts(&emu).active_message_count, 0);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn no_session_available_is_the_sdks_timeout_error() {
+    let (emu, r) = run_sessions("session_none_available").await;
+    let error = r["error"].as_str().unwrap_or_else(|| panic!("{r}"));
+    assert!(error.starts_with("OperationTimeoutError"), "{error}");
+    // Two attempts of the 2 s wait plus the SDK's back-off: well inside the 30 s receive wait.
+    let seconds = r["seconds"].as_f64().unwrap();
+    assert!(seconds < 20.0, "{seconds}");
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn send_without_session_id_is_refused() {
+    let (emu, r) = run_sessions("session_send_without_id").await;
+    let error = r["error"].as_str().unwrap_or_else(|| panic!("{r}"));
+    assert!(
+        error.contains("The SessionId was not set on a message"),
+        "{error}"
+    );
+    assert_eq!(
+        counts(&emu).active_message_count,
+        1,
+        "only the message with a session id"
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn plain_receiver_on_a_session_queue_is_refused() {
+    let (emu, r) = run_sessions("session_plain_receiver_refused").await;
+    let error = r["error"].as_str().unwrap_or_else(|| panic!("{r}"));
+    assert!(error.contains("requires sessions"), "{error}");
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn sessions_on_a_topic_subscription() {
+    let (emu, r) = run_sessions("session_subscription").await;
+    assert_eq!(r["a"], serde_json::json!(["t-a1", "t-a2"]));
+    assert_eq!(r["b"], serde_json::json!(["t-b1"]));
+    assert_eq!(r["b_id"], "b");
+    assert_eq!(r["dead"], serde_json::json!(["t-none"]));
+    assert_eq!(r["dead_reason"], "Session id is null.");
+    assert_eq!(
+        r["plain"],
+        serde_json::json!(["t-a1", "t-b1", "t-a2", "t-none"])
+    );
+    emu.shutdown().await;
+}

@@ -18,7 +18,7 @@ use fe2o3_amqp_types::performatives::{
     Attach, Begin, ChannelMax, Close, Detach, Disposition, End, Flow, MaxFrameSize, Open,
     Performative, Transfer,
 };
-use fe2o3_amqp_types::primitives::{Binary, OrderedMap, Symbol};
+use fe2o3_amqp_types::primitives::{Binary, OrderedMap, Symbol, Value};
 use tokio::time::Instant;
 
 use super::codec::{self, EMPTY_FRAME, Frame, TYPE_AMQP};
@@ -134,6 +134,17 @@ impl AttachInfo {
             Role::Sender => self.target_address.as_deref(),
         }
     }
+}
+
+/// What an accepting attach reply adds to the echo of the client's attach.
+#[derive(Debug, Clone, Default)]
+pub struct AttachReply {
+    /// Overrides the echoed sender settle mode (response links answer `Settled`).
+    pub snd_settle_mode: Option<SenderSettleMode>,
+    /// Entries set in the echoed source's filter set (replacing the client's value for a key).
+    pub source_filter: Vec<(Symbol, Value)>,
+    /// The reply's link properties.
+    pub properties: Option<Fields>,
 }
 
 /// Something the server must react to.
@@ -699,12 +710,12 @@ impl Engine {
         }
     }
 
-    fn reply_attach(
-        &mut self,
-        id: LinkId,
-        refuse: bool,
-        snd_settle_mode: Option<SenderSettleMode>,
-    ) -> Option<u16> {
+    fn reply_attach(&mut self, id: LinkId, refuse: bool, reply: AttachReply) -> Option<u16> {
+        let AttachReply {
+            snd_settle_mode,
+            source_filter,
+            properties,
+        } = reply;
         let max_message_size = self.config.max_message_size;
         let link = self.links.get_mut(&id)?;
         let local = self.sessions.get(&link.incoming_channel)?.local_channel;
@@ -717,6 +728,12 @@ impl Engine {
             let source = a.source.clone().map(|mut s| {
                 if s.address.is_none() {
                     s.address = Some(format!("source-{}", a.name));
+                }
+                if !source_filter.is_empty() {
+                    let filter = s.filter.get_or_insert_with(Default::default);
+                    for (k, v) in source_filter {
+                        filter.insert(k, v);
+                    }
                 }
                 s
             });
@@ -767,7 +784,7 @@ impl Engine {
             max_message_size: Some(max_message_size),
             offered_capabilities: None,
             desired_capabilities: None,
-            properties: None,
+            properties,
         };
         link.accepted = !refuse;
         self.write(local, &Performative::Attach(reply), &[]);
@@ -777,7 +794,19 @@ impl Engine {
     /// Accept an attached link: echo it and, when the client sends, grant credit.
     /// `snd_settle_mode` overrides the echoed sender settle mode (response links answer `Settled`).
     pub fn accept_link(&mut self, id: LinkId, snd_settle_mode: Option<SenderSettleMode>) {
-        if self.reply_attach(id, false, snd_settle_mode).is_none() {
+        self.accept_link_with(
+            id,
+            AttachReply {
+                snd_settle_mode,
+                ..AttachReply::default()
+            },
+        );
+    }
+
+    /// [`Engine::accept_link`] with additions to the reply (a session receiver's granted session id in
+    /// the source filter and its lock time in the link properties).
+    pub fn accept_link_with(&mut self, id: LinkId, reply: AttachReply) {
+        if self.reply_attach(id, false, reply).is_none() {
             return;
         }
         let credit = self.config.sender_credit;
@@ -791,7 +820,10 @@ impl Engine {
 
     /// Refuse a link: attach reply with null termini, then a closing detach carrying `error`.
     pub fn refuse_link(&mut self, id: LinkId, error: Error) {
-        if self.reply_attach(id, true, None).is_none() {
+        if self
+            .reply_attach(id, true, AttachReply::default())
+            .is_none()
+        {
             return;
         }
         self.detach(id, Some(error));

@@ -5,4 +5,4 @@ pub mod codec;
 pub mod engine;
 pub mod sasl;
 
-pub use engine::{AttachInfo, Engine, EngineConfig, Event, LinkId};
+pub use engine::{AttachInfo, AttachReply, Engine, EngineConfig, Event, LinkId};

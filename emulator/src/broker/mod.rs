@@ -10,8 +10,9 @@
 //! MaxDeliveryCount), kept in one table and addressed by index; an [`EntityPath`] says which entry (and
 //! whether its dead-letter queue) an address names. A topic (`topic`) is not queue-like: it numbers,
 //! de-duplicates and schedules what is sent to it, and fans each message out to its subscriptions by
-//! their rules, as cheap copies sharing the client's bytes. Sessions and the administration API add to
-//! queue-like entries and topics without changing this split.
+//! their rules, as cheap copies sharing the client's bytes. Sessions ([`session`]) are a layer of the
+//! queue-like state machine (locks and state next to message locks), so queues and subscriptions get
+//! them alike; the administration API adds to queue-like entries and topics without changing this split.
 //!
 //! Inside: [`entity_path`] normalises addresses; `registry` keeps which entities exist (Config.json's,
 //! and those the administration API creates, updates and deletes at run time) in index-stable slots; `clock` derives the wall-clock times clients see from
@@ -23,6 +24,7 @@ mod clock;
 pub mod entity_path;
 mod queue;
 mod registry;
+pub mod session;
 mod timers;
 mod topic;
 
@@ -44,6 +46,7 @@ use crate::message::StoredMessage;
 
 pub use self::queue::{MAX_MESSAGE_SIZE, REASON_MAX_DELIVERY, REASON_TTL};
 pub use self::registry::{EntityInfo, EntityProperties, RegistryError, RuleInfo};
+pub use self::session::{SessionError, SessionGrant, SessionOwner, SessionRequest};
 pub use self::topic::REASON_FILTER;
 
 /// Service Bus dead-letters a message forwarded through more than this many entities.
@@ -189,6 +192,22 @@ pub enum SettleError {
     /// `com.microsoft:message-not-found`.
     #[error("no such message")]
     MessageNotFound,
+    /// `com.microsoft:session-lock-lost`: the message's session is no longer locked by the receiver.
+    #[error(
+        "the session lock was lost (it expired or the session was released); accept the session again"
+    )]
+    SessionLockLost,
+}
+
+impl SettleError {
+    /// The AMQP error condition Service Bus uses for this error.
+    pub fn condition(&self) -> &'static str {
+        match self {
+            SettleError::LockLost => "com.microsoft:message-lock-lost",
+            SettleError::MessageNotFound => "com.microsoft:message-not-found",
+            SettleError::SessionLockLost => "com.microsoft:session-lock-lost",
+        }
+    }
 }
 
 /// Why an entity operation failed.
@@ -573,6 +592,10 @@ impl Broker {
         }
         match target {
             Destination::Queue(idx) => self.with_index(idx, |q, now| {
+                // Every message of a batch is checked before any is stored (all or nothing).
+                if let Some(e) = messages.iter().find_map(|m| q.check_session_id(m).err()) {
+                    return (Err(e), false);
+                }
                 let r: Result<Vec<i64>, BrokerError> = messages
                     .into_iter()
                     .map(|m| {

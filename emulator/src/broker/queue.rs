@@ -9,7 +9,10 @@
 //! applies every deadline that has passed; callers run it before each operation, so expiry is exact
 //! even if the timer task has not woken yet.
 
+mod sessions;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use fe2o3_amqp_types::primitives::{SimpleValue, Value};
@@ -62,6 +65,9 @@ struct Entry {
     delivery_count: u32,
     state: State,
     deadletter_source: Option<String>,
+    /// The folded session id (see [`sessions::session_key`]) when the entity requires sessions;
+    /// `None` elsewhere and in the dead-letter queue, which is not session-enabled.
+    session: Option<Arc<str>>,
 }
 
 impl Entry {
@@ -70,6 +76,7 @@ impl Entry {
         message: StoredMessage,
         enqueued_at: SystemTime,
         expires_at: Option<Instant>,
+        session: Option<Arc<str>>,
     ) -> Entry {
         Entry {
             enqueued_at,
@@ -77,6 +84,7 @@ impl Entry {
             delivery_count: 0,
             state: State::Available,
             deadletter_source: None,
+            session,
             message,
         }
     }
@@ -123,6 +131,9 @@ struct SubQueue {
     locks: HashMap<Uuid, i64>,
     deadlines: BTreeSet<(Instant, i64)>,
     scheduled: usize,
+    /// The available messages of each session (only sessions that have some), in sequence order:
+    /// a session receiver takes the head of its session's set.
+    by_session: HashMap<Arc<str>, BTreeSet<i64>>,
 }
 
 impl SubQueue {
@@ -130,6 +141,9 @@ impl SubQueue {
         match entry.state {
             State::Available => {
                 self.available.insert(seq);
+                if let Some(key) = &entry.session {
+                    self.by_session.entry(key.clone()).or_default().insert(seq);
+                }
             }
             State::Locked { token, .. } => {
                 self.locks.insert(token, seq);
@@ -148,6 +162,14 @@ impl SubQueue {
         match entry.state {
             State::Available => {
                 self.available.remove(&seq);
+                if let Some(key) = &entry.session
+                    && let Some(set) = self.by_session.get_mut(key)
+                {
+                    set.remove(&seq);
+                    if set.is_empty() {
+                        self.by_session.remove(key);
+                    }
+                }
             }
             State::Locked { token, .. } => {
                 self.locks.remove(&token);
@@ -243,6 +265,8 @@ pub struct Queue {
     /// instead of the dead-letter queue, for the broker to enqueue in the target queue.
     forward_dead_letters: bool,
     forwarded: Vec<StoredMessage>,
+    /// Session locks and state (used when the entity requires sessions).
+    sessions: sessions::Sessions,
 }
 
 impl Queue {
@@ -257,6 +281,7 @@ impl Queue {
             duplicates: DuplicateWindow::default(),
             forward_dead_letters: false,
             forwarded: Vec::new(),
+            sessions: sessions::Sessions::default(),
         }
     }
 
@@ -288,12 +313,14 @@ impl Queue {
 
     /// The earliest deadline of any message, for the timer task.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let a = self.main.deadlines.first().map(|d| d.0);
-        let b = self.dlq.deadlines.first().map(|d| d.0);
-        match (a, b) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.main.deadlines.first().map(|d| d.0),
+            self.dlq.deadlines.first().map(|d| d.0),
+            self.sessions.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Apply every deadline up to `now`: expired locks unlock (counting the attempt, possibly
@@ -333,6 +360,8 @@ impl Queue {
                 }
             }
         }
+        // A session whose lock ran out is free for another receiver (its messages' locks ended with it).
+        became_available |= self.sessions.expire(now);
         // Dead-letter queue messages do not expire; only their locks do.
         while let Some(seq) = self.dlq.next_due(now) {
             let Some(mut entry) = self.dlq.remove(seq) else {
@@ -413,6 +442,7 @@ impl Queue {
         entry.state = State::Available;
         entry.expires_at = None;
         entry.deadletter_source = Some(self.name.clone());
+        entry.session = None;
         self.dlq.insert(seq, entry);
     }
 
@@ -430,6 +460,7 @@ impl Queue {
                 limit: MAX_MESSAGE_SIZE,
             });
         }
+        self.check_session_id(&message)?;
         Ok(self.admit(message, scheduled_at, now))
     }
 
@@ -458,6 +489,7 @@ impl Queue {
         let at = scheduled_at
             .map(|t| self.clock.instant(t))
             .filter(|at| *at > now);
+        let session = self.session_of(&message);
         let entry = match at {
             Some(at) => Entry {
                 enqueued_at: self.clock.wall(at),
@@ -465,14 +497,15 @@ impl Queue {
                 delivery_count: 0,
                 state: State::Scheduled { at },
                 deadletter_source: None,
+                session,
                 message,
             },
             None => {
                 let expires = self.expiry(&message, now);
-                Entry::available(message, self.clock.wall(now), Some(expires))
+                Entry::available(message, self.clock.wall(now), Some(expires), session)
             }
         };
-        self.main.insert(seq, entry);
+        self.store(seq, entry);
         seq
     }
 
@@ -491,8 +524,9 @@ impl Queue {
             return;
         }
         let expires = self.expiry(&message, now);
-        self.main
-            .insert(seq, Entry::available(message, enqueued_at, Some(expires)));
+        let session = self.session_of(&message);
+        let entry = Entry::available(message, enqueued_at, Some(expires), session);
+        self.store(seq, entry);
     }
 
     /// A subscription's copy that goes straight to the dead-letter queue (its filter failed).
@@ -507,19 +541,35 @@ impl Queue {
         if self.main.entries.contains_key(&seq) || self.dlq.entries.contains_key(&seq) {
             return;
         }
-        let entry = Entry::available(message, enqueued_at, None);
+        // The dead-letter queue is not session-enabled.
+        let entry = Entry::available(message, enqueued_at, None, None);
         self.dead_letter(seq, entry, reason, description);
     }
 
     /// Hand out the next available message in sequence order.
+    /// On a session entity only session receivers ([`Queue::receive_session`]) take messages.
     pub fn receive(&mut self, sub: Sub, mode: ReceiveMode, now: Instant) -> Option<Delivery> {
+        if sub == Sub::Main && self.props.requires_session {
+            return None;
+        }
         let seq = *self.sub(sub).available.first()?;
         self.take(sub, seq, mode, now)
     }
 
     /// Lock (peek-lock) or remove (receive-and-delete) one message that is available or deferred.
     fn take(&mut self, sub: Sub, seq: i64, mode: ReceiveMode, now: Instant) -> Option<Delivery> {
-        let lock_duration = self.props.lock_duration;
+        let until = after(now, self.props.lock_duration);
+        self.take_until(sub, seq, mode, until)
+    }
+
+    /// [`Queue::take`] with the lock ending at `until` (a session's messages share its lock time).
+    fn take_until(
+        &mut self,
+        sub: Sub,
+        seq: i64,
+        mode: ReceiveMode,
+        until: Instant,
+    ) -> Option<Delivery> {
         let clock = self.clock;
         let q = self.sub(sub);
         let mut entry = q.remove(seq)?;
@@ -533,7 +583,6 @@ impl Queue {
             }),
             ReceiveMode::PeekLock => {
                 let token = Uuid::new_v4();
-                let until = after(now, lock_duration);
                 let locked_until = clock.wall(until);
                 entry.state = State::Locked {
                     token,
@@ -643,12 +692,24 @@ impl Queue {
 
     /// Browse without locking, from `from` in sequence order, including scheduled and deferred messages.
     pub fn peek(&self, sub: Sub, from: i64, count: usize) -> Vec<(i64, bytes::Bytes)> {
+        self.peek_where(sub, from, count, |_| true)
+    }
+
+    /// [`Queue::peek`] over the messages `keep` selects.
+    fn peek_where(
+        &self,
+        sub: Sub,
+        from: i64,
+        count: usize,
+        keep: impl Fn(&Entry) -> bool,
+    ) -> Vec<(i64, bytes::Bytes)> {
         let q = match sub {
             Sub::Main => &self.main,
             Sub::DeadLetter => &self.dlq,
         };
         q.entries
             .range(from..)
+            .filter(|(_, e)| keep(e))
             .take(count)
             .map(|(seq, e)| {
                 let locked_until = match e.state {
@@ -743,6 +804,13 @@ impl SubQueue {
             .filter(|e| matches!(e.state, State::Scheduled { .. }))
             .count();
         assert_eq!(scheduled, self.scheduled, "scheduled count");
+        let mut by_session: HashMap<Arc<str>, BTreeSet<i64>> = HashMap::new();
+        for (s, e) in &self.entries {
+            if let (State::Available, Some(key)) = (e.state, &e.session) {
+                by_session.entry(key.clone()).or_default().insert(*s);
+            }
+        }
+        assert_eq!(by_session, self.by_session, "session index");
     }
 }
 
@@ -751,6 +819,8 @@ impl Queue {
     pub(crate) fn check_indexes(&self) {
         self.main.check_indexes();
         self.dlq.check_indexes();
+        self.sessions.check_indexes();
+        assert!(self.dlq.entries.values().all(|e| e.session.is_none()));
         assert!(
             self.dlq
                 .entries

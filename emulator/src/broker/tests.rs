@@ -15,6 +15,8 @@ use super::*;
 use crate::config::{NamespaceConfig, QueueConfig};
 use crate::message::{keys, system_time_to_timestamp};
 
+mod sessions;
+
 const Q: &str = "orders";
 
 fn props() -> QueueProperties {
@@ -50,6 +52,7 @@ fn broker() -> Broker {
 
 struct Msg {
     id: Option<&'static str>,
+    session: Option<&'static str>,
     ttl: Option<u32>,
     annotations: Vec<(&'static str, Value)>,
     body: &'static str,
@@ -58,6 +61,7 @@ struct Msg {
 fn msg(body: &'static str) -> Msg {
     Msg {
         id: None,
+        session: None,
         ttl: None,
         annotations: Vec::new(),
         body,
@@ -67,6 +71,10 @@ fn msg(body: &'static str) -> Msg {
 impl Msg {
     fn id(mut self, id: &'static str) -> Msg {
         self.id = Some(id);
+        self
+    }
+    fn session(mut self, id: &'static str) -> Msg {
+        self.session = Some(id);
         self
     }
     fn ttl(mut self, ms: u32) -> Msg {
@@ -85,6 +93,9 @@ impl Msg {
         let mut p = Properties::builder();
         if let Some(id) = self.id {
             p = p.message_id(MessageId::String(id.into()));
+        }
+        if let Some(session) = self.session {
+            p = p.group_id(Some(session.to_string()));
         }
         let m: Message<Body<Value>> = Message::builder()
             .header(Header {

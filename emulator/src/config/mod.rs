@@ -61,7 +61,8 @@ pub struct QueueProperties {
     pub forward_to: Option<String>,
     /// Messages dead-lettered here go to that queue or topic instead of this entity's dead-letter queue.
     pub forward_dead_lettered_messages_to: Option<String>,
-    /// Parsed but not implemented (a warning is issued when true).
+    /// Only session receivers may receive, and every message needs a `SessionId` (see
+    /// `broker::session`).
     pub requires_session: bool,
 }
 
@@ -428,7 +429,7 @@ fn namespace(
         )?;
         validate_entity_name(&name, &format!("{qpath}.Name"), "queue")?;
         let props_path = format!("{qpath}.Properties");
-        let properties = queue_properties(q.properties.unwrap_or_default(), &props_path, warnings)?;
+        let properties = queue_properties(q.properties.unwrap_or_default(), &props_path)?;
         queues.push(QueueConfig { name, properties });
         check_unique(
             queues.iter().map(|q| q.name.as_str()),
@@ -506,32 +507,12 @@ fn forward(s: Option<raw::Str>) -> Option<String> {
     s.map(|s| s.0).filter(|s| !s.is_empty())
 }
 
-fn warn_sessions(
-    requires_session: bool,
-    path: &str,
-    what: &str,
-    warnings: &mut Vec<ConfigWarning>,
-) {
-    if requires_session {
-        warn(
-            warnings,
-            &format!("{path}.RequiresSession"),
-            format!("sessions are not supported yet; the {what} is served without sessions"),
-        );
-    }
-}
-
-fn queue_properties(
-    p: raw::QueueProperties,
-    path: &str,
-    warnings: &mut Vec<ConfigWarning>,
-) -> Result<QueueProperties, ConfigError> {
+fn queue_properties(p: raw::QueueProperties, path: &str) -> Result<QueueProperties, ConfigError> {
     let d = QueueProperties::default();
     let lock_duration = lock_duration(p.lock_duration, path, Duration::from_secs(300))?;
     let max_delivery_count = p.max_delivery_count.map_or(d.max_delivery_count, |c| c.0);
     let default_message_time_to_live = time_to_live(p.default_message_time_to_live, path)?;
     let requires_session = p.requires_session.is_some_and(|b| b.0);
-    warn_sessions(requires_session, path, "queue", warnings);
     Ok(QueueProperties {
         lock_duration,
         max_delivery_count,
@@ -577,7 +558,7 @@ fn topic(
     }
     let mut subscriptions = Vec::with_capacity(raw_subs.len());
     for (i, s) in raw_subs.into_iter().enumerate() {
-        subscriptions.push(subscription(s, &format!("{subs_path}[{i}]"), warnings)?);
+        subscriptions.push(subscription(s, &format!("{subs_path}[{i}]"))?);
         check_unique(
             subscriptions.iter().map(|s| s.name.as_str()),
             &subs_path,
@@ -591,11 +572,7 @@ fn topic(
     })
 }
 
-fn subscription(
-    s: raw::Subscription,
-    path: &str,
-    warnings: &mut Vec<ConfigWarning>,
-) -> Result<SubscriptionConfig, ConfigError> {
+fn subscription(s: raw::Subscription, path: &str) -> Result<SubscriptionConfig, ConfigError> {
     let name = required_name(
         s.name,
         path,
@@ -613,7 +590,6 @@ fn subscription(
     let p = s.properties.unwrap_or_default();
     let d = QueueProperties::default();
     let requires_session = p.requires_session.is_some_and(|b| b.0);
-    warn_sessions(requires_session, &props_path, "subscription", warnings);
     let properties = QueueProperties {
         lock_duration: lock_duration(p.lock_duration, &props_path, Duration::from_secs(300))?,
         max_delivery_count: p.max_delivery_count.map_or(d.max_delivery_count, |c| c.0),

@@ -118,7 +118,6 @@ fn unsupported_but_set_properties_are_warnings() {
         paths,
         [
             "UserConfig.Namespaces[0].Queues[0].Properties.Colour",
-            "UserConfig.Namespaces[0].Queues[0].Properties.RequiresSession",
             "UserConfig.Namespaces[0].Topics[0].Subscriptions",
         ]
     );
@@ -126,6 +125,8 @@ fn unsupported_but_set_properties_are_warnings() {
         config.queues()[0].properties.forward_to.as_deref(),
         Some("other")
     );
+    // RequiresSession is served, so it is no longer warned about.
+    assert!(config.queues()[0].properties.requires_session);
     assert_eq!(
         config.queues()[0]
             .properties

@@ -7,20 +7,34 @@ use bytes::Bytes;
 use fe2o3_amqp_types::primitives::{Array, Binary, Value};
 use uuid::Uuid;
 
+use super::sessions::{self, session_id};
 use super::{Reply, Request, as_i64, elements, map_get, string_map, timestamp};
-use crate::broker::{Broker, BrokerError, EntityPath, Outcome, ReceiveMode, SettleError};
+use crate::broker::{
+    Broker, BrokerError, EntityPath, Outcome, ReceiveMode, SessionError, SessionOwner, SettleError,
+};
 use crate::message::StoredMessage;
 
-/// Handle one management request for `entity`.
-pub fn handle(broker: &Broker, entity: &EntityPath, request: &Request) -> Reply {
+/// Handle one management request for `entity`. `owner` is the session receiver the request's
+/// `associated-link-name` names (a link of the same connection), for operations inside a session.
+pub fn handle(
+    broker: &Broker,
+    entity: &EntityPath,
+    request: &Request,
+    owner: Option<SessionOwner>,
+) -> Reply {
     let operation = request.property_str("operation").unwrap_or_default();
+    if let Some(reply) = sessions::handle(broker, entity, &operation, request, owner) {
+        return reply;
+    }
     let result = match operation.as_str() {
         "com.microsoft:renew-lock" => renew_lock(broker, entity, request),
         "com.microsoft:peek-message" => peek(broker, entity, request),
         "com.microsoft:schedule-message" => schedule(broker, entity, request),
         "com.microsoft:cancel-scheduled-message" => cancel(broker, entity, request),
-        "com.microsoft:receive-by-sequence-number" => receive_deferred(broker, entity, request),
-        "com.microsoft:update-disposition" => update_disposition(broker, entity, request),
+        "com.microsoft:receive-by-sequence-number" => {
+            receive_deferred(broker, entity, request, owner)
+        }
+        "com.microsoft:update-disposition" => update_disposition(broker, entity, request, owner),
         "com.microsoft:add-rule" => super::rules::add(broker, entity, request),
         "com.microsoft:remove-rule" => super::rules::remove(broker, entity, request),
         "com.microsoft:enumerate-rules" => super::rules::enumerate(broker, entity, request),
@@ -68,14 +82,15 @@ fn sequence_numbers(request: &Request) -> Result<Vec<i64>, Reply> {
 }
 
 fn settle_error(e: SettleError) -> Reply {
-    match e {
-        SettleError::LockLost => {
-            Reply::error(410, "com.microsoft:message-lock-lost", e.to_string())
-        }
-        SettleError::MessageNotFound => {
-            Reply::error(404, "com.microsoft:message-not-found", e.to_string())
-        }
-    }
+    let status = match e {
+        SettleError::LockLost | SettleError::SessionLockLost => 410,
+        SettleError::MessageNotFound => 404,
+    };
+    Reply::error(status, e.condition(), e.to_string())
+}
+
+fn session_error(e: SessionError) -> Reply {
+    sessions::error_reply(e)
 }
 
 pub(super) fn broker_error(e: BrokerError) -> Reply {
@@ -120,14 +135,14 @@ fn peek(broker: &Broker, entity: &EntityPath, request: &Request) -> Result<Reply
         .ok_or_else(|| bad_request("'from-sequence-number' must be a long"))?;
     let count = as_i64(field(request, "message-count")?)
         .ok_or_else(|| bad_request("'message-count' must be an int"))?;
-    let messages = broker.peek(entity, from, usize::try_from(count.max(0)).unwrap_or(0));
+    let count = usize::try_from(count.max(0)).unwrap_or(0);
+    // A session receiver's peek sees only its session's messages.
+    let messages = match session_id(request) {
+        Some(id) => broker.peek_session(entity, &id, from, count),
+        None => broker.peek(entity, from, count),
+    };
     if messages.is_empty() {
-        return Ok(Reply {
-            status_code: 204,
-            status_description: "No Content".into(),
-            properties: Vec::new(),
-            body: Box::new(Value::Null),
-        });
+        return Ok(Reply::no_content());
     }
     let list = messages
         .into_iter()
@@ -172,6 +187,7 @@ fn receive_deferred(
     broker: &Broker,
     entity: &EntityPath,
     request: &Request,
+    owner: Option<SessionOwner>,
 ) -> Result<Reply, Reply> {
     let numbers = sequence_numbers(request)?;
     // The SDKs send the AMQP receiver settle mode: 1 (second) = peek-lock, 0 (first) = receive-and-delete.
@@ -179,9 +195,14 @@ fn receive_deferred(
         Some(0) => ReceiveMode::ReceiveAndDelete,
         _ => ReceiveMode::PeekLock,
     };
-    let deliveries = broker
-        .receive_deferred(entity, &numbers, mode)
-        .map_err(broker_error)?;
+    let deliveries = match session_id(request) {
+        Some(id) => broker
+            .receive_deferred_session(entity, &id, owner, &numbers, mode)
+            .map_err(session_error)?,
+        None => broker
+            .receive_deferred(entity, &numbers, mode)
+            .map_err(broker_error)?,
+    };
     let list = deliveries
         .into_iter()
         .map(|d| {
@@ -218,6 +239,7 @@ fn update_disposition(
     broker: &Broker,
     entity: &EntityPath,
     request: &Request,
+    owner: Option<SessionOwner>,
 ) -> Result<Reply, Reply> {
     let status = optional_string(request, "disposition-status")
         .ok_or_else(|| bad_request("the request body has no 'disposition-status' string"))?;
@@ -242,10 +264,13 @@ fn update_disposition(
             )));
         }
     };
+    let session = session_id(request);
     for token in tokens {
-        broker
-            .settle(entity, token, outcome.clone())
-            .map_err(settle_error)?;
+        match &session {
+            Some(id) => broker.settle_session(entity, id, owner, token, outcome.clone()),
+            None => broker.settle(entity, token, outcome.clone()),
+        }
+        .map_err(settle_error)?;
     }
     Ok(Reply::ok(Value::Null))
 }

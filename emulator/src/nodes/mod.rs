@@ -8,6 +8,7 @@
 pub mod cbs;
 pub mod management;
 pub mod rules;
+pub mod sessions;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -127,6 +128,16 @@ impl Reply {
             status_description: "OK".into(),
             properties: Vec::new(),
             body: Box::new(body),
+        }
+    }
+
+    /// 204: nothing to return (peek past the end, no sessions); the SDKs read it as an empty result.
+    pub fn no_content() -> Reply {
+        Reply {
+            status_code: 204,
+            status_description: "No Content".into(),
+            properties: Vec::new(),
+            body: Box::new(Value::Null),
         }
     }
 

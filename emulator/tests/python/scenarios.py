@@ -2,7 +2,8 @@
 
 Usage: python scenarios.py <scenario>
 Environment: SB_CONN (connection string), SB_QUEUE (queue name), SB_TOPIC (topic name, for the topic
-scenarios; the Rust test declares its subscriptions and rules).
+scenarios; the Rust test declares its subscriptions and rules). The session scenarios expect SB_QUEUE
+to require sessions.
 
 Each scenario asserts what the SDK sees and prints one JSON object on the last line of stdout, which
 the Rust test (emulator/tests/python_sdk.rs) parses and asserts again. Any failure exits non-zero
@@ -17,12 +18,13 @@ import time
 import uuid
 
 from azure.servicebus import (
+    NEXT_AVAILABLE_SESSION,
     ServiceBusClient,
     ServiceBusMessage,
     ServiceBusReceiveMode,
     ServiceBusSubQueue,
 )
-from azure.servicebus.exceptions import MessageLockLostError
+from azure.servicebus.exceptions import MessageLockLostError, SessionLockLostError
 
 CONN = os.environ["SB_CONN"]
 QUEUE = os.environ["SB_QUEUE"]
@@ -48,6 +50,19 @@ def receive_one(receiver):
     got = receiver.receive_messages(max_message_count=1, max_wait_time=WAIT)
     assert len(got) == 1, f"expected one message, got {len(got)}"
     return got[0]
+
+
+def receive_all(receiver, complete=True):
+    """Everything the receiver gets until a receive comes back empty (completed unless told not to)."""
+    out = []
+    while True:
+        got = receiver.receive_messages(max_message_count=10, max_wait_time=1)
+        if not got:
+            return out
+        for m in got:
+            out.append(m)
+            if complete:
+                receiver.complete_message(m)
 
 
 def send_receive_complete():
@@ -354,16 +369,8 @@ def props_of(m):
 
 def drain(sb, subscription, sub_queue=None, complete=True):
     """Everything one subscription holds now, completed."""
-    out = []
     with sb.get_subscription_receiver(TOPIC, subscription, sub_queue=sub_queue) as receiver:
-        while True:
-            got = receiver.receive_messages(max_message_count=10, max_wait_time=1)
-            if not got:
-                return out
-            for m in got:
-                out.append(m)
-                if complete:
-                    receiver.complete_message(m)
+        return receive_all(receiver, complete)
 
 
 def topic_fan_out():
@@ -516,6 +523,220 @@ def official_sample():
     }
 
 
+# ---- sessions: the Rust test declares SB_QUEUE with RequiresSession (and a session subscription) ----
+
+
+def error_name(f):
+    """Run f; the exception's class name and text, or None when it succeeded."""
+    try:
+        f()
+        return None
+    except Exception as e:  # noqa: BLE001 - the scenario reports whatever the SDK raised
+        return f"{type(e).__name__}: {e}"
+
+
+def send_sessions(sb, pairs):
+    with sb.get_queue_sender(QUEUE) as sender:
+        sender.send_messages([ServiceBusMessage(b, session_id=s) for s, b in pairs])
+
+
+def session_specific():
+    with client() as sb:
+        send_sessions(sb, [("s1", "a1"), ("s2", "b1"), ("s1", "a2"), ("s2", "b2"), ("s1", "a3")])
+        with sb.get_queue_receiver(QUEUE, session_id="s1") as receiver:
+            session = receiver.session
+            locked_until = session.locked_until_utc
+            got = receive_all(receiver)
+            peer_now = datetime.datetime.now(datetime.timezone.utc)
+    return {
+        "session_id": session.session_id,
+        "bodies": [body(m) for m in got],
+        "message_session_ids": sorted({m.session_id for m in got}),
+        "sequence_numbers": [m.sequence_number for m in got],
+        "lock_seconds_left": (locked_until - peer_now).total_seconds() if locked_until else None,
+    }
+
+
+def session_next_available():
+    with client() as sb:
+        send_sessions(sb, [("first", "f1"), ("second", "s1"), ("first", "f2")])
+        ids = []
+        for _ in range(2):
+            with sb.get_queue_receiver(QUEUE, session_id=NEXT_AVAILABLE_SESSION, max_wait_time=5) as receiver:
+                got = receive_all(receiver)
+                ids.append((receiver.session.session_id, [body(m) for m in got]))
+    return {"sessions": ids}
+
+
+def session_settlement():
+    """complete / abandon / defer / dead-letter / receive-deferred inside one session."""
+    with client() as sb:
+        send_sessions(sb, [("w", f"m{i}") for i in range(4)])
+        with sb.get_queue_receiver(QUEUE, session_id="w") as receiver:
+            peeked = [body(m) for m in receiver.peek_messages(max_message_count=10)]
+            m0 = receive_one(receiver)
+            receiver.abandon_message(m0)
+            again = receive_one(receiver)
+            receiver.complete_message(again)
+            m1 = receive_one(receiver)
+            receiver.defer_message(m1)
+            m2 = receive_one(receiver)
+            receiver.dead_letter_message(m2, reason="Bad", error_description="in a session")
+            m3 = receive_one(receiver)
+            receiver.complete_message(m3)
+            nothing = receiver.receive_messages(max_message_count=1, max_wait_time=1)
+            deferred = receiver.receive_deferred_messages([m1.sequence_number])
+            receiver.complete_message(deferred[0])
+        with sb.get_queue_receiver(QUEUE, sub_queue=ServiceBusSubQueue.DEAD_LETTER) as dlq:
+            dead = receive_all(dlq)
+    return {
+        "peeked": peeked,
+        "first": body(m0),
+        "redelivered": body(again),
+        "redelivered_count": again.delivery_count,
+        "deferred": body(deferred[0]),
+        "after_deferred": body(m2),
+        "last": body(m3),
+        "visible_while_deferred": len(nothing),
+        "dead": [body(m) for m in dead],
+        "dead_reason": dead[0].dead_letter_reason if dead else None,
+        "dead_session_id": dead[0].session_id if dead else None,
+    }
+
+
+def session_state():
+    with client() as sb:
+        with sb.get_queue_receiver(QUEUE, session_id="stateful") as receiver:
+            initial = receiver.session.get_state()
+            receiver.session.set_state(b"step-1")
+            read_back = receiver.session.get_state()
+        # The lock is released on close; the state stays with the session.
+        with sb.get_queue_receiver(QUEUE, session_id="stateful") as receiver:
+            after_reopen = receiver.session.get_state()
+            listed = list(sb.list_queue_sessions(QUEUE))
+            receiver.session.set_state(None)
+            cleared = receiver.session.get_state()
+    return {
+        "initial": initial,
+        "read_back": read_back.decode() if read_back else None,
+        "after_reopen": after_reopen.decode() if after_reopen else None,
+        "listed": listed,
+        "cleared": cleared,
+    }
+
+
+def session_list():
+    with client() as sb:
+        send_sessions(sb, [("l1", "x"), ("l2", "y"), ("l1", "z")])
+        return {"sessions": sorted(sb.list_queue_sessions(QUEUE))}
+
+
+def session_renew():
+    with client() as sb:
+        with sb.get_queue_receiver(QUEUE, session_id="renewed") as receiver:
+            before = receiver.session.locked_until_utc
+            time.sleep(1.5)
+            after = receiver.session.renew_lock()
+    return {"moved_seconds": (after - before).total_seconds()}
+
+
+def session_locked_elsewhere():
+    """A second receiver of a locked session is refused (retry_total=0: no retries)."""
+    with client() as sb:
+        send_sessions(sb, [("busy", "b")])
+        with sb.get_queue_receiver(QUEUE, session_id="busy") as first:
+            first.receive_messages(max_message_count=1, max_wait_time=WAIT)
+            with ServiceBusClient.from_connection_string(CONN, retry_total=0) as other:
+                start = time.monotonic()
+                error = error_name(
+                    lambda: other.get_queue_receiver(QUEUE, session_id="busy").receive_messages(max_wait_time=5)
+                )
+                elapsed = time.monotonic() - start
+    return {"error": error, "seconds": elapsed}
+
+
+def session_lock_expiry():
+    """LockDuration is short (set by the Rust test): the lock lapses, another receiver takes the
+    session and gets the message again; the first one's complete fails."""
+    with client() as sb:
+        send_sessions(sb, [("exp", "too-slow")])
+        first = sb.get_queue_receiver(QUEUE, session_id="exp")
+        with first:
+            m = receive_one(first)
+            lock_seconds = (first.session.locked_until_utc - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+            time.sleep(lock_seconds + 1)
+            with sb.get_queue_receiver(QUEUE, session_id="exp") as second:
+                again = receive_one(second)
+                second.complete_message(again)
+            error = None
+            try:
+                first.complete_message(m)
+            except SessionLockLostError as e:
+                error = type(e).__name__
+    return {
+        "error": error,
+        "redelivered": body(again),
+        "redelivered_count": again.delivery_count,
+        "lock_seconds": lock_seconds,
+    }
+
+
+def session_none_available():
+    """NEXT_AVAILABLE on an entity without messages: the broker refuses after the receiver's wait
+    with com.microsoft:timeout, which the SDK raises as OperationTimeoutError (retry_total=1)."""
+    with ServiceBusClient.from_connection_string(CONN, retry_total=1) as sb:
+        start = time.monotonic()
+        error = error_name(
+            lambda: sb.get_queue_receiver(QUEUE, session_id=NEXT_AVAILABLE_SESSION, max_wait_time=2).receive_messages(
+                max_wait_time=30
+            )
+        )
+        elapsed = time.monotonic() - start
+    return {"error": error, "seconds": elapsed}
+
+
+def session_send_without_id():
+    with ServiceBusClient.from_connection_string(CONN, retry_total=0) as sb:
+        with sb.get_queue_sender(QUEUE) as sender:
+            error = error_name(lambda: sender.send_messages(ServiceBusMessage("no-session")))
+            sender.send_messages(ServiceBusMessage("fine", session_id="x"))
+    return {"error": error}
+
+
+def session_plain_receiver_refused():
+    with ServiceBusClient.from_connection_string(CONN, retry_total=0) as sb:
+        error = error_name(lambda: sb.get_queue_receiver(QUEUE).receive_messages(max_wait_time=2))
+    return {"error": error}
+
+
+def session_subscription():
+    with client() as sb:
+        with sb.get_topic_sender(TOPIC) as sender:
+            sender.send_messages(
+                [
+                    ServiceBusMessage("t-a1", session_id="a"),
+                    ServiceBusMessage("t-b1", session_id="b"),
+                    ServiceBusMessage("t-a2", session_id="a"),
+                    ServiceBusMessage("t-none"),
+                ]
+            )
+        with sb.get_subscription_receiver(TOPIC, "sessions", session_id="a") as receiver:
+            a = receive_all(receiver)
+        with sb.get_subscription_receiver(TOPIC, "sessions", session_id=NEXT_AVAILABLE_SESSION, max_wait_time=5) as receiver:
+            b = receive_all(receiver)
+            b_id = receiver.session.session_id
+        dead = drain(sb, "sessions", sub_queue=ServiceBusSubQueue.DEAD_LETTER)
+        plain = drain(sb, "plain")
+    return {
+        "a": [body(m) for m in a],
+        "b": [body(m) for m in b],
+        "b_id": b_id,
+        "dead": [body(m) for m in dead],
+        "dead_reason": dead[0].dead_letter_reason if dead else None,
+        "plain": [body(m) for m in plain],
+    }
+
+
 SCENARIOS = {
     f.__name__: f
     for f in [
@@ -539,6 +760,18 @@ SCENARIOS = {
         topic_forward,
         topic_errors,
         official_sample,
+        session_specific,
+        session_next_available,
+        session_settlement,
+        session_state,
+        session_list,
+        session_renew,
+        session_locked_elsewhere,
+        session_lock_expiry,
+        session_none_available,
+        session_send_without_id,
+        session_plain_receiver_refused,
+        session_subscription,
     ]
 }
 
