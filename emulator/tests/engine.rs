@@ -1,11 +1,12 @@
 //! The AMQP engine without sockets: feed frames built with the codec types, assert the frames out.
 
+mod common;
+
 use bytes::{Bytes, BytesMut};
 use fe2o3_amqp_types::definitions::{ReceiverSettleMode, Role, SenderSettleMode};
-use fe2o3_amqp_types::messaging::{Accepted, DeliveryState, Source, Target, TargetArchetype};
+use fe2o3_amqp_types::messaging::{Accepted, DeliveryState, TargetArchetype};
 use fe2o3_amqp_types::performatives::{
-    Attach, Begin, ChannelMax, Close, Detach, Disposition, Flow, MaxFrameSize, Open, Performative,
-    Transfer,
+    Begin, ChannelMax, Close, Detach, Disposition, Flow, MaxFrameSize, Open, Performative, Transfer,
 };
 use fe2o3_amqp_types::primitives::Binary;
 use servicebus_emulator::amqp::codec::{FrameCodec, Item, Phase, TYPE_AMQP, write_performative};
@@ -89,28 +90,14 @@ fn begin(incoming_window: u32) -> Performative {
 }
 
 fn attach(name: &str, handle: u32, client_role: Role, address: &str) -> Performative {
-    let (source, target) = match client_role {
-        Role::Receiver => (address.to_string(), format!("receiver-link-{name}")),
-        Role::Sender => (format!("sender-link-{name}"), address.to_string()),
-    };
-    Performative::Attach(Attach {
-        name: name.into(),
-        handle: handle.into(),
-        role: client_role.clone(),
-        snd_settle_mode: SenderSettleMode::Unsettled,
-        rcv_settle_mode: ReceiverSettleMode::Second,
-        source: Some(Box::new(Source::builder().address(source).build())),
-        target: Some(Box::new(TargetArchetype::Target(
-            Target::builder().address(target).build(),
-        ))),
-        unsettled: None,
-        incomplete_unsettled: false,
-        initial_delivery_count: matches!(client_role, Role::Sender).then_some(0),
-        max_message_size: None,
-        offered_capabilities: None,
-        desired_capabilities: None,
-        properties: None,
-    })
+    common::attach(
+        name,
+        handle,
+        client_role,
+        address,
+        SenderSettleMode::Unsettled,
+        ReceiverSettleMode::Second,
+    )
 }
 
 fn link_flow(handle: u32, delivery_count: u32, credit: u32, drain: bool) -> Performative {

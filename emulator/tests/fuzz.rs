@@ -14,17 +14,17 @@
 //! `cargo xtask fuzz --cases N` runs them long. A failure prints the shrunk input and proptest keeps
 //! it in `proptest-regressions/` so the next run tries it first.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use fe2o3_amqp_types::definitions::{ReceiverSettleMode, Role, SenderSettleMode};
-use fe2o3_amqp_types::messaging::{
-    Accepted, DeliveryState, Modified, Rejected, Released, Source, Target, TargetArchetype,
-};
+use fe2o3_amqp_types::messaging::{Accepted, DeliveryState, Modified, Rejected, Released};
 use fe2o3_amqp_types::performatives::{
-    Attach, Begin, ChannelMax, Close, Detach, Disposition, End, Flow, MaxFrameSize, Open,
-    Performative, Transfer,
+    Begin, ChannelMax, Close, Detach, Disposition, End, Flow, MaxFrameSize, Open, Performative,
+    Transfer,
 };
 use fe2o3_amqp_types::primitives::{Binary, Symbol};
 use fe2o3_amqp_types::sasl::SaslInit;
@@ -34,7 +34,7 @@ use servicebus_emulator::amqp::EngineConfig;
 use servicebus_emulator::amqp::codec::{
     AMQP_HEADER, FrameCodec, Item, Phase, SASL_HEADER, TYPE_AMQP, TYPE_SASL, write_performative,
 };
-use servicebus_emulator::amqp::engine::condition_str;
+use servicebus_emulator::amqp::engine::{condition_str, name_of};
 use servicebus_emulator::auth::SasValidator;
 use servicebus_emulator::broker::Broker;
 use servicebus_emulator::config::Config;
@@ -98,36 +98,17 @@ fn begin(remote_channel: Option<u16>, window: u32) -> Performative {
 }
 
 fn attach(name: String, handle: u32, role: Role, address: String, settle: u8) -> Performative {
-    let (source, target) = match role {
-        Role::Receiver => (address, format!("{name}-target")),
-        Role::Sender => (format!("{name}-source"), address),
+    let snd = match settle % 3 {
+        0 => SenderSettleMode::Unsettled,
+        1 => SenderSettleMode::Settled,
+        _ => SenderSettleMode::Mixed,
     };
-    Performative::Attach(Attach {
-        name,
-        handle: handle.into(),
-        role: role.clone(),
-        snd_settle_mode: match settle % 3 {
-            0 => SenderSettleMode::Unsettled,
-            1 => SenderSettleMode::Settled,
-            _ => SenderSettleMode::Mixed,
-        },
-        rcv_settle_mode: if settle & 4 == 0 {
-            ReceiverSettleMode::First
-        } else {
-            ReceiverSettleMode::Second
-        },
-        source: Some(Box::new(Source::builder().address(source).build())),
-        target: Some(Box::new(TargetArchetype::Target(
-            Target::builder().address(target).build(),
-        ))),
-        unsettled: None,
-        incomplete_unsettled: false,
-        initial_delivery_count: matches!(role, Role::Sender).then_some(0),
-        max_message_size: None,
-        offered_capabilities: None,
-        desired_capabilities: None,
-        properties: None,
-    })
+    let rcv = if settle & 4 == 0 {
+        ReceiverSettleMode::First
+    } else {
+        ReceiverSettleMode::Second
+    };
+    common::attach(&name, handle, role, &address, snd, rcv)
 }
 
 fn flow(handle: Option<u32>, delivery_count: u32, credit: u32, drain: bool) -> Performative {
@@ -557,18 +538,8 @@ fn every_prefix_is_a_valid_conversation() {
         let (result, output) = runtime
             .block_on(async { converse(shared(), prefix(depth)).await })
             .unwrap();
-        let answers: Vec<&'static str> = performatives_written(&output)
-            .iter()
-            .map(|p| match p {
-                Performative::Open(_) => "open",
-                Performative::Begin(_) => "begin",
-                Performative::Attach(_) => "attach",
-                Performative::Flow(_) => "flow",
-                Performative::Transfer(_) => "transfer",
-                Performative::Disposition(_) => "disposition",
-                _ => "other",
-            })
-            .collect();
+        let answers: Vec<&'static str> =
+            performatives_written(&output).iter().map(name_of).collect();
         let expected: &[&str] = match depth {
             0..=2 => &[],
             3 => &["open"],

@@ -1339,7 +1339,8 @@ fn reader_remaining(body: &Bytes) -> usize {
     }
 }
 
-fn name_of(p: &Performative) -> &'static str {
+/// The performative's name as the spec writes it (`open`, `attach`, …), for messages and logs.
+pub fn name_of(p: &Performative) -> &'static str {
     match p {
         Performative::Open(_) => "open",
         Performative::Begin(_) => "begin",

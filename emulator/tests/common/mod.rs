@@ -56,3 +56,40 @@ pub async fn run_script(script: &str, args: &[&str], env: &[(&str, String)]) -> 
     serde_json::from_str(last)
         .unwrap_or_else(|e| panic!("scenario {name} printed no JSON ({e}):\n{stdout}\n{stderr}"))
 }
+
+/// A client's attach: `address` is the node (the source when the client receives, the target when it
+/// sends); the other terminus is named after the link.
+pub fn attach(
+    name: &str,
+    handle: u32,
+    client_role: fe2o3_amqp_types::definitions::Role,
+    address: &str,
+    snd_settle_mode: fe2o3_amqp_types::definitions::SenderSettleMode,
+    rcv_settle_mode: fe2o3_amqp_types::definitions::ReceiverSettleMode,
+) -> fe2o3_amqp_types::performatives::Performative {
+    use fe2o3_amqp_types::definitions::Role;
+    use fe2o3_amqp_types::messaging::{Source, Target, TargetArchetype};
+    use fe2o3_amqp_types::performatives::{Attach, Performative};
+    let (source, target) = match client_role {
+        Role::Receiver => (address.to_string(), format!("receiver-link-{name}")),
+        Role::Sender => (format!("sender-link-{name}"), address.to_string()),
+    };
+    Performative::Attach(Attach {
+        name: name.into(),
+        handle: handle.into(),
+        role: client_role.clone(),
+        snd_settle_mode,
+        rcv_settle_mode,
+        source: Some(Box::new(Source::builder().address(source).build())),
+        target: Some(Box::new(TargetArchetype::Target(
+            Target::builder().address(target).build(),
+        ))),
+        unsettled: None,
+        incomplete_unsettled: false,
+        initial_delivery_count: matches!(client_role, Role::Sender).then_some(0),
+        max_message_size: None,
+        offered_capabilities: None,
+        desired_capabilities: None,
+        properties: None,
+    })
+}
