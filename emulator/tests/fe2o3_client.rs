@@ -1,6 +1,8 @@
 //! The fe2o3-amqp client as a peer over loopback TCP: SASL PLAIN (no `$cbs` needed), senders and
 //! receivers in both settle modes, multi-frame transfers both ways, the size limit, release.
 
+mod common;
+
 use fe2o3_amqp::connection::ConnectionHandle;
 use fe2o3_amqp::link::{SendError, delivery::Delivery};
 use fe2o3_amqp::sasl_profile::SaslProfile;
@@ -377,16 +379,9 @@ async fn cbs_put_token_grants_access_and_a_bad_token_does_not() {
     emu.shutdown().await;
 }
 
-/// A CA made for one test, and an emulator serving TLS with a certificate it signed for `localhost`.
+/// An emulator serving TLS, and the roots a client needs to trust it.
 async fn emulator_with_tls() -> (Emulator, rustls::RootCertStore) {
-    let ca = servicebus_emulator::tls::TestCa::new().unwrap();
-    let identity = ca.issue(&["localhost"]).unwrap().identity().unwrap();
-    let emu = Emulator::builder()
-        .loopback()
-        .tls("127.0.0.1:0".parse().unwrap(), identity)
-        .start()
-        .await
-        .unwrap();
+    let (emu, ca) = common::emulator_with_tls().await;
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.certificate_der()).unwrap();
     (emu, roots)

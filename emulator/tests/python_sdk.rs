@@ -65,17 +65,9 @@ fn counts(emu: &Emulator) -> servicebus_emulator::broker::QueueCounts {
 #[tokio::test]
 async fn over_tls_with_an_entra_token() {
     use servicebus_emulator::auth::jwt::make_test_token;
-    use servicebus_emulator::tls::TestCa;
     use std::time::{SystemTime, UNIX_EPOCH};
 
-    let ca = TestCa::new().unwrap();
-    let identity = ca.issue(&["localhost"]).unwrap().identity().unwrap();
-    let emu = Emulator::builder()
-        .loopback()
-        .tls("127.0.0.1:0".parse().unwrap(), identity)
-        .start()
-        .await
-        .unwrap();
+    let (emu, ca) = common::emulator_with_tls().await;
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, ca.certificate_pem()).unwrap();

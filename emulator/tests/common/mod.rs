@@ -93,3 +93,20 @@ pub fn attach(
         properties: None,
     })
 }
+
+/// An emulator on loopback that also serves AMQP over TLS, with a certificate for `localhost` from a
+/// CA made for this one test; the CA comes back so the client can trust it.
+pub async fn emulator_with_tls() -> (
+    servicebus_emulator::Emulator,
+    servicebus_emulator::tls::TestCa,
+) {
+    let ca = servicebus_emulator::tls::TestCa::new().unwrap();
+    let identity = ca.issue(&["localhost"]).unwrap().identity().unwrap();
+    let emu = servicebus_emulator::Emulator::builder()
+        .loopback()
+        .tls("127.0.0.1:0".parse().unwrap(), identity)
+        .start()
+        .await
+        .unwrap();
+    (emu, ca)
+}
