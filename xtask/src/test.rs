@@ -110,10 +110,32 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         "--ignored",
     ]);
     let run_walkthrough = docker && !filtered;
+    // The Chromium tests that paint the lab's timeline are `#[ignore]`d the same way. On CI Chromium
+    // must be there (`.ci/run` installs it): running them anyway makes its absence a failure.
+    let chromium = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .any(crate::util::on_path)
+        || std::env::var_os("CHROMIUM").is_some()
+        || std::env::var_os("CI").is_some();
+    let mut pictures = crate::util::cargo();
+    pictures.current_dir(&root).args([
+        "test",
+        "--workspace",
+        "--all-features",
+        "--bin",
+        "xtask",
+        "--",
+        "--ignored",
+        "chromium_",
+    ]);
+    let run_pictures = chromium && !filtered;
     if args.dry_run {
         run_checked(&mut test, true)?;
         if run_walkthrough {
             run_checked(&mut walkthrough, true)?;
+        }
+        if run_pictures {
+            run_checked(&mut pictures, true)?;
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -122,6 +144,11 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     let (counts, succeeded) = run_counted(&mut test)?;
     let walkthrough = if run_walkthrough {
         Some(run_counted(&mut walkthrough)?)
+    } else {
+        None
+    };
+    let pictures = if run_pictures {
+        Some(run_counted(&mut pictures)?)
     } else {
         None
     };
@@ -135,6 +162,8 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         docker,
         filtered,
         walkthrough,
+        chromium,
+        pictures,
     });
     print!("{text}");
     Ok(if passed {

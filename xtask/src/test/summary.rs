@@ -64,12 +64,63 @@ pub struct Run {
     pub filtered: bool,
     /// The `#[ignore]`d Docker walkthrough, run on its own where Docker answers.
     pub walkthrough: Option<(Counts, bool)>,
+    /// Whether headless Chromium is installed (or must be: on CI), so its tests must have run.
+    pub chromium: bool,
+    /// The `#[ignore]`d tests that paint the timeline in Chromium, run on their own where it is.
+    pub pictures: Option<(Counts, bool)>,
+}
+
+/// A set of `#[ignore]`d tests that needs something of the machine, run on its own where it has it.
+struct Ignored<'a> {
+    /// How the summary names it.
+    label: &'static str,
+    /// How a problem names it.
+    name: &'static str,
+    /// What the machine needs, said as a fact ("a Docker engine answers").
+    when: &'static str,
+    /// Why it did not run where the machine lacks it.
+    absent: &'static str,
+    capable: bool,
+    outcome: &'a Option<(Counts, bool)>,
 }
 
 /// The backends a machine whose Docker engine answers must run: both need only our own images,
 /// which `cargo xtask test` builds. The official emulator's images cannot be built here.
 const REQUIRED_WITH_DOCKER: [&str; 2] = ["embedded", "container"];
 const ALL_BACKENDS: [&str; 3] = ["embedded", "container", "official"];
+
+/// One ignored set's line, the problems it raises, and its counts added to `total` (each test it ran
+/// was counted as ignored by the main run).
+fn ignored_run(
+    out: &mut String,
+    problems: &mut Vec<String>,
+    total: &mut Counts,
+    filtered: bool,
+    set: &Ignored,
+) {
+    let line = match (set.outcome, set.capable) {
+        (Some((counts, _)), _) if counts.passed + counts.failed > 0 => "ran".to_owned(),
+        (Some(_), _) => "did NOT run: `cargo test … -- --ignored` ran no test".to_owned(),
+        (None, false) => format!("did NOT run: {}", set.absent),
+        (None, true) => "did NOT run: a test filter was given".to_owned(),
+    };
+    let _ = writeln!(out, "{}: {line}", set.label);
+    if set.capable && !filtered && !line.starts_with("ran") {
+        problems.push(format!(
+            "{} did not run although {}: {line}",
+            set.name, set.when
+        ));
+    }
+    if let Some((counts, succeeded)) = set.outcome {
+        let ran = counts.passed + counts.failed;
+        total.passed += counts.passed;
+        total.failed += counts.failed;
+        total.ignored = total.ignored.saturating_sub(ran);
+        if !succeeded && counts.failed == 0 {
+            problems.push(format!("{}'s cargo test failed before it ran", set.name));
+        }
+    }
+}
 
 /// The summary text, ending with the count line, and whether the run passed.
 pub fn render(run: &Run) -> (String, bool) {
@@ -102,32 +153,26 @@ pub fn render(run: &Run) -> (String, bool) {
             ));
         }
     }
-    let walkthrough = match (&run.walkthrough, run.docker) {
-        (Some((counts, _)), _) if counts.passed + counts.failed > 0 => "ran".to_owned(),
-        (Some(_), _) => "did NOT run: `cargo test … -- --ignored` ran no test".to_owned(),
-        (None, false) => "did NOT run: no Docker engine answers".to_owned(),
-        (None, true) => "did NOT run: a test filter was given".to_owned(),
-    };
-    let _ = writeln!(
-        out,
-        "docker walkthrough (xtask/tests/local_lab.rs): {walkthrough}"
-    );
-    if run.docker && !run.filtered && !walkthrough.starts_with("ran") {
-        problems.push(format!(
-            "the Docker walkthrough did not run although a Docker engine answers: {walkthrough}"
-        ));
-    }
-
     let mut total = run.counts;
-    if let Some((counts, succeeded)) = &run.walkthrough {
-        // Each test it ran was counted as ignored by the main run.
-        let ran = counts.passed + counts.failed;
-        total.passed += counts.passed;
-        total.failed += counts.failed;
-        total.ignored = total.ignored.saturating_sub(ran);
-        if !succeeded && counts.failed == 0 {
-            problems.push("the Docker walkthrough's cargo test failed before it ran".to_owned());
-        }
+    for set in [
+        Ignored {
+            label: "docker walkthrough (xtask/tests/local_lab.rs)",
+            name: "the Docker walkthrough",
+            when: "a Docker engine answers",
+            absent: "no Docker engine answers",
+            capable: run.docker,
+            outcome: &run.walkthrough,
+        },
+        Ignored {
+            label: "timeline pictures in Chromium (xtask lab::report)",
+            name: "the Chromium picture tests",
+            when: "Chromium is installed (or this is CI)",
+            absent: "no headless Chromium here (Debian's `chromium`)",
+            capable: run.chromium,
+            outcome: &run.pictures,
+        },
+    ] {
+        ignored_run(&mut out, &mut problems, &mut total, run.filtered, &set);
     }
     if !run.succeeded && run.counts.failed == 0 {
         problems
@@ -184,12 +229,15 @@ mod tests {
 
     fn docker_run(report: BackendsReport) -> Run {
         Run {
-            counts: counts(100, 0, 6),
+            // Ignored in the main run: 5 official cases, the walkthrough, the 3 Chromium tests.
+            counts: counts(100, 0, 9),
             succeeded: true,
             report: Some(report),
             docker: true,
             filtered: false,
             walkthrough: Some((counts(1, 0, 0), true)),
+            chromium: true,
+            pictures: Some((counts(3, 0, 0), true)),
         }
     }
 
@@ -213,7 +261,7 @@ mod tests {
         );
         assert!(text.contains("docker walkthrough (xtask/tests/local_lab.rs): ran\n"));
         assert!(
-            text.ends_with("\n101 passed, 0 failed, 5 skipped\n"),
+            text.ends_with("\n104 passed, 0 failed, 5 skipped\n"),
             "{text}"
         );
     }
@@ -236,7 +284,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.ends_with("\n101 passed, 1 failed, 5 skipped\n"),
+            text.ends_with("\n104 passed, 1 failed, 5 skipped\n"),
             "{text}"
         );
     }
@@ -264,6 +312,8 @@ mod tests {
             docker: false,
             filtered: false,
             walkthrough: None,
+            chromium: false,
+            pictures: None,
         };
         let (text, ok) = render(&run);
         assert!(ok, "{text}");
@@ -278,6 +328,38 @@ mod tests {
     }
 
     #[test]
+    fn where_chromium_is_installed_its_pictures_must_have_run() {
+        let mut run = docker_run(BackendsReport {
+            backends: vec![
+                backend("embedded", 5, 0, None),
+                backend("container", 6, 0, None),
+            ],
+        });
+        let (text, ok) = render(&run);
+        assert!(ok, "{text}");
+        assert!(
+            text.contains("timeline pictures in Chromium (xtask lab::report): ran\n"),
+            "{text}"
+        );
+        run.pictures = None;
+        let (text, ok) = render(&run);
+        assert!(!ok, "{text}");
+        assert!(
+            text.contains(
+                "error: the Chromium picture tests did not run although Chromium is installed"
+            ),
+            "{text}"
+        );
+        run.chromium = false;
+        let (text, ok) = render(&run);
+        assert!(ok, "{text}");
+        assert!(
+            text.contains("did NOT run: no headless Chromium here (Debian's `chromium`)"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn a_filtered_run_requires_nothing() {
         let run = Run {
             counts: counts(2, 0, 0),
@@ -286,6 +368,8 @@ mod tests {
             docker: true,
             filtered: true,
             walkthrough: None,
+            chromium: false,
+            pictures: None,
         };
         let (text, ok) = render(&run);
         assert!(ok, "{text}");
@@ -306,7 +390,7 @@ mod tests {
         let (text, ok) = render(&run);
         assert!(!ok, "{text}");
         assert!(
-            text.ends_with("\n101 passed, 1 failed, 5 skipped\n"),
+            text.ends_with("\n104 passed, 1 failed, 5 skipped\n"),
             "{text}"
         );
     }
