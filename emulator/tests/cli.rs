@@ -122,11 +122,7 @@ fn environment_overrides_apply() {
 /// administration API) to that port.
 #[test]
 fn emulator_http_port_sets_the_http_port() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut running = Running::start(
         emulator()
             .args(ephemeral())
@@ -254,12 +250,7 @@ fn serves_amqp_inside_tls_from_pem_files() {
     let (cert_file, key_file) = (dir.path().join("server.pem"), dir.path().join("server.key"));
     std::fs::write(&cert_file, &server.certificate_pem).unwrap();
     std::fs::write(&key_file, &server.key_pem).unwrap();
-    // A free port: bound and released here, then given to the emulator.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
 
     let mut running = Running::start(
         emulator()
@@ -359,4 +350,13 @@ impl Running {
             stderr,
         }
     }
+}
+
+/// A free port on 127.0.0.1: bound and released here, then given to the emulator.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

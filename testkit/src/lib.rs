@@ -5,10 +5,13 @@
 //!   makes the same one);
 //! - [`sources`]: the hash of the sources an image is built from, which `cargo xtask images` writes
 //!   into a label and the container tests compare, so a test never runs yesterday's image;
+//! - [`cargo`]: a child `cargo` without the variables cargo set for its parent, so builds started
+//!   from `cargo xtask` or a test do not make the next `cargo xtask` rebuild;
 //! - [`report`]: which Service Bus backends the container tests ran, for `cargo xtask test`'s summary.
 //!
 //! Not published: it exists for this workspace's tests and tooling only.
 
+pub mod cargo;
 pub mod python;
 pub mod report;
 pub mod sources;

@@ -76,40 +76,10 @@ pub fn run_checked(cmd: &mut Command, dry_run: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A `cargo` command for a build or test that xtask starts, with a clean environment.
-///
-/// `cargo xtask` runs this binary through `cargo run`, which sets the package's build variables
-/// (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, …) in our environment. A child cargo must not inherit them:
-/// a build script in the dependency tree (ring's) declares `rerun-if-env-changed` on
-/// `CARGO_MANIFEST_DIR`, so the worker built from here and xtask built by the next `cargo xtask`
-/// would see a different value each time and rebuild each other on alternate calls (20-35 s a round).
-/// The variables a person sets to configure cargo (`CARGO_HOME`, `CARGO_TARGET_DIR`, `CARGO_BUILD_*`,
-/// `CARGO_TERM_*`, …) are kept.
+/// A `cargo` command for a build or test that xtask starts, without the variables `cargo run` set
+/// for xtask (see [`aca_lab_testkit::cargo`]: inheriting them made every round rebuild).
 pub fn cargo() -> Command {
-    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    for (name, _) in std::env::vars_os() {
-        if name.to_str().is_some_and(is_cargo_run_variable) {
-            command.env_remove(name);
-        }
-    }
-    command
-}
-
-/// The variables `cargo run` sets for the program it runs (cargo's "Environment variables Cargo sets
-/// for crates"), as opposed to the ones that configure cargo itself.
-fn is_cargo_run_variable(name: &str) -> bool {
-    name.starts_with("CARGO_PKG_")
-        || matches!(
-            name,
-            "CARGO_MANIFEST_DIR"
-                | "CARGO_MANIFEST_PATH"
-                | "CARGO_MANIFEST_LINKS"
-                | "CARGO_CRATE_NAME"
-                | "CARGO_BIN_NAME"
-                | "CARGO_PRIMARY_PACKAGE"
-                | "CARGO_TARGET_TMPDIR"
-                | "CARGO_RUSTC_CURRENT_DIR"
-        )
+    aca_lab_testkit::cargo::command()
 }
 
 /// The target directory cargo uses here (honours `CARGO_TARGET_DIR` and `build.target-dir`).
@@ -148,31 +118,4 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
             format!("`{text}` is not a duration; write e.g. 500ms, 10s, 15m or 10")
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_cargo_run_variable;
-
-    #[test]
-    fn child_cargo_drops_the_run_variables_and_keeps_the_configuration() {
-        for name in [
-            "CARGO_MANIFEST_DIR",
-            "CARGO_PKG_NAME",
-            "CARGO_PKG_VERSION_MAJOR",
-            "CARGO_CRATE_NAME",
-        ] {
-            assert!(is_cargo_run_variable(name), "{name} must be removed");
-        }
-        for name in [
-            "CARGO",
-            "CARGO_HOME",
-            "CARGO_TARGET_DIR",
-            "CARGO_BUILD_JOBS",
-            "CARGO_TERM_COLOR",
-            "CARGO_INCREMENTAL",
-        ] {
-            assert!(!is_cargo_run_variable(name), "{name} must be kept");
-        }
-    }
 }

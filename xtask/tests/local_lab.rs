@@ -56,22 +56,7 @@ fn worker_bin() -> PathBuf {
 /// (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, …), which a build script in the tree watches; inheriting them
 /// would make this build and the next `cargo xtask` rebuild each other.
 fn cargo_as_typed() -> Command {
-    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    for (name, _) in std::env::vars() {
-        let set_by_cargo_for_tests = name.starts_with("CARGO_PKG_")
-            || matches!(
-                name.as_str(),
-                "CARGO_MANIFEST_DIR"
-                    | "CARGO_MANIFEST_PATH"
-                    | "CARGO_CRATE_NAME"
-                    | "CARGO_BIN_NAME"
-                    | "CARGO_PRIMARY_PACKAGE"
-                    | "CARGO_TARGET_TMPDIR"
-            );
-        if set_by_cargo_for_tests {
-            command.env_remove(name);
-        }
-    }
+    let mut command = aca_lab_testkit::cargo::command();
     command.current_dir(workspace_root());
     command
 }
