@@ -148,7 +148,13 @@ impl Routes {
                 );
             }
         };
-        self.admin.handle(&parts, body).await
+        let response = self.admin.handle(&parts, body).await;
+        // A change the administration API made is acknowledged only once it is on disk (with
+        // `--data-dir`); if it cannot be saved, the client hears that instead.
+        if let Err(e) = self.broker.durable().await {
+            return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+        }
+        response
     }
 
     /// `GET /queues/{q}`, `GET /topics/{t}` (scheduled at the topic, the rest summed over its

@@ -39,6 +39,8 @@
 //! - [`config`]: the official emulator's `Config.json`, validated with JSON paths in errors.
 //! - [`message`]: a message as raw bytes plus section ranges; re-encodes only header and annotations.
 //! - [`filter`]: subscription rules: correlation filters and the SQL filter/action language.
+//! - [`store`]: `--data-dir`: the rows the broker keeps in one redb file, written by one thread in
+//!   group commits; knows nothing of queues.
 //! - [`broker`]: entities, the queue state machine (with its session layer), locks, timers. Knows
 //!   nothing of sockets.
 //! - [`auth`]: `$cbs` put-token validation: SAS tokens (signature checked), Entra ID `jwt` tokens
@@ -66,6 +68,7 @@ pub mod http;
 pub mod message;
 pub mod nodes;
 pub mod server;
+pub mod store;
 #[cfg(feature = "testcontainers")]
 pub mod testcontainers;
 pub mod tls;

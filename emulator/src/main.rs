@@ -77,6 +77,11 @@ struct Cli {
     #[arg(long, env = "EMULATOR_HTTP_PORT", value_name = "PORT")]
     http_port: Option<u16>,
 
+    /// Keep messages, run-time entities and session state here (a directory; created if missing), so
+    /// a restart or a crash loses nothing acknowledged. Without it the emulator is in memory only.
+    #[arg(long, env = "SERVICEBUS_EMULATOR_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
     /// Log format on stderr (filter with RUST_LOG, default `info`).
     #[arg(long, env = "SERVICEBUS_EMULATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -275,6 +280,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     // clap makes the three TLS settings come together.
     if let (Some(addr), Some(cert), Some(key)) = (cli.tls_listen, &cli.tls_cert, &cli.tls_key) {
         builder = builder.tls(addr, TlsIdentity::from_pem_files(cert, key)?);
+    }
+    if let Some(dir) = &cli.data_dir {
+        builder = builder.data_dir(dir);
     }
     let emulator = builder.start().await?;
     tracing::info!(

@@ -312,6 +312,29 @@ impl StoredMessage {
         }
     }
 
+    /// The merged message-annotations as an encoded section (empty when there are none), for the
+    /// store: together with [`StoredMessage::raw`] it gives back this message ([`StoredMessage::restore`]).
+    pub fn annotations_section(&self) -> Bytes {
+        if self.annotations.is_empty() {
+            return Bytes::new();
+        }
+        // Encoding a map of plain values into a Vec cannot fail; an empty section is the fallback.
+        serde_amqp::to_vec(&MessageAnnotations(self.annotations.clone()))
+            .map(Bytes::from)
+            .unwrap_or_default()
+    }
+
+    /// A message the store kept: its bytes as received and its merged annotations.
+    pub fn restore(raw: Bytes, annotations: &[u8]) -> Result<StoredMessage, MessageError> {
+        let mut message = StoredMessage::parse(raw)?;
+        if !annotations.is_empty() {
+            message.annotations = serde_amqp::from_slice::<MessageAnnotations>(annotations)
+                .map_err(|e| malformed(format!("stored message-annotations: {e}")))?
+                .0;
+        }
+        Ok(message)
+    }
+
     /// The decoded application-properties (empty if absent).
     pub fn application_properties(&self) -> Result<OrderedMap<String, SimpleValue>, MessageError> {
         match &self.application_properties {

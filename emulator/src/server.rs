@@ -24,6 +24,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -71,6 +72,9 @@ pub enum ServerError {
         listener: Listener,
         source: std::io::Error,
     },
+    /// `--data-dir` cannot be used (in use, damaged, unwritable); the message names the file.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// Which of the emulator's listeners an error is about.
@@ -117,6 +121,7 @@ pub struct EmulatorBuilder {
     health_listen: SocketAddr,
     tls: Option<(SocketAddr, TlsIdentity)>,
     engine: EngineConfig,
+    data_dir: Option<PathBuf>,
 }
 
 impl Default for EmulatorBuilder {
@@ -127,6 +132,7 @@ impl Default for EmulatorBuilder {
             health_listen: SocketAddr::from(([127, 0, 0, 1], 5300)),
             tls: None,
             engine: EngineConfig::default(),
+            data_dir: None,
         }
     }
 }
@@ -172,6 +178,14 @@ impl EmulatorBuilder {
         self
     }
 
+    /// Keep messages, entities created at run time and session state in `dir` (see [`crate::store`]):
+    /// a later emulator on the same directory starts where this one stopped or crashed. Without it the
+    /// emulator is in memory only.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
     /// Bind both listeners and start serving. Returns once both are accepting.
     pub async fn start(self) -> Result<Emulator, ServerError> {
         let config = self.config.unwrap_or_else(Config::lab_default);
@@ -185,7 +199,10 @@ impl EmulatorBuilder {
             None => None,
         };
         let tls_addr = tls.as_ref().map(|(_, addr, _)| *addr);
-        let broker = Broker::new(&config);
+        let broker = match &self.data_dir {
+            Some(dir) => Broker::open(&config, dir)?,
+            None => Broker::new(&config),
+        };
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Shared::new(
             broker.clone(),
@@ -288,6 +305,10 @@ impl Emulator {
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
+        // With `--data-dir`: commit what is queued and close the file, so the next start needs no
+        // recovery.
+        let broker = self.broker.clone();
+        let _ = tokio::task::spawn_blocking(move || broker.close_store()).await;
     }
 
     /// Serve until `signal` resolves, then shut down (for the binary: pass `ctrl_c`).
@@ -605,6 +626,12 @@ pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     let mut result = Ok(());
     loop {
         if engine.has_output() {
+            // Nothing is acknowledged before it is on disk (with `--data-dir`; at once without). The
+            // output may hold dispositions and management responses for changes made just now.
+            if let Err(e) = shared.broker.durable().await {
+                tracing::error!(error = %e, "closing a connection: its changes cannot be saved");
+                return Err(ConnectionError::Io(std::io::Error::other(e)));
+            }
             let out = engine.take_output();
             match io.write(&out).await {
                 Ok(()) => engine.mark_sent(Instant::now()),

@@ -21,6 +21,7 @@
 //! to another entity only after releasing the first).
 
 mod clock;
+mod durable;
 pub mod entity_path;
 mod queue;
 mod registry;
@@ -30,7 +31,7 @@ mod topic;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -279,6 +280,10 @@ struct Inner {
     timer_target: AtomicU64,
     /// Counts entity deletions, so connections look for links to detach only after one.
     deletions: AtomicU64,
+    /// `--data-dir`: set once the stored state is back (see `durable`); every change goes to it.
+    store: OnceLock<crate::store::Store>,
+    /// Orders saves of the entity definitions.
+    definitions: Mutex<()>,
 }
 
 impl Drop for Inner {
@@ -298,14 +303,22 @@ impl Broker {
     /// Build the entities of the (first) namespace in `config`. Spawns the timer task that expires locks,
     /// messages (TTL) and enqueues scheduled messages, so it must be called inside a tokio runtime.
     pub fn new(config: &Config) -> Broker {
-        let timer_wake = Arc::new(Notify::new());
+        let broker = Broker::build(config);
+        broker.start_timers();
+        broker
+    }
+
+    /// The entities of `config`, without the timer task (a store fills them first).
+    fn build(config: &Config) -> Broker {
         let inner = Arc::new(Inner {
             entities: RwLock::new(registry::Entities::default()),
             clock: Clock::start(),
             changes: watch::Sender::new(0),
-            timer_wake: timer_wake.clone(),
+            timer_wake: Arc::new(Notify::new()),
             timer_target: AtomicU64::new(u64::MAX),
             deletions: AtomicU64::new(0),
+            store: OnceLock::new(),
+            definitions: Mutex::new(()),
         });
         let broker = Broker { inner };
         // The config loader has checked names and references; a clash here is a config built in code.
@@ -332,8 +345,14 @@ impl Broker {
         for e in created.into_iter().filter_map(Result::err) {
             tracing::warn!(error = %e, "configured entity skipped");
         }
-        tokio::spawn(timers::run(Arc::downgrade(&broker.inner), timer_wake));
         broker
+    }
+
+    fn start_timers(&self) {
+        tokio::spawn(timers::run(
+            Arc::downgrade(&self.inner),
+            self.inner.timer_wake.clone(),
+        ));
     }
 
     /// Normalise an address (`amqps://host/q`, `/q`, `q`, `q/$DeadLetterQueue`, `t`,
@@ -404,9 +423,12 @@ impl Broker {
         let (result, available) = op(&mut q, now);
         let deadline = q.next_deadline();
         let forwarded = q.take_forwarded();
+        let saved = self.journal_queue(&mut q);
         drop(q);
         self.after_change(expired || available, deadline);
         self.forward_dead_letters(idx, forwarded);
+        // Sent after the forwarded dead letters were stored, so one commit holds both sides.
+        drop(saved);
         result
     }
 
@@ -431,9 +453,12 @@ impl Broker {
             );
         }
         let deadline = t.next_deadline();
+        let saved = self.journal_topic(&mut t);
         drop(t);
         self.after_change(false, deadline);
         self.store_copies(copies, 0);
+        // Sent after the copies, so a due scheduled message is never gone from both places.
+        drop(saved);
         result
     }
 
@@ -503,8 +528,10 @@ impl Broker {
                             .map(|c| (c, enqueued)),
                     );
                 }
+                let saved = self.journal_topic(&mut topic);
                 drop(topic);
                 self.store_copies(copies, hops);
+                drop(saved);
             }
         }
     }

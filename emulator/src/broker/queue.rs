@@ -9,6 +9,7 @@
 //! applies every deadline that has passed; callers run it before each operation, so expiry is exact
 //! even if the timer task has not woken yet.
 
+pub(super) mod durable;
 mod sessions;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -134,10 +135,15 @@ struct SubQueue {
     /// The available messages of each session (only sessions that have some), in sequence order:
     /// a session receiver takes the head of its session's set.
     by_session: HashMap<Arc<str>, BTreeSet<i64>>,
+    /// With a store: the numbers whose entry changed since the last [`Queue::take_changes`].
+    dirty: Option<BTreeSet<i64>>,
 }
 
 impl SubQueue {
     fn insert(&mut self, seq: i64, entry: Entry) {
+        if let Some(dirty) = &mut self.dirty {
+            dirty.insert(seq);
+        }
         match entry.state {
             State::Available => {
                 self.available.insert(seq);
@@ -159,6 +165,9 @@ impl SubQueue {
 
     fn remove(&mut self, seq: i64) -> Option<Entry> {
         let entry = self.entries.remove(&seq)?;
+        if let Some(dirty) = &mut self.dirty {
+            dirty.insert(seq);
+        }
         match entry.state {
             State::Available => {
                 self.available.remove(&seq);
@@ -203,6 +212,8 @@ impl SubQueue {
 pub struct DuplicateWindow {
     seen: HashMap<String, i64>,
     order: VecDeque<(Instant, String)>,
+    /// With a store: ids recorded (with number and time) or forgotten since the last look.
+    journal: Option<Vec<(String, Option<(i64, Instant)>)>>,
 }
 
 impl DuplicateWindow {
@@ -234,6 +245,9 @@ impl DuplicateWindow {
     }
 
     pub fn record(&mut self, id: String, seq: i64, now: Instant) {
+        if let Some(journal) = &mut self.journal {
+            journal.push((id.clone(), Some((seq, now))));
+        }
         self.seen.insert(id.clone(), seq);
         self.order.push_back((now, id));
     }
@@ -246,6 +260,9 @@ impl DuplicateWindow {
             }
             if let Some((_, id)) = self.order.pop_front() {
                 self.seen.remove(&id);
+                if let Some(journal) = &mut self.journal {
+                    journal.push((id, None));
+                }
             }
         }
     }
@@ -267,6 +284,11 @@ pub struct Queue {
     forwarded: Vec<StoredMessage>,
     /// Session locks and state (used when the entity requires sessions).
     sessions: sessions::Sessions,
+    /// With a store: this entity's key there and the sequence number it last saved (see `durable`).
+    journal: Option<durable::Journal>,
+    /// Messages that were locked when the store last saw them: at start they count as expired locks,
+    /// applied once the journal is on (they may dead-letter).
+    recovered_locks: Vec<(Sub, i64)>,
 }
 
 impl Queue {
@@ -282,6 +304,8 @@ impl Queue {
             forward_dead_letters: false,
             forwarded: Vec::new(),
             sessions: sessions::Sessions::default(),
+            journal: None,
+            recovered_locks: Vec::new(),
         }
     }
 

@@ -197,11 +197,9 @@ impl Entities {
             kind,
             name: Arc::from(name),
         };
-        self.queues.push(Arc::new(Mutex::new(Queue::new(
-            name.to_string(),
-            effective.clone(),
-            broker.inner.clock,
-        ))));
+        let mut queue = Queue::new(name.to_string(), effective.clone(), broker.inner.clock);
+        broker.journal_new_queue(&mut queue, name);
+        self.queues.push(Arc::new(Mutex::new(queue)));
         self.by_name.insert(key(name), path.clone());
         self.queue_slots.push(Some(QueueSlot { path, effective }));
         index
@@ -237,7 +235,9 @@ impl Entities {
             self.by_name.remove(&key(&slot.path.name));
             self.meta.remove(&key(&slot.path.name));
             // Free the messages; the slot stays so that indexes held elsewhere stay valid.
-            *lock(&self.queues[index]) = Queue::new(
+            let mut q = lock(&self.queues[index]);
+            broker.forget_entity(q.stop_journal());
+            *q = Queue::new(
                 slot.path.name.to_string(),
                 slot.effective,
                 broker.inner.clock,
@@ -334,6 +334,7 @@ impl Broker {
             e.add_queue_slot(name, EntityKind::Queue, properties.clone(), self);
             self.created(&mut e, name, EntityProperties::Queue(properties));
         }
+        self.save_entities();
         self.info(name)
     }
 
@@ -350,6 +351,7 @@ impl Broker {
                 EntityProperties::Queue(properties.clone()),
             ))
         })?;
+        self.save_entities();
         self.info(name)
     }
 
@@ -398,16 +400,19 @@ impl Broker {
                 kind: EntityKind::Topic,
                 name: Arc::from(name),
             };
-            e.topics.push(Arc::new(Mutex::new(Topic::new(
+            let mut topic = Topic::new(
                 name.to_string(),
                 properties.clone(),
                 self.inner.clock,
                 Vec::new(),
-            ))));
+            );
+            self.journal_new_topic(&mut topic, name);
+            e.topics.push(Arc::new(Mutex::new(topic)));
             e.topic_slots.push(Some(path.clone()));
             e.by_name.insert(key(name), path);
             self.created(&mut e, name, EntityProperties::Topic(properties));
         }
+        self.save_entities();
         self.info(name)
     }
 
@@ -446,6 +451,7 @@ impl Broker {
                 meta.updated_at = now;
             }
         }
+        self.save_entities();
         self.info(name)
     }
 
@@ -495,6 +501,7 @@ impl Broker {
             );
             meta.rule_times = rules.iter().map(|r| (key(&r.name), now)).collect();
         }
+        self.save_entities();
         self.info(&path)
     }
 
@@ -525,6 +532,7 @@ impl Broker {
                 },
             ))
         })?;
+        self.save_entities();
         self.info(&path)
     }
 
@@ -551,6 +559,7 @@ impl Broker {
                     let subs: Vec<usize> = {
                         let mut t = lock(&e.topics[index]);
                         let subs = t.routes.iter().map(|r| r.queue).collect();
+                        self.forget_entity(t.stop_journal());
                         // Free the scheduled messages; the slot stays for indexes held elsewhere.
                         *t = Topic::new(
                             found.name.to_string(),
@@ -574,6 +583,7 @@ impl Broker {
             .deletions
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.registry_changed();
+        self.save_entities();
         Ok(())
     }
 
@@ -748,6 +758,8 @@ impl Broker {
             .ok_or_else(|| RegistryError::NotFound(subscription_path(topic, sub)))?
             .rule_times;
         let created_at = *times.entry(key(&rule.name)).or_insert(now);
+        drop(e);
+        self.save_entities();
         Ok(RuleInfo { rule, created_at })
     }
 
@@ -770,6 +782,9 @@ impl Broker {
                 subscription_path(topic, sub)
             )));
         }
+        drop(topic_state);
+        drop(e);
+        self.save_entities();
         Ok(())
     }
 }

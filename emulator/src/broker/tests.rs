@@ -15,6 +15,7 @@ use super::*;
 use crate::config::{NamespaceConfig, QueueConfig};
 use crate::message::{keys, system_time_to_timestamp};
 
+mod durable;
 mod sessions;
 
 const Q: &str = "orders";

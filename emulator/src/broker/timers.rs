@@ -25,6 +25,9 @@ pub(super) async fn run(broker: Weak<Inner>, wake: Arc<Notify>) {
         let mut available = false;
         let mut next: Option<Instant> = None;
         let mut forwarded = Vec::new();
+        // Each entity's changes keep their place in the commit order and are sent after the moves
+        // below (see `durable`).
+        let mut saved = Vec::new();
         let handle = Broker {
             inner: inner.clone(),
         };
@@ -40,6 +43,7 @@ pub(super) async fn run(broker: Weak<Inner>, wake: Arc<Notify>) {
                 next = Some(next.map_or(d, |n| n.min(d)));
             }
             forwarded.push((idx, q.take_forwarded()));
+            saved.push(handle.journal_queue(&mut q));
         }
         if available {
             inner.changes.send_modify(|g| *g = g.wrapping_add(1));
@@ -52,12 +56,14 @@ pub(super) async fn run(broker: Weak<Inner>, wake: Arc<Notify>) {
             if let Some(d) = t.next_deadline() {
                 next = Some(next.map_or(d, |n| n.min(d)));
             }
+            saved.push(handle.journal_topic(&mut t));
         }
         // Dead letters forwarded elsewhere and topic copies are stored after every lock is released.
         for (idx, messages) in forwarded {
             handle.forward_dead_letters(idx, messages);
         }
         handle.store_copies(copies, 0);
+        drop(saved);
         drop(handle);
         inner.timer_target.store(
             next.map_or(u64::MAX, |d| inner.clock.nanos(d)),

@@ -4,6 +4,7 @@
 //! queue), and share the client's bytes (`StoredMessage` is a refcounted buffer plus small metadata).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use fe2o3_amqp_types::messaging::{MessageId, Properties};
@@ -12,11 +13,13 @@ use tokio::time::Instant;
 
 use super::BrokerError;
 use super::clock::Clock;
+use super::queue::durable::{duplicate_ops, from_millis, millis, record_of};
 use super::queue::{DuplicateWindow, MAX_MESSAGE_SIZE};
 use crate::config::TopicProperties;
 use crate::filter::sql::Edit;
 use crate::filter::{FilterValue, MessageView, Rule, Selected, SysProperty};
 use crate::message::{StoredMessage, keys};
+use crate::store::{self, MessageRecord, Op, RecordState};
 
 /// The reason Service Bus gives a copy whose filter or action failed.
 pub const REASON_FILTER: &str = "FilterEvaluationException";
@@ -68,6 +71,9 @@ pub struct Topic {
     scheduled: BTreeMap<i64, (Instant, StoredMessage)>,
     deadlines: BTreeSet<(Instant, i64)>,
     pub routes: Vec<Route>,
+    /// With a store: the topic's key there, the sequence number last saved, and the scheduled
+    /// messages added or removed since the last [`Topic::take_changes`].
+    journal: Option<(Arc<str>, i64, BTreeSet<i64>)>,
 }
 
 impl Topic {
@@ -81,6 +87,7 @@ impl Topic {
             scheduled: BTreeMap::new(),
             deadlines: BTreeSet::new(),
             routes,
+            journal: None,
         }
     }
 
@@ -127,6 +134,7 @@ impl Topic {
             .filter(|at| *at > now)
         {
             Some(at) => {
+                self.note(seq);
                 self.scheduled.insert(seq, (at, message));
                 self.deadlines.insert((at, seq));
                 Ok(Accepted::Held(seq))
@@ -143,6 +151,7 @@ impl Topic {
                 break;
             }
             self.deadlines.pop_first();
+            self.note(seq);
             if let Some((_, m)) = self.scheduled.remove(&seq) {
                 due.push((seq, at, m));
             }
@@ -152,6 +161,94 @@ impl Topic {
 
     pub fn next_deadline(&self) -> Option<Instant> {
         self.deadlines.first().map(|d| d.0)
+    }
+
+    /// A scheduled message was added or removed (for the store).
+    fn note(&mut self, seq: i64) {
+        if let Some((_, _, dirty)) = &mut self.journal {
+            dirty.insert(seq);
+        }
+    }
+
+    /// From now on note every change for the store, under `key` (the topic's lower-cased path).
+    pub fn start_journal(&mut self, key: Arc<str>) {
+        self.duplicates.start_journal();
+        self.journal = Some((key, 0, BTreeSet::new()));
+    }
+
+    /// Stop noting changes (the topic was deleted); returns its key.
+    pub fn stop_journal(&mut self) -> Option<Arc<str>> {
+        self.duplicates.stop_journal();
+        self.journal.take().map(|(key, _, _)| key)
+    }
+
+    /// The rows that changed since the last call: the next sequence number, duplicate-detection ids
+    /// and the scheduled messages held here.
+    pub fn take_changes(&mut self) -> Vec<Op> {
+        let Some((key, saved, dirty)) = &mut self.journal else {
+            return Vec::new();
+        };
+        let key = key.clone();
+        let mut ops = Vec::new();
+        if *saved != self.next_sequence {
+            *saved = self.next_sequence;
+            ops.push(Op::PutSequence {
+                entity: key.clone(),
+                next: self.next_sequence,
+            });
+        }
+        for seq in std::mem::take(dirty) {
+            ops.push(match self.scheduled.get(&seq) {
+                Some((at, message)) => Op::PutMessage {
+                    entity: key.clone(),
+                    part: store::PART_TOPIC_SCHEDULED,
+                    seq,
+                    record: record_of(
+                        message,
+                        &self.clock,
+                        self.clock.wall(*at),
+                        None,
+                        0,
+                        RecordState::Scheduled {
+                            at_ms: millis(self.clock.wall(*at)),
+                        },
+                    ),
+                },
+                None => Op::DeleteMessage {
+                    entity: key.clone(),
+                    part: store::PART_TOPIC_SCHEDULED,
+                    seq,
+                },
+            });
+        }
+        ops.extend(duplicate_ops(&key, &mut self.duplicates, &self.clock));
+        ops
+    }
+
+    /// Put back a scheduled message the store kept.
+    pub fn restore_scheduled(&mut self, seq: i64, record: MessageRecord) -> Result<(), String> {
+        let RecordState::Scheduled { at_ms } = record.state else {
+            return Err(format!(
+                "a topic holds only scheduled messages, not {:?}",
+                record.state
+            ));
+        };
+        let message =
+            StoredMessage::restore(record.raw, &record.annotations).map_err(|e| e.to_string())?;
+        let at = self.clock.instant(from_millis(at_ms));
+        self.scheduled.insert(seq, (at, message));
+        self.deadlines.insert((at, seq));
+        self.next_sequence = self.next_sequence.max(seq + 1);
+        Ok(())
+    }
+
+    pub fn restore_sequence(&mut self, next: i64) {
+        self.next_sequence = self.next_sequence.max(next);
+    }
+
+    pub fn restore_duplicate(&mut self, id: String, seq: i64, at: SystemTime) {
+        let at = self.clock.instant(at);
+        self.duplicates.restore(id, seq, at);
     }
 
     pub fn scheduled_count(&self) -> usize {
@@ -164,6 +261,7 @@ impl Topic {
             return Err(BrokerError::SequenceNotFound(*missing));
         }
         for seq in seqs {
+            self.note(*seq);
             if let Some((at, _)) = self.scheduled.remove(seq) {
                 self.deadlines.remove(&(at, *seq));
             }

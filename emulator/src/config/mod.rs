@@ -49,7 +49,7 @@ pub struct QueueConfig {
 }
 
 /// A queue's `Properties`; missing ones take the official emulator's defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QueueProperties {
     pub lock_duration: Duration,
     pub max_delivery_count: u32,
@@ -164,7 +164,7 @@ pub struct TopicConfig {
 }
 
 /// A topic's `Properties`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TopicProperties {
     /// Caps the TTL of every message sent to the topic (each subscription may cap it further).
     pub default_message_time_to_live: Duration,

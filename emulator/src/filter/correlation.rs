@@ -7,7 +7,7 @@ use super::{FilterValue, MessageView, SysProperty};
 /// System properties plus user properties that must all match. Unset fields do not matter. String
 /// comparison is ordinal (case-sensitive), as Service Bus documents; user-property names are looked up
 /// case-insensitively, like SQL filter names.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CorrelationFilter {
     pub correlation_id: Option<String>,
     pub message_id: Option<String>,

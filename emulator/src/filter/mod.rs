@@ -27,7 +27,8 @@ pub const DEFAULT_RULE_NAME: &str = "$Default";
 pub const MAX_RULE_NAME_LEN: usize = 50;
 
 /// What a rule selects.
-#[derive(Debug, Clone, PartialEq)]
+// Serialized for the store (`--data-dir`); SQL keeps its text and is parsed again when read.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Filter {
     /// Every message (`1=1`).
     True,
@@ -83,7 +84,7 @@ impl fmt::Display for Filter {
 }
 
 /// One rule of a subscription.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Rule {
     pub name: String,
     pub filter: Filter,

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 /// A property value as filters see it. Integers of every width widen to `Long`, floats to `Double`,
 /// strings and symbols to `String` (Service Bus follows C# conversions: no string↔number coercion).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum FilterValue {
     Null,
     Bool(bool),

@@ -29,26 +29,28 @@ pub fn session_key(id: &str) -> Arc<str> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Lock {
+pub(super) struct Lock {
     owner: SessionOwner,
     until: Instant,
 }
 
 #[derive(Debug)]
-struct SessionEntry {
+pub(super) struct SessionEntry {
     /// The id as first named (a specific accept, or set-state).
-    id: String,
-    lock: Option<Lock>,
-    state: Option<Bytes>,
-    state_updated: Option<SystemTime>,
+    pub(super) id: String,
+    pub(super) lock: Option<Lock>,
+    pub(super) state: Option<Bytes>,
+    pub(super) state_updated: Option<SystemTime>,
 }
 
 /// The sessions of one entity that are locked or have state (sessions with only messages need no
 /// entry: the messages say they exist).
 #[derive(Debug, Default)]
 pub(in crate::broker) struct Sessions {
-    table: HashMap<Arc<str>, SessionEntry>,
+    pub(super) table: HashMap<Arc<str>, SessionEntry>,
     deadlines: BTreeSet<(Instant, Arc<str>)>,
+    /// With a store: sessions whose state changed since the last look.
+    pub(super) dirty: Option<BTreeSet<Arc<str>>>,
 }
 
 impl Sessions {
@@ -335,8 +337,12 @@ impl Queue {
     ) -> Result<(), SessionError> {
         self.session_holder(id, owner)?;
         let updated = self.clock.wall(now);
+        let key = session_key(id);
+        if let Some(dirty) = &mut self.sessions.dirty {
+            dirty.insert(key.clone());
+        }
         // The session is locked, so it has an entry.
-        if let Some(entry) = self.sessions.table.get_mut(&session_key(id)) {
+        if let Some(entry) = self.sessions.table.get_mut(&key) {
             entry.state = state;
             entry.state_updated = Some(updated);
         }

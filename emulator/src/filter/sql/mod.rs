@@ -46,7 +46,8 @@ fn check_len(text: &str) -> Result<(), SqlError> {
 }
 
 /// A parsed SQL filter; keeps its text, which clients read back exactly as they sent it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct SqlFilter {
     text: String,
     expr: Expr,
@@ -101,7 +102,8 @@ pub enum Edit {
 }
 
 /// A parsed rule action (`SET x = 1; REMOVE y`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct SqlAction {
     text: String,
     statements: Vec<Statement>,
@@ -177,5 +179,32 @@ fn sys_value(p: SysProperty, v: FilterValue) -> FilterValue {
 impl fmt::Display for SqlFilter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
+    }
+}
+
+// The store keeps a filter or action as its text; reading it back parses it again.
+impl From<SqlFilter> for String {
+    fn from(f: SqlFilter) -> String {
+        f.text
+    }
+}
+
+impl TryFrom<String> for SqlFilter {
+    type Error = SqlError;
+    fn try_from(text: String) -> Result<SqlFilter, SqlError> {
+        SqlFilter::parse(&text)
+    }
+}
+
+impl From<SqlAction> for String {
+    fn from(a: SqlAction) -> String {
+        a.text
+    }
+}
+
+impl TryFrom<String> for SqlAction {
+    type Error = SqlError;
+    fn try_from(text: String) -> Result<SqlAction, SqlError> {
+        SqlAction::parse(&text)
     }
 }
