@@ -70,6 +70,7 @@ fn cases() -> Vec<Case> {
         case!(two_worker_containers_share_a_queue_without_double_completion on &Backend::ALL),
         case!(worker_fails_clearly_when_the_emulator_stops_mid_run on &Backend::ALL),
         case!(our_emulator_image_serves_the_config_it_is_given on &[Backend::Container]),
+        case!(our_emulator_image_keeps_messages_on_a_volume_across_docker_kill on &[Backend::Container]),
         case!(a_queue_created_through_the_admin_api_is_drained_by_the_worker on &[Backend::Embedded, Backend::Container]),
     ]
 }
@@ -397,6 +398,75 @@ async fn our_emulator_image_serves_the_config_it_is_given(_backend: Backend) {
         Err(other) => panic!("attaching to `{QUEUE}` failed, but not as not-found: {other}"),
         Ok(_) => panic!("the image's built-in queue `{QUEUE}` is still served"),
     }
+}
+
+/// `with_data_dir`: messages sent to one container are there in the next one on the same volume, even
+/// after `docker kill` (SIGKILL); one completed before the kill stays gone.
+async fn our_emulator_image_keeps_messages_on_a_volume_across_docker_kill(_backend: Backend) {
+    let volume = format!("sb-data-{}", uuid::Uuid::new_v4().simple());
+    let start = || async {
+        let emulator = ServiceBusEmulator::default()
+            .with_data_dir(volume.clone())
+            .start()
+            .await
+            .expect("our emulator image starts on a data volume");
+        let port = emulator.get_host_port_ipv4(AMQP_PORT).await.unwrap();
+        let (connection, _) =
+            ConnectionConfig::from_connection_string(&connection_string("127.0.0.1", port))
+                .unwrap();
+        (
+            emulator,
+            ServiceBusClient::connect(&connection).await.unwrap(),
+        )
+    };
+
+    let (first, mut client) = start().await;
+    let mut sender = client.sender(QUEUE).await.unwrap();
+    for id in ["kept-1", "kept-2", "done-3"] {
+        sender
+            .send(ServiceBusMessage::new(id).with_message_id(id))
+            .await
+            .unwrap();
+    }
+    let mut receiver = client.receiver(QUEUE).await.unwrap();
+    let mut done = None;
+    for _ in 0..3 {
+        let m = receiver
+            .receive(Duration::from_secs(5), 3)
+            .await
+            .unwrap()
+            .expect("all three arrive");
+        if m.message_id.as_deref() == Some("done-3") {
+            done = Some(m);
+        }
+    }
+    receiver
+        .complete(&done.expect("done-3 arrives"))
+        .await
+        .unwrap();
+    let killed = std::process::Command::new("docker")
+        .args(["kill", "--signal", "KILL", first.id()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    drop(client);
+    drop(first);
+
+    let (second, mut client) = start().await;
+    let mut receiver = client.receiver(QUEUE).await.unwrap();
+    let mut ids = BTreeSet::new();
+    while let Some(m) = receiver.receive(Duration::from_secs(3), 10).await.unwrap() {
+        ids.extend(m.message_id.clone());
+    }
+    drop(client);
+    drop(second);
+    let _ = std::process::Command::new("docker")
+        .args(["volume", "rm", "-f", &volume])
+        .status();
+    assert_eq!(
+        ids,
+        BTreeSet::from(["kept-1".to_string(), "kept-2".to_string()])
+    );
 }
 
 /// Wait until the worker has logged that it is processing a message (it holds the lock from then on).

@@ -47,6 +47,8 @@ pub mod keys {
     pub const LOCKED_UNTIL: &str = "x-opt-locked-until";
     pub const DEADLETTER_SOURCE: &str = "x-opt-deadletter-source";
     pub const SCHEDULED_ENQUEUE_TIME: &str = "x-opt-scheduled-enqueue-time";
+    /// 0 active, 1 deferred, 2 scheduled (the SDKs' `state` of a peeked or received message).
+    pub const MESSAGE_STATE: &str = "x-opt-message-state";
     pub const DEAD_LETTER_REASON: &str = "DeadLetterReason";
     pub const DEAD_LETTER_DESCRIPTION: &str = "DeadLetterErrorDescription";
     /// Set on a subscription's copy made by a rule with an action: the rule's name.
@@ -95,6 +97,9 @@ pub struct BrokerAnnotations {
     pub locked_until: Option<SystemTime>,
     /// Set on dead-letter queue copies: the queue the message came from.
     pub deadletter_source: Option<String>,
+    /// Service Bus's message state: 0 active, 1 deferred, 2 scheduled. Written only when not 0 (the
+    /// SDKs read a missing state as active).
+    pub message_state: i32,
 }
 
 impl StoredMessage {
@@ -421,6 +426,9 @@ impl StoredMessage {
         if let Some(src) = &broker.deadletter_source {
             put(keys::DEADLETTER_SOURCE, Value::String(src.clone()));
         }
+        if broker.message_state != 0 {
+            put(keys::MESSAGE_STATE, Value::Int(broker.message_state));
+        }
         // Encoding a map of plain values into a Vec cannot fail; an empty section is the fallback.
         let annotations = serde_amqp::to_vec(&MessageAnnotations(annotations)).unwrap_or_default();
 
@@ -674,6 +682,7 @@ mod tests {
             enqueued_time: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
             locked_until: Some(UNIX_EPOCH + Duration::from_millis(1_700_000_060_123)),
             deadletter_source: None,
+            message_state: 0,
         }
     }
 

@@ -432,6 +432,9 @@ pub enum ConnectionError {
     Protocol(#[from] crate::amqp::engine::ConnectionError),
 }
 
+/// How many frames in a row are handled before pending answers are written.
+const MAX_HELD_ANSWERS: u32 = 64;
+
 /// The socket with one read buffer kept across the header, SASL and AMQP phases, so bytes a client
 /// pipelines behind a header are never lost when the codec switches phase.
 struct Io<S> {
@@ -441,6 +444,18 @@ struct Io<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
+    /// Whether a whole AMQP frame (its size is the first four bytes) is in the buffer, so the next
+    /// [`Io::next`] returns without reading.
+    fn frame_buffered(&self) -> bool {
+        match self.buf.get(..4) {
+            Some(size) => {
+                let size = u32::from_be_bytes([size[0], size[1], size[2], size[3]]) as usize;
+                self.buf.len() >= size.max(8)
+            }
+            None => false,
+        }
+    }
+
     /// The next header or frame; `None` at end of stream. Cancel-safe: state lives in `buf`.
     async fn next(&mut self) -> Result<Option<Item>, CodecError> {
         loop {
@@ -624,8 +639,14 @@ pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         deletions_seen: shared.broker.deletions(),
     };
     let mut result = Ok(());
+    // Answers held back while the client's pipelined frames are handled (see below).
+    let mut held = 0;
     loop {
-        if engine.has_output() {
+        // Frames the client already sent are handled before answering, up to a bound: with
+        // `--data-dir` one commit then covers a pipelined run of sends or settlements.
+        let more_buffered = held < MAX_HELD_ANSWERS && io.frame_buffered();
+        held = if more_buffered { held + 1 } else { 0 };
+        if engine.has_output() && !more_buffered {
             // Nothing is acknowledged before it is on disk (with `--data-dir`; at once without). The
             // output may hold dispositions and management responses for changes made just now.
             if let Err(e) = shared.broker.durable().await {

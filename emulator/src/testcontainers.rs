@@ -45,6 +45,12 @@ pub const AMQP_PORT: ContainerPort = ContainerPort::Tcp(5672);
 pub const HEALTH_PORT: ContainerPort = ContainerPort::Tcp(5300);
 /// Where both emulators read their `Config.json`.
 pub const CONFIG_PATH: &str = "/ServiceBus_Emulator/ConfigFiles/Config.json";
+
+/// Where our image keeps `--data-dir` state when asked to (a directory its user can write, made for a
+/// volume): `docker run -v sb-data:/var/lib/servicebus-emulator -e
+/// SERVICEBUS_EMULATOR_DATA_DIR=/var/lib/servicebus-emulator ...`, or
+/// [`ServiceBusEmulator::with_data_dir`].
+pub const DATA_DIR: &str = "/var/lib/servicebus-emulator";
 /// The official emulator's fixed shared access rule, which ours accepts too.
 pub const SAS_KEY_NAME: &str = "RootManageSharedAccessKey";
 /// The official emulator's fixed shared access key (a well-known development value, not a secret).
@@ -80,6 +86,8 @@ fn unique_name(prefix: &str) -> String {
 #[derive(Debug, Clone, Default)]
 pub struct ServiceBusEmulator {
     config: Vec<CopyToContainer>,
+    env_vars: BTreeMap<String, String>,
+    mounts: Vec<Mount>,
 }
 
 impl ServiceBusEmulator {
@@ -96,6 +104,16 @@ impl ServiceBusEmulator {
     pub fn with_config(mut self, config: impl Into<CopyDataSource>) -> Self {
         let target = CopyTargetOptions::new(CONFIG_PATH).with_mode(0o644);
         self.config = vec![CopyToContainer::new(config, target)];
+        self
+    }
+
+    /// Keep messages, run-time entities and session state in the Docker volume `volume` (created by
+    /// Docker if missing), mounted at [`DATA_DIR`]: a container started later with the same volume
+    /// has them, even after `docker kill`. Remove the volume to start empty.
+    pub fn with_data_dir(mut self, volume: impl Into<String>) -> Self {
+        self.env_vars
+            .insert("SERVICEBUS_EMULATOR_DATA_DIR".into(), DATA_DIR.into());
+        self.mounts = vec![Mount::volume_mount(volume.into(), DATA_DIR)];
         self
     }
 }
@@ -115,6 +133,16 @@ impl Image for ServiceBusEmulator {
 
     fn copy_to_sources(&self) -> impl IntoIterator<Item = &CopyToContainer> {
         &self.config
+    }
+
+    fn env_vars(
+        &self,
+    ) -> impl IntoIterator<Item = (impl Into<Cow<'_, str>>, impl Into<Cow<'_, str>>)> {
+        &self.env_vars
+    }
+
+    fn mounts(&self) -> impl IntoIterator<Item = &Mount> {
+        &self.mounts
     }
 
     fn expose_ports(&self) -> &[ContainerPort] {

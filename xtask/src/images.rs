@@ -104,6 +104,8 @@ pub struct ImageSpec {
     pub dockerfile: String,
     /// The sources the binary is built from, hashed into [`SOURCE_HASH_LABEL`].
     pub sources: ImageSources,
+    /// Empty directories the image's user can write (mount points for volumes).
+    pub writable_dirs: Vec<&'static str>,
 }
 
 impl ImageName {
@@ -133,6 +135,10 @@ impl ImageName {
                     "A Service Bus compatible AMQP 1.0 emulator (aca-job-lab)",
                 ),
                 sources: EMULATOR_IMAGE,
+                // `--data-dir` goes here when asked for (servicebus_emulator::testcontainers::DATA_DIR).
+                // No VOLUME line: that would leave an anonymous volume behind every in-memory run.
+                // A named volume mounted here starts with this directory's permissions.
+                writable_dirs: vec!["/var/lib/servicebus-emulator"],
             },
             ImageName::Job => ImageSpec {
                 reference: format!("aca-job-lab/servicebus-job:{TAG}"),
@@ -146,6 +152,7 @@ impl ImageName {
                     "The aca-job-lab Container Apps job: drains a Service Bus queue in peek-lock",
                 ),
                 sources: JOB_IMAGE,
+                writable_dirs: vec![],
             },
         }
     }
@@ -441,6 +448,10 @@ impl Inputs {
     fn hash(&self, spec: &ImageSpec) -> anyhow::Result<String> {
         let mut hasher = Sha256::new();
         hasher.update(spec.dockerfile.as_bytes());
+        for dir in &spec.writable_dirs {
+            hasher.update(dir.as_bytes());
+            hasher.update([0]);
+        }
         for (path, content) in &self.files {
             hasher.update(path.as_bytes());
             hasher.update([0]);
@@ -470,6 +481,12 @@ impl Inputs {
         std::fs::create_dir_all(&tmp)
             .with_context(|| format!("could not create {}", tmp.display()))?;
         set_mode(&tmp, 0o1777)?;
+        for dir in &spec.writable_dirs {
+            let dir = rootfs.join(dir.trim_start_matches('/'));
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("could not create {}", dir.display()))?;
+            set_mode(&dir, 0o1777)?;
+        }
         for (path, content) in &self.files {
             let dst = rootfs.join(path.trim_start_matches('/'));
             if let Some(parent) = dst.parent() {

@@ -7,6 +7,7 @@ mod bench;
 mod fuzz;
 mod images;
 mod lab;
+mod soak;
 mod test;
 mod util;
 
@@ -35,6 +36,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run the emulator's property tests (frames, connections, Config.json) with many cases.
     Fuzz(fuzz::FuzzArgs),
+    /// Run the emulator on a data directory under load for a while: workers and the emulator
+    /// SIGKILLed at random, then every message reconciled (60 s of it run in `cargo xtask test`).
+    Soak(soak::SoakArgs),
     /// Install what the tests need (Python venv with azure-servicebus, images) and run the whole suite.
     Test(test::TestArgs),
 }
@@ -54,6 +58,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Test(args) => test::run(args),
         Command::Fuzz(args) => fuzz::run(args),
+        Command::Soak(args) => soak::run(args),
     };
     match result {
         Ok(code) => code,

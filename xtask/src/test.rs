@@ -8,7 +8,9 @@
 //! 3. one build of every test target in the workspace;
 //! 4. the container images, packaged from that build, when a Docker engine answers;
 //! 5. `cargo test --workspace`, and where Docker answers the `#[ignore]`d Docker walkthrough;
-//! 6. a closing summary ([`summary`]): every Service Bus backend that ran and every one that did not,
+//! 6. a 60 s `cargo xtask soak` (the emulator on a data directory, workers and the emulator SIGKILLed,
+//!    every message reconciled), counted as one test;
+//! 7. a closing summary ([`summary`]): every Service Bus backend that ran and every one that did not,
 //!    with the reason, and one `N passed, N failed, N skipped` line. It fails the run when a backend
 //!    the machine should have (Docker answers ⇒ `embedded` and `container`) did not run.
 
@@ -152,6 +154,17 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    // Step 6: a 60 s soak of the emulator on a data directory (workers and the emulator SIGKILLed).
+    let soak = if filtered {
+        None
+    } else {
+        Some(crate::soak::reconciles(&crate::soak::SoakArgs {
+            duration: std::time::Duration::from_secs(60),
+            release: false,
+            seed: None,
+            work_dir: None,
+        })?)
+    };
     let report = std::fs::read(&report_path)
         .ok()
         .and_then(|json| serde_json::from_slice::<BackendsReport>(&json).ok());
@@ -164,6 +177,7 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         walkthrough,
         chromium,
         pictures,
+        soak,
     });
     print!("{text}");
     Ok(if passed {

@@ -104,6 +104,11 @@ impl Entry {
             enqueued_time: self.enqueued_at,
             locked_until,
             deadletter_source: self.deadletter_source.clone(),
+            message_state: match self.state {
+                State::Deferred | State::Locked { deferred: true, .. } => 1,
+                State::Scheduled { .. } => 2,
+                State::Available | State::Locked { .. } => 0,
+            },
         }
     }
 

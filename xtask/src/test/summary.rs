@@ -68,6 +68,8 @@ pub struct Run {
     pub chromium: bool,
     /// The `#[ignore]`d tests that paint the timeline in Chromium, run on their own where it is.
     pub pictures: Option<(Counts, bool)>,
+    /// The 60 s `cargo xtask soak` (whether it reconciled); `None` when it did not run.
+    pub soak: Option<bool>,
 }
 
 /// A set of `#[ignore]`d tests that needs something of the machine, run on its own where it has it.
@@ -88,6 +90,7 @@ struct Ignored<'a> {
 /// which `cargo xtask test` builds. The official emulator's images cannot be built here.
 const REQUIRED_WITH_DOCKER: [&str; 2] = ["embedded", "container"];
 const ALL_BACKENDS: [&str; 3] = ["embedded", "container", "official"];
+const SOAK_LABEL: &str = "soak on a data directory, 60 s (cargo xtask soak)";
 
 /// One ignored set's line, the problems it raises, and its counts added to `total` (each test it ran
 /// was counted as ignored by the main run).
@@ -174,6 +177,23 @@ pub fn render(run: &Run) -> (String, bool) {
     ] {
         ignored_run(&mut out, &mut problems, &mut total, run.filtered, &set);
     }
+    // The soak counts as one test: it passes only when every message reconciled.
+    let soak = match run.soak {
+        Some(true) => {
+            total.passed += 1;
+            "passed"
+        }
+        Some(false) => {
+            total.failed += 1;
+            "FAILED (its report is above)"
+        }
+        None if run.filtered => "did NOT run: a test filter was given",
+        None => {
+            problems.push("the soak did not run".to_owned());
+            "did NOT run"
+        }
+    };
+    let _ = writeln!(out, "{SOAK_LABEL}: {soak}");
     if !run.succeeded && run.counts.failed == 0 {
         problems
             .push("cargo test failed without a failing test (a build error? see above)".to_owned());
@@ -238,6 +258,7 @@ mod tests {
             walkthrough: Some((counts(1, 0, 0), true)),
             chromium: true,
             pictures: Some((counts(3, 0, 0), true)),
+            soak: Some(true),
         }
     }
 
@@ -261,7 +282,7 @@ mod tests {
         );
         assert!(text.contains("docker walkthrough (xtask/tests/local_lab.rs): ran\n"));
         assert!(
-            text.ends_with("\n104 passed, 0 failed, 5 skipped\n"),
+            text.ends_with("\n105 passed, 0 failed, 5 skipped\n"),
             "{text}"
         );
     }
@@ -284,7 +305,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.ends_with("\n104 passed, 1 failed, 5 skipped\n"),
+            text.ends_with("\n105 passed, 1 failed, 5 skipped\n"),
             "{text}"
         );
     }
@@ -314,6 +335,7 @@ mod tests {
             walkthrough: None,
             chromium: false,
             pictures: None,
+            soak: Some(true),
         };
         let (text, ok) = render(&run);
         assert!(ok, "{text}");
@@ -322,7 +344,7 @@ mod tests {
             "walkthrough (xtask/tests/local_lab.rs): did NOT run: no Docker engine answers"
         ));
         assert!(
-            text.ends_with("\n80 passed, 0 failed, 17 skipped\n"),
+            text.ends_with("\n81 passed, 0 failed, 17 skipped\n"),
             "{text}"
         );
     }
@@ -370,6 +392,7 @@ mod tests {
             walkthrough: None,
             chromium: false,
             pictures: None,
+            soak: Some(true),
         };
         let (text, ok) = render(&run);
         assert!(ok, "{text}");
@@ -389,6 +412,26 @@ mod tests {
         };
         let (text, ok) = render(&run);
         assert!(!ok, "{text}");
+        assert!(
+            text.ends_with("\n105 passed, 1 failed, 5 skipped\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_soak_that_did_not_reconcile_fails_the_run_as_one_failed_test() {
+        let run = Run {
+            soak: Some(false),
+            ..docker_run(BackendsReport {
+                backends: vec![
+                    backend("embedded", 5, 0, None),
+                    backend("container", 6, 0, None),
+                ],
+            })
+        };
+        let (text, ok) = render(&run);
+        assert!(!ok, "{text}");
+        assert!(text.contains("(cargo xtask soak): FAILED"), "{text}");
         assert!(
             text.ends_with("\n104 passed, 1 failed, 5 skipped\n"),
             "{text}"

@@ -145,6 +145,10 @@ async fn every_message_state_survives_a_restart_and_numbers_go_on() {
     // Scheduled: still scheduled for the same time; can be cancelled by its number.
     let peeked = b.peek(&q, scheduled[0], 1);
     assert_eq!(peeked[0].0, scheduled[0]);
+    assert_eq!(
+        annotation(&peeked[0].1, keys::MESSAGE_STATE),
+        Some(Value::Int(2))
+    );
     b.cancel_scheduled(&q, &scheduled).unwrap();
     // Numbers continue upward.
     let n = b.send(&q, msg("new").build()).unwrap();
