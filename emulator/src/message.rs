@@ -62,19 +62,44 @@ pub struct StoredMessage {
     raw: Bytes,
     /// The client's header, parsed (durable, priority, ttl are kept on delivery).
     header: Header,
-    /// The client's message-annotations merged with modifications from abandon/defer.
-    annotations: Annotations,
-    properties: Option<Range<usize>>,
-    application_properties: Option<Range<usize>>,
+    /// The client's message-annotations merged with modifications from abandon/defer; `None` when
+    /// there are none (most messages: boxed, so they cost a pointer, not an empty map's 72 bytes).
+    annotations: Option<Box<Annotations>>,
+    properties: Option<Span>,
+    application_properties: Option<Span>,
     /// Properties through the end of the body: the immutable bare message.
-    bare: Range<usize>,
+    bare: Span,
     /// The body sections alone (after application-properties).
-    body: Range<usize>,
-    footer: Option<Range<usize>>,
+    body: Span,
+    footer: Option<Span>,
     /// Fields of `properties` the broker needs, decoded once.
-    message_id: Option<String>,
-    group_id: Option<String>,
+    message_id: Option<Box<str>>,
+    group_id: Option<Box<str>>,
     absolute_expiry: Option<SystemTime>,
+}
+
+/// A byte range of `raw` in half the space of a `Range<usize>`: a broker keeps a million messages,
+/// and no message is near 4 GiB (the size limit is far below).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    fn range(self) -> Range<usize> {
+        self.start as usize..self.end as usize
+    }
+}
+
+impl From<Range<usize>> for Span {
+    fn from(r: Range<usize>) -> Span {
+        // `scan_sections` only yields ranges inside `raw`, whose length the frame size bounds.
+        Span {
+            start: u32::try_from(r.start).unwrap_or(u32::MAX),
+            end: u32::try_from(r.end).unwrap_or(u32::MAX),
+        }
+    }
 }
 
 /// Why bytes are not a message.
@@ -194,27 +219,33 @@ impl StoredMessage {
             .map_or(body.start, |r| r.start);
         let bare = bare_start..body.end;
 
+        if raw.len() > u32::MAX as usize {
+            return Err(malformed("a message of 4 GiB or more"));
+        }
         let mut message = StoredMessage {
             header: header.unwrap_or_default(),
-            annotations: annotations.unwrap_or_default(),
-            properties,
-            application_properties,
-            bare,
-            body,
-            footer,
+            annotations: annotations.filter(|a| !a.is_empty()).map(Box::new),
+            properties: properties.map(Span::from),
+            application_properties: application_properties.map(Span::from),
+            bare: bare.into(),
+            body: body.into(),
+            footer: footer.map(Span::from),
             message_id: None,
             group_id: None,
             absolute_expiry: None,
             raw,
         };
-        if let Some(r) = message.properties.clone() {
+        if let Some(r) = message.properties.map(Span::range) {
             // The bare message is forwarded as is, so a properties list the strict codec rejects (say, a
             // content-type sent as a string instead of a symbol) is no reason to refuse the message: it
             // only goes without duplicate detection and its own expiry time.
             match serde_amqp::from_slice::<Properties>(&message.raw[r]) {
                 Ok(p) => {
-                    message.message_id = p.message_id.as_ref().map(display_message_id);
-                    message.group_id = p.group_id;
+                    message.message_id = p
+                        .message_id
+                        .as_ref()
+                        .map(|id| display_message_id(id).into_boxed_str());
+                    message.group_id = p.group_id.map(String::into_boxed_str);
                     message.absolute_expiry = p
                         .absolute_expiry_time
                         .as_ref()
@@ -263,17 +294,17 @@ impl StoredMessage {
 
     /// The bare message bytes (properties, application-properties, body), exactly as sent.
     pub fn bare(&self) -> Bytes {
-        self.raw.slice(self.bare.clone())
+        self.raw.slice(self.bare.range())
     }
 
     /// `properties.message-id` in display form (string as is, uuid hyphenated, ulong decimal, binary hex).
     pub fn message_id(&self) -> Option<String> {
-        self.message_id.clone()
+        self.message_id.as_deref().map(str::to_string)
     }
 
     /// The decoded `properties` section; `None` when absent or not understood (it is kept as sent).
     pub fn properties(&self) -> Option<Properties> {
-        let r = self.properties.clone()?;
+        let r = self.properties?.range();
         serde_amqp::from_slice::<Properties>(&self.raw[r]).ok()
     }
 
@@ -306,13 +337,16 @@ impl StoredMessage {
 
     /// A message-annotation by symbol key.
     pub fn annotation(&self, key: &str) -> Option<&Value> {
-        self.annotations.get(&OwnedKey::Symbol(Symbol::from(key)))
+        self.annotations
+            .as_ref()?
+            .get(&OwnedKey::Symbol(Symbol::from(key)))
     }
 
     /// Merge annotations (abandon/defer `properties-to-modify`): the same key replaces the old value.
     pub fn merge_annotations(&mut self, entries: impl IntoIterator<Item = (String, Value)>) {
         for (k, v) in entries {
             self.annotations
+                .get_or_insert_with(Default::default)
                 .insert(OwnedKey::Symbol(Symbol::from(k)), v);
         }
     }
@@ -320,11 +354,11 @@ impl StoredMessage {
     /// The merged message-annotations as an encoded section (empty when there are none), for the
     /// store: together with [`StoredMessage::raw`] it gives back this message ([`StoredMessage::restore`]).
     pub fn annotations_section(&self) -> Bytes {
-        if self.annotations.is_empty() {
+        let Some(annotations) = &self.annotations else {
             return Bytes::new();
-        }
+        };
         // Encoding a map of plain values into a Vec cannot fail; an empty section is the fallback.
-        serde_amqp::to_vec(&MessageAnnotations(self.annotations.clone()))
+        serde_amqp::to_vec(&MessageAnnotations(annotations.as_ref().clone()))
             .map(Bytes::from)
             .unwrap_or_default()
     }
@@ -333,9 +367,10 @@ impl StoredMessage {
     pub fn restore(raw: Bytes, annotations: &[u8]) -> Result<StoredMessage, MessageError> {
         let mut message = StoredMessage::parse(raw)?;
         if !annotations.is_empty() {
-            message.annotations = serde_amqp::from_slice::<MessageAnnotations>(annotations)
+            let stored = serde_amqp::from_slice::<MessageAnnotations>(annotations)
                 .map_err(|e| malformed(format!("stored message-annotations: {e}")))?
                 .0;
+            message.annotations = Some(Box::new(stored));
         }
         Ok(message)
     }
@@ -344,7 +379,7 @@ impl StoredMessage {
     pub fn application_properties(&self) -> Result<OrderedMap<String, SimpleValue>, MessageError> {
         match &self.application_properties {
             None => Ok(OrderedMap::new()),
-            Some(r) => serde_amqp::from_slice::<ApplicationProperties>(&self.raw[r.clone()])
+            Some(r) => serde_amqp::from_slice::<ApplicationProperties>(&self.raw[r.range()])
                 .map(|a| a.0)
                 .map_err(|e| malformed(format!("application-properties: {e}"))),
         }
@@ -381,19 +416,19 @@ impl StoredMessage {
         };
         let head_end = self
             .properties
-            .as_ref()
-            .or(self.application_properties.as_ref())
-            .map(|p| p.start)
-            .unwrap_or(self.body.start);
+            .or(self.application_properties)
+            .unwrap_or(self.body)
+            .range()
+            .start;
         let mut buf = BytesMut::with_capacity(self.raw.len() + section.len());
         buf.extend_from_slice(&self.raw[..head_end]);
         match (&properties, &self.properties) {
             (Some(p), _) => buf.extend_from_slice(p),
-            (None, Some(p)) => buf.extend_from_slice(&self.raw[p.clone()]),
+            (None, Some(p)) => buf.extend_from_slice(&self.raw[p.range()]),
             (None, None) => {}
         }
         buf.extend_from_slice(&section);
-        buf.extend_from_slice(&self.raw[self.body.start..]);
+        buf.extend_from_slice(&self.raw[self.body.range().start..]);
         let mut copy = StoredMessage::parse(buf.freeze())?;
         copy.annotations = self.annotations.clone();
         Ok(copy)
@@ -408,7 +443,7 @@ impl StoredMessage {
         first_acquirer: bool,
         broker: &BrokerAnnotations,
     ) -> Bytes {
-        let mut annotations = self.annotations.clone();
+        let mut annotations = self.annotations.as_deref().cloned().unwrap_or_default();
         let mut put = |k: &str, v: Value| {
             annotations.insert(OwnedKey::Symbol(Symbol::from(k)), v);
         };
@@ -435,9 +470,9 @@ impl StoredMessage {
         let mut out = BytesMut::with_capacity(32 + annotations.len() + self.raw.len());
         write_header(&mut out, &self.header, first_acquirer, delivery_count);
         out.extend_from_slice(&annotations);
-        out.extend_from_slice(&self.raw[self.bare.clone()]);
-        if let Some(f) = &self.footer {
-            out.extend_from_slice(&self.raw[f.clone()]);
+        out.extend_from_slice(&self.raw[self.bare.range()]);
+        if let Some(f) = self.footer {
+            out.extend_from_slice(&self.raw[f.range()]);
         }
         out.freeze()
     }
@@ -874,9 +909,9 @@ mod tests {
             Some(&SimpleValue::String("why".into()))
         );
         // The properties section and the body bytes are unchanged.
-        let p = m.properties.clone().unwrap();
+        let p = m.properties.unwrap().range();
         assert!(contains(dl.raw(), &m.raw()[p]));
-        assert!(dl.raw().ends_with(&m.raw()[m.body.clone()]));
+        assert!(dl.raw().ends_with(&m.raw()[m.body.range()]));
         assert_eq!(
             dl.annotation("x-opt-partition-key"),
             Some(&Value::String("p".into()))
@@ -890,7 +925,7 @@ mod tests {
             .with_application_properties([("a".to_string(), SimpleValue::Bool(true))])
             .unwrap();
         assert_eq!(dl.application_properties().unwrap().len(), 1);
-        assert!(dl.raw().ends_with(&m.raw()[m.body.clone()]));
+        assert!(dl.raw().ends_with(&m.raw()[m.body.range()]));
     }
 
     #[test]

@@ -691,7 +691,9 @@ pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 Ok(None) => break,
             },
-            changed = changes.changed() => {
+            // Only connections with entity links listen: every send wakes the listeners, and
+            // thousands of idle connections (or CBS-only ones) must not slow the active links.
+            changed = changes.changed(), if conn.wants_changes() => {
                 if changed.is_err() {
                     engine.close(Some(amqp_error("amqp:connection:forced", "the broker stopped")));
                 }
@@ -1103,6 +1105,20 @@ impl Connection {
         engine.echo(link, delivery_id, echoed);
         // A released/abandoned message may be deliverable again at once.
         self.pump_all(engine);
+    }
+
+    /// Whether anything here waits on the broker: a receiver for messages or a session, or any
+    /// entity link (deleted entities detach theirs at the next change).
+    fn wants_changes(&self) -> bool {
+        self.links.values().any(|role| {
+            matches!(
+                role,
+                LinkRole::EntitySender { .. }
+                    | LinkRole::EntityReceiver { .. }
+                    | LinkRole::SessionWaiter { .. }
+                    | LinkRole::ManagementRequests { .. }
+            )
+        })
     }
 
     fn pump_all(&mut self, engine: &mut Engine) {

@@ -7,6 +7,10 @@ use std::time::Duration;
 
 use assert_cmd::cargo::cargo_bin;
 
+mod common;
+
+use common::free_port;
+
 /// A command for the binary with the emulator's environment overrides cleared, so the host's
 /// environment cannot change what a test sees.
 fn emulator() -> Command {
@@ -350,13 +354,4 @@ impl Running {
             stderr,
         }
     }
-}
-
-/// A free port on 127.0.0.1: bound and released here, then given to the emulator.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }

@@ -21,14 +21,6 @@ const QUEUE: &str = "crash";
 const SESSION_QUEUE: &str = "crash-sessions";
 const ROUNDS: u32 = 3;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The emulator binary on `data`, until killed (a failing test kills it too, on drop).
 struct Running {
     child: Child,
@@ -56,7 +48,7 @@ impl Running {
             }]}});
             std::fs::write(&config, serde_json::to_vec_pretty(&file).unwrap()).unwrap();
         }
-        let amqp = free_port();
+        let amqp = common::free_port();
         let log = work.join(format!("emulator-{n}.log"));
         let mut child = Command::new(cargo_bin("servicebus-emulator"))
             .env_remove("SERVICEBUS_EMULATOR_DATA_DIR")

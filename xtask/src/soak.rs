@@ -16,7 +16,6 @@
 //! emulator run, with the restart times. Exit 0 only when everything reconciles.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -170,22 +169,8 @@ impl Emulator {
             .stderr(log)
             .spawn()
             .context("starting servicebus-emulator")?;
-        let stdout = child.stdout.take().context("emulator stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains(servicebus_emulator::READY_LINE) {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        if rx.recv_timeout(Duration::from_secs(120)).is_err() {
-            let _ = child.kill();
-            bail!(
-                "the emulator did not get ready within 120 s; see {}",
-                self.work.join("emulator.log").display()
-            );
-        }
+        crate::util::wait_for_ready_line(&mut child, Duration::from_secs(120))
+            .with_context(|| format!("see {}", self.work.join("emulator.log").display()))?;
         self.runs.push(EmulatorRun {
             child,
             ready_after: started.elapsed(),

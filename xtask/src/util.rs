@@ -119,3 +119,37 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         }
     })
 }
+
+/// Wait until a spawned emulator prints its ready line on stdout (piped), at most `timeout`; its
+/// output is read on a thread until it exits, so the pipe never fills. The child is killed if it
+/// never gets ready.
+pub fn wait_for_ready_line(
+    child: &mut std::process::Child,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    use std::io::BufRead as _;
+    let stdout = child
+        .stdout
+        .take()
+        .context("the emulator's stdout is not piped")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains(servicebus_emulator::READY_LINE) {
+                let _ = tx.send(());
+            }
+        }
+    });
+    if rx.recv_timeout(timeout).is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+        anyhow::bail!(
+            "the emulator did not print its ready line within {} s",
+            timeout.as_secs()
+        );
+    }
+    Ok(())
+}

@@ -82,3 +82,40 @@ fn the_quick_bench_puts_the_rust_and_the_python_job_side_by_side() {
         "{statuses:?}"
     );
 }
+
+/// `cargo xtask bench --scale --quick`: every measurement of the emulator at size runs (small), on a
+/// data directory too, and each row says what it measured. The restart row is also a check: the
+/// bench fails when a restart does not bring back every stored message.
+#[test]
+fn the_quick_scale_bench_measures_every_row() {
+    let assert = assert_cmd::Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["bench", "--scale", "--quick"])
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap())
+        .timeout(Duration::from_secs(600))
+        .assert();
+    let output = assert.get_output();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    println!("{stdout}");
+    assert!(
+        stdout.contains("`cargo xtask bench --scale --quick`"),
+        "{stdout}"
+    );
+    for row in [
+        "| send, in memory: ",
+        "| send, `--data-dir`: ",
+        "| restart with 1000 × 1 KiB stored",
+        "| backlog of 2000 × 1 KiB, in memory | RSS ",
+        "| 100 concurrent connections",
+    ] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(row))
+            .unwrap_or_else(|| panic!("no row {row:?} in:\n{stdout}"));
+        assert!(
+            line.contains("msg/s") || line.contains(" s after"),
+            "{line}"
+        );
+    }
+}

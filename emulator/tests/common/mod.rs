@@ -110,3 +110,12 @@ pub async fn emulator_with_tls() -> (
         .unwrap();
     (emu, ca)
 }
+
+/// A free port on 127.0.0.1: bound and released here, then given to the emulator.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

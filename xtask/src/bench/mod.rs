@@ -13,6 +13,7 @@
 //! its numbers are labelled as such.
 
 mod jobs;
+mod scale;
 
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -46,6 +47,11 @@ pub struct BenchArgs {
     /// Print the commands and run none.
     #[arg(long)]
     pub dry_run: bool,
+    /// Instead: the emulator binary at size, with and without `--data-dir` (send throughput, restart
+    /// with 100k stored messages, RSS with a backlog of 1,000,000 × 1 KiB, 10,000 connections).
+    /// Takes several minutes; with --quick, small sizes.
+    #[arg(long)]
+    pub scale: bool,
 }
 
 /// The official emulator's image (as in `servicebus_emulator::testcontainers`).
@@ -114,6 +120,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let bins = crate::util::target_dir(&root)?.join(if quick { "debug" } else { "release" });
     let emulator = bins.join("servicebus-emulator");
     let job = bins.join("servicebus-job");
+    if args.scale {
+        return scale_table(&emulator, quick, args.dry_run);
+    }
 
     let mut bench = crate::util::cargo();
     bench
@@ -228,6 +237,39 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         out.join("bench.md").display(),
         out.join("bench.json").display()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--scale`: one table of the emulator binary at size.
+fn scale_table(emulator: &Path, quick: bool, dry_run: bool) -> anyhow::Result<ExitCode> {
+    let sizes = if quick {
+        scale::Sizes::quick()
+    } else {
+        scale::Sizes::full()
+    };
+    if dry_run {
+        println!(
+            "{} at {sizes:?}, with and without --data-dir",
+            emulator.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!("measuring the emulator at {sizes:?}…");
+    let rows = scale::run(emulator, sizes)?;
+    let command = format!(
+        "cargo xtask bench --scale{}",
+        if quick { " --quick" } else { "" }
+    );
+    let mut out = format!("## {}, `{command}`\n\nMachine: {}\n\n", today(), machine());
+    out.push_str(&format!(
+        "Command: `{command}` ({}; the emulator binary on loopback, our client in the xtask process).\n\n",
+        if quick { "dev build, small sizes: a smoke run" } else { "release build" }
+    ));
+    out.push_str("| emulator at size | result |\n|---|---|\n");
+    for (benchmark, result) in rows {
+        out.push_str(&format!("| {benchmark} | {result} |\n"));
+    }
+    print!("{out}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -426,21 +468,7 @@ impl EmulatorProcess {
             .stderr(Stdio::null())
             .spawn()
             .with_context(|| format!("could not start {}", binary.display()))?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .any(|line| line.contains(servicebus_emulator::READY_LINE));
-        if !ready {
-            let _ = child.kill();
-            bail!(
-                "{} exited without printing the ready line",
-                binary.display()
-            );
-        }
-        // Keep reading its output so the pipe never fills.
-        std::thread::spawn(move || lines.for_each(drop));
+        crate::util::wait_for_ready_line(&mut child, std::time::Duration::from_secs(60))?;
         Ok(Self {
             child,
             amqp,
