@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aca_job_lab::servicebus::{ConnectionConfig, ServiceBusClient, ServiceBusMessage};
-use anyhow::{Context, bail};
+use anyhow::Context;
 use tokio::time::timeout;
 
 use crate::lab::controller::metrics::{HealthEndpointMetrics, QueueMetrics};
@@ -254,7 +254,7 @@ async fn sender(n: usize, amqp: SocketAddr, stop: Instant, sent: Arc<Mutex<Sent>
         while Instant::now() < stop {
             i += 1;
             let id = format!("soak-{n}-{i}");
-            let poison = i % POISON_EVERY == 0;
+            let poison = i.is_multiple_of(POISON_EVERY);
             let body = if poison {
                 b"{not json".to_vec()
             } else {
@@ -484,8 +484,9 @@ async fn soak(bin: &Path, work: &Path, duration: Duration, seed: u64) -> anyhow:
             .rsplit('-')
             .next()
             .and_then(|n| n.parse::<u64>().ok())
-            .is_some_and(|n| n % POISON_EVERY == 0);
-        if !sent.poison.contains(*id) && !(sent.unsure.contains(*id) && poison_like) {
+            .is_some_and(|n| n.is_multiple_of(POISON_EVERY));
+        let expected = sent.poison.contains(*id) || (sent.unsure.contains(*id) && poison_like);
+        if !expected {
             problems.push(format!(
                 "{id} is dead-lettered but was not a poison message"
             ));

@@ -4,19 +4,25 @@
 use std::path::Path;
 use std::time::Duration;
 
-#[test]
-fn the_quick_bench_puts_the_rust_and_the_python_job_side_by_side() {
+/// Run `cargo xtask <args>` from the workspace root; its stdout and stderr once it succeeded. The
+/// stdout is printed too: for whoever reads the test log, the numbers of this run.
+fn xtask(args: &[&str], timeout: Duration) -> (String, String) {
     let assert = assert_cmd::Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["bench", "--quick"])
+        .args(args)
         .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap())
-        .timeout(Duration::from_secs(900))
+        .timeout(timeout)
         .assert();
     let output = assert.get_output();
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(output.status.success(), "{stdout}\n{stderr}");
-    // For whoever reads the test log: the numbers of this run.
     println!("{stdout}");
+    (stdout, stderr)
+}
+
+#[test]
+fn the_quick_bench_puts_the_rust_and_the_python_job_side_by_side() {
+    let (stdout, stderr) = xtask(&["bench", "--quick"], Duration::from_secs(900));
 
     assert!(
         stdout.starts_with("## ") && stdout.contains("`cargo xtask bench --quick`"),
@@ -88,16 +94,7 @@ fn the_quick_bench_puts_the_rust_and_the_python_job_side_by_side() {
 /// bench fails when a restart does not bring back every stored message.
 #[test]
 fn the_quick_scale_bench_measures_every_row() {
-    let assert = assert_cmd::Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["bench", "--scale", "--quick"])
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap())
-        .timeout(Duration::from_secs(600))
-        .assert();
-    let output = assert.get_output();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(output.status.success(), "{stdout}\n{stderr}");
-    println!("{stdout}");
+    let (stdout, _) = xtask(&["bench", "--scale", "--quick"], Duration::from_secs(600));
     assert!(
         stdout.contains("`cargo xtask bench --scale --quick`"),
         "{stdout}"

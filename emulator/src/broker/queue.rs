@@ -215,13 +215,16 @@ impl SubQueue {
     }
 }
 
+/// An id recorded (`Some((sequence number, when))`) or forgotten (`None`), for the store.
+type DuplicateChange = (String, Option<(i64, Instant)>);
+
 /// Message-ids seen within the duplicate-detection window (a queue's, or a topic's).
 #[derive(Debug, Default)]
 pub struct DuplicateWindow {
     seen: HashMap<String, i64>,
     order: VecDeque<(Instant, String)>,
     /// With a store: ids recorded (with number and time) or forgotten since the last look.
-    journal: Option<Vec<(String, Option<(i64, Instant)>)>>,
+    journal: Option<Vec<DuplicateChange>>,
 }
 
 impl DuplicateWindow {

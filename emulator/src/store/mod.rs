@@ -60,8 +60,9 @@ type MessageRow<'a> = (
 const MESSAGES: TableDefinition<MessageKey, MessageRow> = TableDefinition::new("messages");
 const SEQUENCES: TableDefinition<&str, i64> = TableDefinition::new("sequences");
 const DUPLICATES: TableDefinition<(&str, &str), (i64, i64)> = TableDefinition::new("duplicates");
-const SESSIONS: TableDefinition<(&str, &str), (&str, Option<&[u8]>, Option<i64>)> =
-    TableDefinition::new("sessions");
+/// (id as named, state, updated ms)
+type SessionRow<'a> = (&'a str, Option<&'a [u8]>, Option<i64>);
+const SESSIONS: TableDefinition<(&str, &str), SessionRow> = TableDefinition::new("sessions");
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 
 const META_FORMAT: &str = "format";
