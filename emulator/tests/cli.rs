@@ -24,6 +24,7 @@ fn emulator() -> Command {
         "SERVICEBUS_EMULATOR_TLS_CERT",
         "SERVICEBUS_EMULATOR_TLS_KEY",
         "SERVICEBUS_EMULATOR_URL",
+        "SERVICEBUS_EMULATOR_DATA_DIR",
         "EMULATOR_HTTP_PORT",
         "RUST_LOG",
     ] {
