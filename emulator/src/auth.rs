@@ -27,6 +27,13 @@ pub mod jwt;
 pub const EMULATOR_RULE: &str = "RootManageSharedAccessKey";
 pub const EMULATOR_KEY: &str = "SAS_KEY_VALUE";
 
+/// The official emulator's connection string for an emulator at `endpoint` (`host:port`).
+pub fn emulator_connection_string(endpoint: impl std::fmt::Display) -> String {
+    format!(
+        "Endpoint=sb://{endpoint};SharedAccessKeyName={EMULATOR_RULE};SharedAccessKey={EMULATOR_KEY};UseDevelopmentEmulator=true;"
+    )
+}
+
 /// A shared access rule: name and key.
 #[derive(Debug, Clone)]
 pub struct SasRule {

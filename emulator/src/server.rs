@@ -282,19 +282,13 @@ impl Emulator {
 
     /// The official emulator connection string, pointing at this instance's port.
     pub fn connection_string(&self) -> String {
-        format!(
-            "Endpoint=sb://{};SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;",
-            self.amqp_addr
-        )
+        crate::auth::emulator_connection_string(self.amqp_addr)
     }
 
     /// The connection string for `ServiceBusAdministrationClient`: the HTTP port, as the official
     /// emulator documents it for management.
     pub fn admin_connection_string(&self) -> String {
-        format!(
-            "Endpoint=sb://{};SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;",
-            self.health_addr
-        )
+        crate::auth::emulator_connection_string(self.health_addr)
     }
 
     pub fn broker(&self) -> &Broker {

@@ -52,18 +52,16 @@ pub const CONFIG_PATH: &str = "/ServiceBus_Emulator/ConfigFiles/Config.json";
 /// [`ServiceBusEmulator::with_data_dir`].
 pub const DATA_DIR: &str = "/var/lib/servicebus-emulator";
 /// The official emulator's fixed shared access rule, which ours accepts too.
-pub const SAS_KEY_NAME: &str = "RootManageSharedAccessKey";
+pub const SAS_KEY_NAME: &str = crate::auth::EMULATOR_RULE;
 /// The official emulator's fixed shared access key (a well-known development value, not a secret).
-pub const SAS_KEY_VALUE: &str = "SAS_KEY_VALUE";
+pub const SAS_KEY_VALUE: &str = crate::auth::EMULATOR_KEY;
 
 /// The connection string for an emulator reachable at `host:port`, in the official emulator's format.
 ///
 /// Use the mapped port from the host (`get_host_port_ipv4(AMQP_PORT)`), or the container name and 5672
 /// from another container on the same network.
 pub fn connection_string(host: impl std::fmt::Display, port: u16) -> String {
-    format!(
-        "Endpoint=sb://{host}:{port};SharedAccessKeyName={SAS_KEY_NAME};SharedAccessKey={SAS_KEY_VALUE};UseDevelopmentEmulator=true;"
-    )
+    crate::auth::emulator_connection_string(format_args!("{host}:{port}"))
 }
 
 /// What both emulators expose: AMQP and health.

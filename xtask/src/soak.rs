@@ -197,20 +197,11 @@ impl Emulator {
 
     fn sample_rss(&mut self, since: Instant) {
         if let Some(run) = self.runs.last_mut()
-            && let Some(kib) = rss_kib(run.child.id())
+            && let Some(kib) = crate::util::proc_status_kib(run.child.id(), "VmRSS")
         {
             run.rss.push((since.elapsed().as_secs_f64(), kib));
         }
     }
-}
-
-/// VmRSS of a process from /proc, in KiB (Linux).
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// What the senders were told.
@@ -222,14 +213,7 @@ struct Sent {
     unsure: BTreeSet<String>,
 }
 
-/// The official emulator connection string for our emulator's address.
-fn connection_string(amqp: SocketAddr) -> String {
-    format!(
-        "Endpoint=sb://{amqp};SharedAccessKeyName={};SharedAccessKey={};UseDevelopmentEmulator=true;",
-        servicebus_emulator::auth::EMULATOR_RULE,
-        servicebus_emulator::auth::EMULATOR_KEY
-    )
-}
+use servicebus_emulator::auth::emulator_connection_string as connection_string;
 
 fn connection(amqp: SocketAddr) -> anyhow::Result<ConnectionConfig> {
     Ok(ConnectionConfig::from_connection_string(&connection_string(amqp))?.0)

@@ -74,13 +74,7 @@ impl Broker {
     /// acknowledge to clients only after this.
     pub async fn durable(&self) -> Result<(), StoreError> {
         match self.store() {
-            Some(store) => {
-                let ticket = store.submitted();
-                if store.is_durable(ticket) {
-                    return Ok(());
-                }
-                store.durable(ticket).await
-            }
+            Some(store) => store.durable(store.submitted()).await,
             None => Ok(()),
         }
     }
@@ -331,26 +325,13 @@ impl Broker {
     /// Turn on change tracking everywhere; the unlocks of messages the crash left locked are the first
     /// changes saved.
     fn start_journals(&self) {
-        let (queues, topics) = {
-            let e = self.entities();
-            let queues: Vec<_> = e
-                .by_name
-                .iter()
-                .filter_map(|(key, p)| match p.node {
-                    Node::QueueLike { index, .. } => Some((key.clone(), index)),
-                    Node::Topic { .. } => None,
-                })
-                .collect();
-            let topics: Vec<_> = e
-                .by_name
-                .iter()
-                .filter_map(|(key, p)| match p.node {
-                    Node::Topic { index } => Some((key.clone(), index)),
-                    Node::QueueLike { .. } => None,
-                })
-                .collect();
-            (queues, topics)
-        };
+        let (mut queues, mut topics) = (Vec::new(), Vec::new());
+        for (key, path) in self.entities().by_name.iter() {
+            match path.node {
+                Node::QueueLike { index, .. } => queues.push((key.clone(), index)),
+                Node::Topic { index } => topics.push((key.clone(), index)),
+            }
+        }
         // Every journal first: forwarding below may move a message into any entity.
         for (key, index) in &queues {
             lock(&self.queue_slot(*index)).start_journal(Arc::from(key.as_str()));

@@ -230,14 +230,13 @@ impl Opened {
                 // The broker keeps every message in memory and reads the file only at start, so a
                 // page cache would only add to the process's size.
                 .set_cache_size(16 * 1024 * 1024)
-                .set_repair_callback(move |session| {
+                .set_repair_callback(move |_| {
                     if !repaired.swap(true, Ordering::SeqCst) {
                         tracing::warn!(
                             file = %shown,
                             "the store was not closed cleanly (a crash or kill -9); recovering it to its last commit"
                         );
                     }
-                    let _ = session.progress();
                 });
             builder.create(&path).map_err(|e| match e {
                 redb::DatabaseError::DatabaseAlreadyOpen => {
@@ -531,12 +530,7 @@ impl Store {
             .last
     }
 
-    /// Whether everything up to `ticket` is committed already (no need to wait).
-    pub fn is_durable(&self, ticket: u64) -> bool {
-        self.inner.progress.borrow().committed >= ticket
-    }
-
-    /// Wait until the batch `ticket` (and all before it) is committed to disk.
+    /// Wait until the batch `ticket` (and all before it) is committed to disk (at once if it is).
     pub async fn durable(&self, ticket: u64) -> Result<(), StoreError> {
         let mut progress = self.inner.progress.clone();
         let seen = progress

@@ -156,13 +156,5 @@ async fn run_until_empty(job: &Job, target: &Target, max_messages: u32) -> anyho
 
 /// `VmHWM` of a running process (the most resident memory it has had), in KiB.
 fn high_water_mark_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|line| {
-        line.strip_prefix("VmHWM:")?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()
-    })
+    crate::util::proc_status_kib(pid, "VmHWM")
 }

@@ -478,10 +478,7 @@ impl EmulatorProcess {
 
     fn target(&self) -> jobs::Target {
         jobs::Target {
-            connection_string: format!(
-                "Endpoint=sb://{};SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;",
-                self.amqp
-            ),
+            connection_string: servicebus_emulator::auth::emulator_connection_string(self.amqp),
             metrics: crate::lab::controller::HealthEndpointMetrics::new(self.health, jobs::QUEUE),
         }
     }

@@ -91,12 +91,7 @@ impl Process {
     }
 
     fn connection(&self) -> anyhow::Result<ConnectionConfig> {
-        let text = format!(
-            "Endpoint=sb://{};SharedAccessKeyName={};SharedAccessKey={};UseDevelopmentEmulator=true;",
-            self.amqp,
-            servicebus_emulator::auth::EMULATOR_RULE,
-            servicebus_emulator::auth::EMULATOR_KEY
-        );
+        let text = servicebus_emulator::auth::emulator_connection_string(self.amqp);
         Ok(ConnectionConfig::from_connection_string(&text)?.0)
     }
 
@@ -112,16 +107,11 @@ impl Process {
 
     /// (VmRSS, VmHWM) in MiB.
     fn rss_mib(&self) -> (f64, f64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-                .map_or(0.0, |kib| kib / 1024.0)
+        let mib = |field| {
+            crate::util::proc_status_kib(self.child.id(), field)
+                .map_or(0.0, |kib| kib as f64 / 1024.0)
         };
-        (field("VmRSS:"), field("VmHWM:"))
+        (mib("VmRSS"), mib("VmHWM"))
     }
 
     fn kill(mut self) {
@@ -293,12 +283,12 @@ async fn measure(binary: &Path, s: Sizes, work: &Path) -> anyhow::Result<Vec<(St
     let config = p.connection()?;
     while clients.len() < s.connections {
         let batch = (s.connections - clients.len()).min(200);
-        let opened = futures_join((0..batch).map(|_| {
+        let mut opening = tokio::task::JoinSet::new();
+        for _ in 0..batch {
             let config = config.clone();
-            async move { ServiceBusClient::connect(&config).await }
-        }))
-        .await;
-        for c in opened {
+            opening.spawn(async move { ServiceBusClient::connect(&config).await });
+        }
+        for c in opening.join_all().await {
             clients.push(c.context("opening one of the idle connections")?);
         }
     }
@@ -326,22 +316,4 @@ async fn round_trip(p: &Process, n: usize) -> anyhow::Result<f64> {
     send(p, n, 64, true).await?;
     drain(p, n).await?;
     Ok(n as f64 / began.elapsed().as_secs_f64())
-}
-
-/// Await every future, concurrently, in order (a small join without a futures dependency).
-async fn futures_join<F: std::future::Future + Send + 'static>(
-    futures: impl Iterator<Item = F>,
-) -> Vec<F::Output>
-where
-    F::Output: Send + 'static,
-{
-    let handles: Vec<_> = futures.map(tokio::spawn).collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for h in handles {
-        match h.await {
-            Ok(v) => out.push(v),
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
-    }
-    out
 }

@@ -201,32 +201,31 @@ impl Queue {
         };
         let message =
             StoredMessage::restore(record.raw, &record.annotations).map_err(|e| e.to_string())?;
-        let mut entry = Entry {
+        let (state, crash_ended_lock) = match record.state {
+            RecordState::Available => (State::Available, false),
+            RecordState::Deferred => (State::Deferred, false),
+            RecordState::Scheduled { at_ms } => (
+                State::Scheduled {
+                    at: self.clock.instant(from_millis(at_ms)),
+                },
+                false,
+            ),
+            RecordState::Locked { deferred: true } => (State::Deferred, true),
+            RecordState::Locked { deferred: false } => (State::Available, true),
+        };
+        if crash_ended_lock {
+            self.recovered_locks.push((sub, seq));
+        }
+        let entry = Entry {
             message,
             enqueued_at: from_millis(record.enqueued_ms),
             expires_at: record
                 .expires_ms
                 .map(|ms| self.clock.instant(from_millis(ms))),
-            delivery_count: record.delivery_count,
-            state: State::Available,
+            delivery_count: record.delivery_count + u32::from(crash_ended_lock),
+            state,
             deadletter_source: record.deadletter_source,
             session: record.session.map(Arc::from),
-        };
-        entry.state = match record.state {
-            RecordState::Available => State::Available,
-            RecordState::Deferred => State::Deferred,
-            RecordState::Scheduled { at_ms } => State::Scheduled {
-                at: self.clock.instant(from_millis(at_ms)),
-            },
-            RecordState::Locked { deferred } => {
-                entry.delivery_count += 1;
-                self.recovered_locks.push((sub, seq));
-                if deferred {
-                    State::Deferred
-                } else {
-                    State::Available
-                }
-            }
         };
         self.next_sequence = self.next_sequence.max(seq + 1);
         self.sub(sub).insert(seq, entry);
