@@ -310,6 +310,42 @@ fn stale_or_wrapped_delivery_count_never_yields_huge_credit() {
 }
 
 #[test]
+fn unbounded_session_window_and_credit_let_deliveries_out() {
+    // Microsoft's Rust SDK begins its sessions with both windows at u32::MAX ("unbounded") and may
+    // grant u32::MAX credit; these are plain u32 values, not serial numbers, so nothing is clamped.
+    let (mut engine, link) = receiver_with_credit(
+        65536,
+        u32::MAX,
+        link_flow_window(0, 0, u32::MAX, false, u32::MAX),
+    );
+    assert_eq!(engine.credit(link), u32::MAX);
+    assert!(engine.can_send(link), "an unbounded window is open");
+    for i in 0..3u8 {
+        engine
+            .send(
+                link,
+                Bytes::from(vec![i; 16]),
+                Bytes::from_static(b"\x00\x53\x77\x40"),
+                false,
+            )
+            .unwrap();
+    }
+    let transfers = output(&mut engine)
+        .into_iter()
+        .filter(|(_, p, _)| matches!(p, Some(Performative::Transfer(_))))
+        .count();
+    assert_eq!(transfers, 3);
+    // A session flow that has not yet seen those three still leaves u32::MAX - 3 open.
+    feed(&mut engine, session_flow(0, u32::MAX), &[]);
+    assert!(engine.can_send(link));
+    // One that counts more in flight than its window leaves none; the next flow reopens it.
+    feed(&mut engine, session_flow(0, 2), &[]);
+    assert!(!engine.can_send(link));
+    feed(&mut engine, session_flow(3, 1), &[]);
+    assert!(engine.can_send(link));
+}
+
+#[test]
 fn second_mode_settlement_is_reported_and_echoed_settled() {
     let (mut engine, link) = receiver_with_credit(65536, 65536, link_flow(0, 0, 10, false));
     let tag = Bytes::from_static(&[7; 16]);

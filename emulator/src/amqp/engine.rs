@@ -936,13 +936,14 @@ impl Engine {
             let Some(session) = self.sessions.get_mut(&channel) else {
                 return Ok(());
             };
+            // remote-incoming-window = next-incoming-id + incoming-window - next-outgoing-id (2.5.6).
+            // The window is a plain u32 over its whole range (clients such as Microsoft's Rust SDK
+            // send u32::MAX, "unbounded"); only the transfer ids are serial numbers. So the frames
+            // in flight (sent, not yet seen by the peer) come off the window, and a stale flow that
+            // counts more in flight than its window leaves none.
             let base = flow.next_incoming_id.unwrap_or(session.initial_outgoing_id);
-            session.remote_incoming_window = base
-                .wrapping_add(flow.incoming_window)
-                .wrapping_sub(session.next_outgoing_id);
-            if (session.remote_incoming_window as i32) < 0 {
-                session.remote_incoming_window = 0;
-            }
+            let in_flight = session.next_outgoing_id.wrapping_sub(base);
+            session.remote_incoming_window = flow.incoming_window.saturating_sub(in_flight);
             session.next_incoming_id = flow.next_outgoing_id;
         }
         self.flush_pending(channel);
@@ -973,12 +974,18 @@ impl Engine {
             return Ok(());
         }
         if link.broker_sends {
-            // Serial-number arithmetic: the receiver's view of delivery-count plus its credit gives the
-            // limit; anything at or behind our own count means no credit (never a wrapped huge value).
-            let dc_rcv = flow.delivery_count.unwrap_or(0);
-            let limit = dc_rcv.wrapping_add(flow.link_credit.unwrap_or(0));
-            let credit = limit.wrapping_sub(link.delivery_count) as i32;
-            link.credit = credit.max(0) as u32;
+            // link-credit = delivery-count(rcv) + link-credit(rcv) - delivery-count(snd) (2.6.7). The
+            // counts are serial numbers, the credit a plain u32 (u32::MAX is a real grant): the
+            // deliveries the receiver has not counted yet come off its credit. A receiver whose count
+            // is ahead of ours (it cannot have seen deliveries we never sent) makes `in_flight` wrap
+            // past 2^31, so it gets no credit rather than a huge one.
+            let dc_rcv = flow.delivery_count.unwrap_or(0); // absent: our initial-delivery-count, 0
+            let in_flight = link.delivery_count.wrapping_sub(dc_rcv);
+            link.credit = if in_flight < 1 << 31 {
+                flow.link_credit.unwrap_or(0).saturating_sub(in_flight)
+            } else {
+                0
+            };
             link.drain = flow.drain;
             if flow.echo {
                 self.send_link_flow(id, false);
