@@ -4,10 +4,22 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::job::JobOptions;
 use crate::processor::DefaultProcessor;
 use crate::servicebus::{Auth, ConnectionConfig, TrustedCa};
 use crate::telemetry::LogFormat;
+
+/// What the loop is asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobOptions {
+    /// The queue to drain.
+    pub queue: String,
+    /// Stop after this many messages; 0 = until the queue stays empty for `max_wait`.
+    pub max_messages: u32,
+    /// How long to wait for a message before deciding the queue is empty.
+    pub max_wait: Duration,
+    /// Upper bound on messages requested (and so locked) ahead of processing.
+    pub prefetch: u32,
+}
 
 /// The environment variables read, with the flag that overrides each.
 pub mod env {

@@ -6,7 +6,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+// The options are configuration (parsed and checked in `config`); the loop only reads them, so
+// `job` depends on `config` and never the other way round.
 use crate::config::Config;
+pub use crate::config::JobOptions;
 use crate::processor::{ProcessError, Processor};
 use crate::servicebus::{ReceivedMessage, Receiver, ServiceBusClient, ServiceBusError};
 
@@ -22,19 +25,6 @@ pub mod exit_code {
     pub const PROCESSING_FAILED: u8 = 3;
     /// Stopped by a signal: 128 + the signal number (SIGINT 130, SIGTERM 143), as shells do.
     pub const SIGNAL_BASE: u8 = 128;
-}
-
-/// What the loop is asked to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobOptions {
-    /// The queue to drain.
-    pub queue: String,
-    /// Stop after this many messages; 0 = until the queue stays empty for `max_wait`.
-    pub max_messages: u32,
-    /// How long to wait for a message before deciding the queue is empty.
-    pub max_wait: Duration,
-    /// Upper bound on messages requested (and so locked) ahead of processing.
-    pub prefetch: u32,
 }
 
 /// What happened, logged at the end and mapped to the exit code.
