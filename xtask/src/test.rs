@@ -15,16 +15,19 @@
 //!    the machine should have (Docker answers ⇒ `embedded` and `container`) did not run.
 
 mod summary;
+mod timing;
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
+use std::time::Instant;
 
 use aca_lab_testkit::report::{BackendsReport, REPORT_ENV};
 use anyhow::Context;
 
 use crate::util::{display_command, project_root, run_checked};
 use summary::Counts;
+use timing::Timing;
 
 #[derive(clap::Args, Debug)]
 pub struct TestArgs {
@@ -48,25 +51,28 @@ const VENV_DIR: &str = aca_lab_testkit::python::VENV_DIR;
 
 pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     let root = project_root();
+    let mut timing = Timing::new();
     let python = if args.no_venv {
         std::env::var_os("ACA_LAB_PYTHON").map(PathBuf::from)
     } else {
         let requirements = root.join(aca_lab_testkit::python::REQUIREMENTS);
-        Some(ensure_venv(
-            &root.join(VENV_DIR),
-            &requirements,
-            args.dry_run,
-        )?)
+        Some(timing.time("Python venv (.venv)", || {
+            ensure_venv(&root.join(VENV_DIR), &requirements, args.dry_run)
+        })?)
     };
     if !args.no_terraform_checks {
-        terraform_checks(&root, args.dry_run)?;
+        timing.time("Terraform checks (hcl2, checkov)", || {
+            terraform_checks(&root, args.dry_run)
+        })?;
     }
 
     let mut build = crate::util::cargo();
     build
         .current_dir(&root)
         .args(["test", "--workspace", "--all-features", "--no-run"]);
-    run_checked(&mut build, args.dry_run)?;
+    timing.time("build of every test target", || {
+        run_checked(&mut build, args.dry_run)
+    })?;
 
     // Step 3: package the binaries that build just produced into the images (no second compile), and
     // then require the backends that run on them: a missing image must fail CI, not skip quietly.
@@ -75,7 +81,9 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         if args.dry_run {
             println!("cargo xtask images --prebuilt");
         } else {
-            crate::images::run(crate::images::ImagesArgs::prebuilt())?;
+            timing.time("container images (prebuilt binaries)", || {
+                crate::images::run(crate::images::ImagesArgs::prebuilt())
+            })?;
         }
     } else {
         eprintln!(
@@ -143,14 +151,14 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     }
 
     let _ = std::fs::remove_file(&report_path);
-    let (counts, succeeded) = run_counted(&mut test)?;
+    let (counts, succeeded) = run_counted(&mut test, &mut timing)?;
     let walkthrough = if run_walkthrough {
-        Some(run_counted(&mut walkthrough)?)
+        Some(run_counted(&mut walkthrough, &mut timing)?)
     } else {
         None
     };
     let pictures = if run_pictures {
-        Some(run_counted(&mut pictures)?)
+        Some(run_counted(&mut pictures, &mut timing)?)
     } else {
         None
     };
@@ -158,11 +166,13 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     let soak = if filtered {
         None
     } else {
-        Some(crate::soak::reconciles(&crate::soak::SoakArgs {
-            duration: std::time::Duration::from_secs(60),
-            release: false,
-            seed: None,
-            work_dir: None,
+        Some(timing.time("soak, 60 s (cargo xtask soak)", || {
+            crate::soak::reconciles(&crate::soak::SoakArgs {
+                duration: std::time::Duration::from_secs(60),
+                release: false,
+                seed: None,
+                work_dir: None,
+            })
         })?)
     };
     let report = std::fs::read(&report_path)
@@ -179,6 +189,8 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         pictures,
         soak,
     });
+    // The table goes before the summary so that the count line CI reads stays the last line.
+    print!("{}", timing.render());
     print!("{text}");
     Ok(if passed {
         ExitCode::SUCCESS
@@ -188,14 +200,33 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Run a `cargo test`, passing its output through line by line while counting its `test result:`
-/// lines; returns the counts and whether it succeeded.
-fn run_counted(command: &mut Command) -> anyhow::Result<(Counts, bool)> {
+/// lines and timing each test binary cargo announces (a row of `timing` each); returns the counts
+/// and whether it succeeded.
+fn run_counted(command: &mut Command, timing: &mut Timing) -> anyhow::Result<(Counts, bool)> {
     let shown = display_command(command);
     eprintln!("$ {shown}");
     let mut child = command
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("could not start `{shown}`"))?;
+    // cargo announces each binary on stderr while the binary writes its results on stdout: read
+    // stderr on a thread and note when each announcement came.
+    let stderr = child.stderr.take();
+    let announcements = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let Some(stderr) = stderr else {
+            return seen;
+        };
+        let mut err = std::io::stderr();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(binary) = timing::announced_binary(&line) {
+                seen.push((binary, Instant::now()));
+            }
+            let _ = writeln!(err, "{line}");
+        }
+        seen
+    });
     let mut counts = Counts::default();
     if let Some(stdout) = child.stdout.take() {
         let mut out = std::io::stdout();
@@ -209,6 +240,12 @@ fn run_counted(command: &mut Command) -> anyhow::Result<(Counts, bool)> {
     let status = child
         .wait()
         .with_context(|| format!("waiting for `{shown}`"))?;
+    let ended = Instant::now();
+    let seen = announcements.join().unwrap_or_default();
+    for (i, (binary, start)) in seen.iter().enumerate() {
+        let end = seen.get(i + 1).map_or(ended, |(_, next)| *next);
+        timing.push(binary.clone(), end.duration_since(*start));
+    }
     Ok((counts, status.success()))
 }
 
