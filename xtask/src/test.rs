@@ -14,10 +14,10 @@
 //!    with the reason, and one `N passed, N failed, N skipped` line. It fails the run when a backend
 //!    the machine should have (Docker answers ⇒ `embedded` and `container`) did not run.
 
+mod runner;
 mod summary;
 mod timing;
 
-use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
@@ -26,6 +26,7 @@ use aca_lab_testkit::report::{BackendsReport, REPORT_ENV};
 use anyhow::Context;
 
 use crate::util::{display_command, project_root, run_checked};
+use runner::{Job, Run, RunKind, TestBinary};
 use summary::Counts;
 use timing::Timing;
 
@@ -52,6 +53,16 @@ const VENV_DIR: &str = aca_lab_testkit::python::VENV_DIR;
 pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     let root = project_root();
     let mut timing = Timing::new();
+    // The Terraform checks need only Python and nothing the build makes: they run beside the venv,
+    // the build and the images instead of before them (checkov alone takes most of a minute).
+    let terraform = (!args.no_terraform_checks).then(|| {
+        let root = root.clone();
+        let dry_run = args.dry_run;
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            (terraform_checks(&root, dry_run), started.elapsed())
+        })
+    });
     let python = if args.no_venv {
         std::env::var_os("ACA_LAB_PYTHON").map(PathBuf::from)
     } else {
@@ -60,18 +71,17 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
             ensure_venv(&root.join(VENV_DIR), &requirements, args.dry_run)
         })?)
     };
-    if !args.no_terraform_checks {
-        timing.time("Terraform checks (hcl2, checkov)", || {
-            terraform_checks(&root, args.dry_run)
-        })?;
-    }
 
     let mut build = crate::util::cargo();
-    build
-        .current_dir(&root)
-        .args(["test", "--workspace", "--all-features", "--no-run"]);
-    timing.time("build of every test target", || {
-        run_checked(&mut build, args.dry_run)
+    build.current_dir(&root).args([
+        "test",
+        "--workspace",
+        "--all-features",
+        "--no-run",
+        "--message-format=json-render-diagnostics",
+    ]);
+    let binaries = timing.time("build of every test target", || {
+        build_test_binaries(&mut build, args.dry_run)
     })?;
 
     // Step 3: package the binaries that build just produced into the images (no second compile), and
@@ -91,34 +101,26 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         );
     }
 
-    let report_path = crate::util::target_dir(&root)?.join("backends-report.json");
+    let target = crate::util::target_dir(&root)?;
+    let report_path = target.join("backends-report.json");
     let filtered = !args.cargo_test_args.is_empty();
-    let mut test = crate::util::cargo();
-    test.current_dir(&root)
-        .args(["test", "--workspace", "--all-features"])
-        .env(REPORT_ENV, &report_path);
-    if filtered {
-        test.arg("--").args(&args.cargo_test_args);
+    let mut envs = vec![(REPORT_ENV.to_owned(), report_path.clone())];
+    // Inside a binary too, most tests wait on a peer; libtest's default (one thread a core) leaves
+    // the Python scenarios queueing behind each other. A thread count the user set is kept.
+    if std::env::var_os("RUST_TEST_THREADS").is_none() {
+        envs.push(("RUST_TEST_THREADS".into(), TEST_THREADS.into()));
     }
     if let Some(python) = &python {
-        test.env("ACA_LAB_PYTHON", python);
+        envs.push(("ACA_LAB_PYTHON".into(), python.clone()));
     }
     if docker && std::env::var_os("SERVICEBUS_BACKENDS").is_none() {
-        test.env("SERVICEBUS_BACKENDS", "embedded,container,official?");
+        envs.push((
+            "SERVICEBUS_BACKENDS".into(),
+            "embedded,container,official?".into(),
+        ));
     }
     // The one test that needs Docker outside tests/backends.rs is `#[ignore]`d, so that a plain
     // `cargo test` reports it as ignored instead of passing it unrun; where Docker answers it runs here.
-    // `--workspace` keeps the features unified as in the build above, so nothing is compiled again.
-    let mut walkthrough = crate::util::cargo();
-    walkthrough.current_dir(&root).args([
-        "test",
-        "--workspace",
-        "--all-features",
-        "--test",
-        "local_lab",
-        "--",
-        "--ignored",
-    ]);
     let run_walkthrough = docker && !filtered;
     // The Chromium tests that paint the lab's timeline are `#[ignore]`d the same way. On CI Chromium
     // must be there (`.ci/run` installs it): running them anyway makes its absence a failure.
@@ -127,54 +129,98 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         .any(crate::util::on_path)
         || std::env::var_os("CHROMIUM").is_some()
         || std::env::var_os("CI").is_some();
-    let mut pictures = crate::util::cargo();
-    pictures.current_dir(&root).args([
-        "test",
-        "--workspace",
-        "--all-features",
-        "--bin",
-        "xtask",
-        "--",
-        "--ignored",
-        "chromium_",
-    ]);
     let run_pictures = chromium && !filtered;
+    let history = TimesFile::new(target.join("xtask-test-times.json"));
+    let jobs = plan_jobs(
+        binaries,
+        &root,
+        &args.cargo_test_args,
+        run_walkthrough,
+        run_pictures,
+        &history.load(),
+    );
+    let parallel = std::env::var("ACA_LAB_TEST_JOBS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(DEFAULT_PARALLEL);
     if args.dry_run {
-        run_checked(&mut test, true)?;
-        if run_walkthrough {
-            run_checked(&mut walkthrough, true)?;
-        }
-        if run_pictures {
-            run_checked(&mut pictures, true)?;
+        println!(
+            "then each test binary cargo built ({parallel} at a time), the doc tests{}{}{}",
+            if run_walkthrough {
+                ", local_lab's --ignored walkthrough"
+            } else {
+                ""
+            },
+            if run_pictures {
+                ", xtask's --ignored chromium_ pictures"
+            } else {
+                ""
+            },
+            if filtered { "" } else { " and a 60 s soak" }
+        );
+        if let Some(handle) = terraform {
+            let _ = handle.join();
         }
         return Ok(ExitCode::SUCCESS);
     }
 
     let _ = std::fs::remove_file(&report_path);
-    let (counts, succeeded) = run_counted(&mut test, &mut timing)?;
-    let walkthrough = if run_walkthrough {
-        Some(run_counted(&mut walkthrough, &mut timing)?)
-    } else {
-        None
-    };
-    let pictures = if run_pictures {
-        Some(run_counted(&mut pictures, &mut timing)?)
-    } else {
-        None
-    };
-    // Step 6: a 60 s soak of the emulator on a data directory (workers and the emulator SIGKILLed).
-    let soak = if filtered {
-        None
-    } else {
-        Some(timing.time("soak, 60 s (cargo xtask soak)", || {
-            crate::soak::reconciles(&crate::soak::SoakArgs {
+    // Step 6, beside the tests: a 60 s soak of the emulator on a data directory (workers and the
+    // emulator SIGKILLed). It only waits most of the time, as the tests do.
+    let soak = (!filtered).then(|| {
+        std::thread::spawn(|| {
+            let started = Instant::now();
+            let result = crate::soak::reconciles(&crate::soak::SoakArgs {
                 duration: std::time::Duration::from_secs(60),
                 release: false,
                 seed: None,
                 work_dir: None,
-            })
-        })?)
+            });
+            (result, started.elapsed())
+        })
+    });
+    let cargo = std::env::var_os("CARGO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "cargo".into());
+    let outcomes = runner::run_all(jobs, parallel, &cargo, &envs, true)?;
+    history.save(&outcomes);
+
+    let mut counts = Counts::default();
+    let mut succeeded = true;
+    let mut walkthrough = None::<(Counts, bool)>;
+    let mut pictures = None::<(Counts, bool)>;
+    for outcome in &outcomes {
+        timing.push(outcome.label.clone(), outcome.took);
+        let slot = match outcome.kind {
+            RunKind::Main => {
+                counts.add(outcome.counts);
+                succeeded &= outcome.succeeded;
+                continue;
+            }
+            RunKind::Walkthrough => &mut walkthrough,
+            RunKind::Pictures => &mut pictures,
+        };
+        let (c, ok) = slot.get_or_insert((Counts::default(), true));
+        c.add(outcome.counts);
+        *ok &= outcome.succeeded;
+    }
+    let soak = match soak {
+        Some(handle) => {
+            let (result, took) = handle
+                .join()
+                .map_err(|_| anyhow::anyhow!("the soak thread panicked"))?;
+            timing.push("soak, 60 s (cargo xtask soak)", took);
+            Some(result?)
+        }
+        None => None,
     };
+    if let Some(handle) = terraform {
+        let (result, took) = handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("the Terraform checks' thread panicked"))?;
+        timing.push("Terraform checks (hcl2, checkov), beside the build", took);
+        result?;
+    }
     let report = std::fs::read(&report_path)
         .ok()
         .and_then(|json| serde_json::from_slice::<BackendsReport>(&json).ok());
@@ -199,54 +245,117 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Run a `cargo test`, passing its output through line by line while counting its `test result:`
-/// lines and timing each test binary cargo announces (a row of `timing` each); returns the counts
-/// and whether it succeeded.
-fn run_counted(command: &mut Command, timing: &mut Timing) -> anyhow::Result<(Counts, bool)> {
-    let shown = display_command(command);
+/// How many test binaries run at once. Ours mostly wait (peers, containers, lock expiry), so more than
+/// the 2 cores pays; more than this made the CPU-bound ones (bench, fuzz) the long pole (measured in
+/// docs/testing.md).
+const DEFAULT_PARALLEL: usize = 4;
+
+/// Threads each test binary runs its cases on (RUST_TEST_THREADS), see [`DEFAULT_PARALLEL`].
+const TEST_THREADS: &str = "4";
+
+/// `cargo test --no-run` with JSON messages (diagnostics still rendered for a person on stderr); the
+/// test executables it built.
+fn build_test_binaries(build: &mut Command, dry_run: bool) -> anyhow::Result<Vec<TestBinary>> {
+    let shown = display_command(build);
+    if dry_run {
+        println!("{shown}");
+        return Ok(Vec::new());
+    }
     eprintln!("$ {shown}");
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+    let out = build
+        .stderr(Stdio::inherit())
+        .output()
         .with_context(|| format!("could not start `{shown}`"))?;
-    // cargo announces each binary on stderr while the binary writes its results on stdout: read
-    // stderr on a thread and note when each announcement came.
-    let stderr = child.stderr.take();
-    let announcements = std::thread::spawn(move || {
-        let mut seen = Vec::new();
-        let Some(stderr) = stderr else {
-            return seen;
-        };
-        let mut err = std::io::stderr();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(binary) = timing::announced_binary(&line) {
-                seen.push((binary, Instant::now()));
+    if !out.status.success() {
+        anyhow::bail!("`{shown}` failed ({})", out.status);
+    }
+    let binaries = runner::test_binaries(&String::from_utf8_lossy(&out.stdout));
+    if binaries.is_empty() {
+        anyhow::bail!("`{shown}` built no test binary");
+    }
+    Ok(binaries)
+}
+
+/// One job a binary; the `#[ignore]`d sets ride on their binary's job (after its normal run); the
+/// doc tests are one more job. The longest (by the last run's times) go first, so the long poles
+/// start at once and the short ones fill in around them.
+fn plan_jobs(
+    binaries: Vec<TestBinary>,
+    root: &Path,
+    filter: &[String],
+    walkthrough: bool,
+    pictures: bool,
+    history: &std::collections::HashMap<String, f64>,
+) -> Vec<Job> {
+    let main = || Run {
+        args: filter.to_vec(),
+        kind: RunKind::Main,
+    };
+    let mut jobs: Vec<Job> = binaries
+        .into_iter()
+        .chain(std::iter::once(TestBinary::doc_tests(root)))
+        .map(|binary| {
+            let mut runs = vec![main()];
+            if walkthrough && binary.package == "xtask" && binary.target == "local_lab" {
+                runs.push(Run {
+                    args: vec!["--ignored".into()],
+                    kind: RunKind::Walkthrough,
+                });
             }
-            let _ = writeln!(err, "{line}");
+            if pictures
+                && binary.package == "xtask"
+                && binary.target == "xtask"
+                && binary.label.starts_with("unittests src/main.rs")
+            {
+                runs.push(Run {
+                    args: vec!["--ignored".into(), "chromium_".into()],
+                    kind: RunKind::Pictures,
+                });
+            }
+            Job { binary, runs }
+        })
+        .collect();
+    let expected = |job: &Job| {
+        job.runs
+            .iter()
+            .map(|run| {
+                history
+                    .get(&runner::run_label(&job.binary, run))
+                    .copied()
+                    // Never timed here: assume it is long, so it is not the last to start.
+                    .unwrap_or(f64::MAX / 4.0)
+            })
+            .sum::<f64>()
+    };
+    jobs.sort_by(|a, b| expected(b).total_cmp(&expected(a)));
+    jobs
+}
+
+/// The last run's time of each test run, kept in the target directory to order the next run.
+struct TimesFile(PathBuf);
+
+impl TimesFile {
+    fn new(path: PathBuf) -> TimesFile {
+        TimesFile(path)
+    }
+
+    fn load(&self) -> std::collections::HashMap<String, f64> {
+        std::fs::read(&self.0)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+
+    /// Best effort: without the file the next run only starts in a worse order.
+    fn save(&self, outcomes: &[runner::Outcome]) {
+        let mut times = self.load();
+        for outcome in outcomes {
+            times.insert(outcome.label.clone(), outcome.took.as_secs_f64());
         }
-        seen
-    });
-    let mut counts = Counts::default();
-    if let Some(stdout) = child.stdout.take() {
-        let mut out = std::io::stdout();
-        for line in BufReader::new(stdout).lines() {
-            let line = line.with_context(|| format!("reading the output of `{shown}`"))?;
-            counts.add_line(&line);
-            let _ = writeln!(out, "{line}");
-            let _ = out.flush();
+        if let Ok(json) = serde_json::to_vec_pretty(&times) {
+            let _ = std::fs::write(&self.0, json);
         }
     }
-    let status = child
-        .wait()
-        .with_context(|| format!("waiting for `{shown}`"))?;
-    let ended = Instant::now();
-    let seen = announcements.join().unwrap_or_default();
-    for (i, (binary, start)) in seen.iter().enumerate() {
-        let end = seen.get(i + 1).map_or(ended, |(_, next)| *next);
-        timing.push(binary.clone(), end.duration_since(*start));
-    }
-    Ok((counts, status.success()))
 }
 
 /// Terraform cannot run here (no binary, no provider downloads), so `terraform/` is checked statically:

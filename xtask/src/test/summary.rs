@@ -21,6 +21,13 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// Add another run's counts.
+    pub fn add(&mut self, other: Counts) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+        self.ignored += other.ignored;
+    }
+
     /// Add the counts of one `test result: ok. 3 passed; 0 failed; 1 ignored; …` line; other lines
     /// are left alone. Returns whether the line was one.
     pub fn add_line(&mut self, line: &str) -> bool {

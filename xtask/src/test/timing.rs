@@ -2,9 +2,8 @@
 //! end, so a slow run says which step to look at instead of leaving a contributor to guess.
 //!
 //! Steps are timed from the outside (the moment a step starts to the moment it returns), like a
-//! stopwatch at the keyboard. Inside a `cargo test` run each test binary is one row: cargo names the
-//! binary it is about to run on stderr (`Running tests/engine.rs (…)`, `Doc-tests servicebus_emulator`),
-//! and a binary's time runs from its line to the next one (or to the end of the run).
+//! stopwatch at the keyboard; each test binary is a row of its own. Steps that run side by side
+//! overlap, so the rows add up to more than the wall time, which is the last line.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -71,61 +70,9 @@ impl Timing {
     }
 }
 
-/// The test binary a cargo stderr line announces, if it is such a line: `Running tests/engine.rs
-/// (target/debug/deps/engine-…)` gives `tests/engine.rs`; `Running unittests src/lib.rs (…)` gives
-/// `unittests src/lib.rs`; `Doc-tests name` gives `doc-tests name`. Cargo prints paths relative to
-/// each package, so the package directory from the binary's file name is not known here; the
-/// caller prefixes the crate when it can tell.
-pub fn announced_binary(line: &str) -> Option<String> {
-    let line = line.trim();
-    if let Some(rest) = line.strip_prefix("Running ") {
-        let (what, binary) = match rest.rsplit_once(" (") {
-            Some((what, binary)) => (what, binary.trim_end_matches(')')),
-            None => (rest, ""),
-        };
-        // The binary's file name starts with the crate's target name: `engine-0123abcd`.
-        let stem = binary
-            .rsplit('/')
-            .next()
-            .and_then(|file| file.rsplit_once('-').map(|(name, _)| name))
-            .unwrap_or("");
-        return Some(if stem.is_empty() {
-            what.to_owned()
-        } else {
-            format!("{what} [{stem}]")
-        });
-    }
-    line.strip_prefix("Doc-tests ")
-        .map(|name| format!("doc-tests {name}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cargo_lines_name_the_binary_and_other_lines_do_not() {
-        assert_eq!(
-            announced_binary(
-                "     Running tests/engine.rs (target/debug/deps/engine-3f2a9c0d1e2b4a5c)"
-            )
-            .as_deref(),
-            Some("tests/engine.rs [engine]")
-        );
-        assert_eq!(
-            announced_binary(
-                "     Running unittests src/lib.rs (target/debug/deps/servicebus_emulator-0a1b2c3d)"
-            )
-            .as_deref(),
-            Some("unittests src/lib.rs [servicebus_emulator]")
-        );
-        assert_eq!(
-            announced_binary("   Doc-tests servicebus_emulator").as_deref(),
-            Some("doc-tests servicebus_emulator")
-        );
-        assert_eq!(announced_binary("test a ... ok"), None);
-        assert_eq!(announced_binary("   Compiling xtask v0.1.0"), None);
-    }
 
     #[test]
     fn the_table_has_a_row_a_step_and_the_wall_time_last() {
