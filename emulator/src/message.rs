@@ -137,18 +137,26 @@ impl StoredMessage {
         let mut application_properties = None;
         let mut body: Option<Range<usize>> = None;
         let mut footer = None;
-        // Sections must come in spec order; `rank` enforces it and catches duplicates.
+        // The spec orders the sections header, delivery-annotations, message-annotations, properties,
+        // application-properties, body, footer. Service Bus is more lenient: the Python SDK writes
+        // delivery-annotations after the body (its `send_and_receive_amqp_annotated_message`
+        // sample) and the service takes it. So the sections around the bare message (header, the two
+        // annotation maps, footer) may stand anywhere, once each; the bare message itself
+        // (properties, application-properties, then consecutive body sections) keeps its order,
+        // because it is kept and forwarded byte for byte as one range.
         let mut last_rank = 0u8;
+        let mut seen_outer: Vec<u64> = Vec::new();
+        let mut previous_was_body = false;
         let mut body_kind = None;
         for s in &sections {
             let rank = match s.code {
-                code::HEADER => 1,
-                code::DELIVERY_ANNOTATIONS => 2,
-                code::MESSAGE_ANNOTATIONS => 3,
+                code::HEADER
+                | code::DELIVERY_ANNOTATIONS
+                | code::MESSAGE_ANNOTATIONS
+                | code::FOOTER => 0,
                 code::PROPERTIES => 4,
                 code::APPLICATION_PROPERTIES => 5,
                 code::DATA | code::AMQP_SEQUENCE | code::AMQP_VALUE => 6,
-                code::FOOTER => 7,
                 other => {
                     return Err(malformed(format!(
                         "unknown section descriptor 0x{other:x} at byte {}",
@@ -156,22 +164,39 @@ impl StoredMessage {
                     )));
                 }
             };
-            let repeated_body = rank == 6 && last_rank == 6;
-            if rank < last_rank || (rank == last_rank && !repeated_body) {
-                return Err(malformed(format!(
-                    "section 0x{:x} at byte {} is out of order or repeated",
-                    s.code, s.range.start
-                )));
+            if rank == 0 {
+                if seen_outer.contains(&s.code) {
+                    return Err(malformed(format!(
+                        "section 0x{:x} at byte {} is repeated",
+                        s.code, s.range.start
+                    )));
+                }
+                seen_outer.push(s.code);
+            } else {
+                let repeated_body = rank == 6 && last_rank == 6;
+                if rank < last_rank || (rank == last_rank && !repeated_body) {
+                    return Err(malformed(format!(
+                        "section 0x{:x} at byte {} is out of order or repeated",
+                        s.code, s.range.start
+                    )));
+                }
+                if repeated_body && !previous_was_body {
+                    return Err(malformed(format!(
+                        "body section 0x{:x} at byte {}: body sections must follow each other",
+                        s.code, s.range.start
+                    )));
+                }
+                if repeated_body && (body_kind != Some(s.code) || s.code == code::AMQP_VALUE) {
+                    return Err(malformed(format!(
+                        "body section 0x{:x} at byte {} cannot follow 0x{:x}",
+                        s.code,
+                        s.range.start,
+                        body_kind.unwrap_or(0)
+                    )));
+                }
+                last_rank = rank;
             }
-            if repeated_body && (body_kind != Some(s.code) || s.code == code::AMQP_VALUE) {
-                return Err(malformed(format!(
-                    "body section 0x{:x} at byte {} cannot follow 0x{:x}",
-                    s.code,
-                    s.range.start,
-                    body_kind.unwrap_or(0)
-                )));
-            }
-            last_rank = rank;
+            previous_was_body = rank == 6;
             let r = s.range.clone();
             match s.code {
                 code::HEADER => {
@@ -885,6 +910,117 @@ mod tests {
             .body(Body::Value(AmqpValue(Value::Int(1))))
             .build();
         assert!(StoredMessage::split_batch(encode(&not_batch)).is_err());
+    }
+
+    /// The sections of `raw` as byte slices, in order.
+    fn sections_of(raw: &[u8]) -> Vec<(u64, Vec<u8>)> {
+        scan_sections(raw)
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.code, raw[s.range].to_vec()))
+            .collect()
+    }
+
+    /// `00 53 71 c1 03 02 a3 01 78 40`: delivery-annotations {x: null}.
+    const DELIVERY_ANNOTATIONS: &[u8] =
+        &[0x00, 0x53, 0x71, 0xc1, 0x05, 0x02, 0xa3, 0x01, 0x78, 0x40];
+    /// `00 53 78 c1 01 00`: an empty footer.
+    const FOOTER: &[u8] = &[0x00, 0x53, 0x78, 0xc1, 0x01, 0x00];
+
+    #[test]
+    fn sections_around_the_bare_message_may_stand_anywhere_once() {
+        let canonical = encode(&sample());
+        let sections = sections_of(&canonical);
+        let outer: Vec<Vec<u8>> = sections
+            .iter()
+            .filter(|(c, _)| matches!(*c, code::HEADER | code::MESSAGE_ANNOTATIONS))
+            .map(|(_, b)| b.clone())
+            .chain([DELIVERY_ANNOTATIONS.to_vec(), FOOTER.to_vec()])
+            .collect();
+        let bare: Vec<u8> = sections
+            .iter()
+            .filter(|(c, _)| !matches!(*c, code::HEADER | code::MESSAGE_ANNOTATIONS))
+            .flat_map(|(_, b)| b.clone())
+            .collect();
+        let expected = StoredMessage::parse(canonical.clone())
+            .unwrap()
+            .encode_for_delivery(0, true, &broker_annotations());
+        // Every position of the outer sections around the bare message: before it, after it, split.
+        for mask in 0u32..(1 << outer.len()) {
+            let mut raw = Vec::new();
+            for (i, section) in outer.iter().enumerate() {
+                if mask & (1 << i) == 0 {
+                    raw.extend_from_slice(section);
+                }
+            }
+            raw.extend_from_slice(&bare);
+            for (i, section) in outer.iter().enumerate().rev() {
+                if mask & (1 << i) != 0 {
+                    raw.extend_from_slice(section);
+                }
+            }
+            let m = StoredMessage::parse(Bytes::from(raw.clone()))
+                .unwrap_or_else(|e| panic!("mask {mask:b}: {e}"));
+            let mut out = m
+                .encode_for_delivery(0, true, &broker_annotations())
+                .to_vec();
+            // The footer given here is delivered after the bare message, as the spec orders it.
+            assert!(out.ends_with(FOOTER), "mask {mask:b}");
+            out.truncate(out.len() - FOOTER.len());
+            assert_eq!(
+                out,
+                expected.to_vec(),
+                "mask {mask:b}: delivered in spec order"
+            );
+        }
+        // The Python SDK's layout exactly: header, message-annotations, properties, body, then
+        // delivery-annotations.
+        let mut python = canonical.to_vec();
+        python.extend_from_slice(DELIVERY_ANNOTATIONS);
+        assert!(StoredMessage::parse(Bytes::from(python)).is_ok());
+    }
+
+    #[test]
+    fn repeated_sections_and_a_split_body_are_still_refused() {
+        let canonical = encode(&sample());
+        let mut twice = canonical.to_vec();
+        twice.extend_from_slice(DELIVERY_ANNOTATIONS);
+        twice.extend_from_slice(DELIVERY_ANNOTATIONS);
+        let error = StoredMessage::parse(Bytes::from(twice))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("0x71") && error.contains("repeated"),
+            "{error}"
+        );
+
+        // data, delivery-annotations, data: the body is kept as one range, so it must be in one piece.
+        let data = serde_amqp::to_vec(&Data(Binary::from(b"more".to_vec()))).unwrap();
+        let mut split = canonical.to_vec();
+        split.extend_from_slice(DELIVERY_ANNOTATIONS);
+        split.extend_from_slice(&data);
+        let error = StoredMessage::parse(Bytes::from(split))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("must follow each other"), "{error}");
+
+        // The bare message keeps its order: application-properties after the body is refused.
+        let sections = sections_of(&canonical);
+        let mut reordered = Vec::new();
+        for (c, b) in &sections {
+            if *c != code::APPLICATION_PROPERTIES {
+                reordered.extend_from_slice(b);
+            }
+        }
+        let app = sections
+            .iter()
+            .find(|(c, _)| *c == code::APPLICATION_PROPERTIES)
+            .unwrap();
+        reordered.extend_from_slice(&app.1);
+        let error = StoredMessage::parse(Bytes::from(reordered))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("out of order"), "{error}");
     }
 
     #[test]
