@@ -8,7 +8,7 @@ use fe2o3_amqp_types::messaging::{Accepted, DeliveryState, TargetArchetype};
 use fe2o3_amqp_types::performatives::{
     Begin, ChannelMax, Close, Detach, Disposition, Flow, MaxFrameSize, Open, Performative, Transfer,
 };
-use fe2o3_amqp_types::primitives::Binary;
+use fe2o3_amqp_types::primitives::{Binary, Symbol, Value};
 use servicebus_emulator::amqp::codec::{FrameCodec, Item, Phase, TYPE_AMQP, write_performative};
 use servicebus_emulator::amqp::engine::{amqp_error, condition_str};
 use servicebus_emulator::amqp::{Engine, EngineConfig, Event};
@@ -343,6 +343,42 @@ fn unbounded_session_window_and_credit_let_deliveries_out() {
     assert!(!engine.can_send(link));
     feed(&mut engine, session_flow(3, 1), &[]);
     assert!(engine.can_send(link));
+}
+
+#[test]
+fn attach_properties_with_a_string_key_are_taken_as_uamqp_sends_them() {
+    // uamqp (Microsoft's C stack) writes its receiver's attach `properties` key as a string, where the
+    // spec has a symbol; Service Bus takes it, so the emulator must not close with decode-error.
+    let mut engine = opened(65536, 65536);
+    let Performative::Attach(mut a) = attach("r", 0, Role::Receiver, "amqps://localhost/q") else {
+        unreachable!()
+    };
+    let key = "com.microsoft:receiver-name";
+    a.properties = Some(
+        [(Symbol::from(key), Value::String("uamqp-receiver".into()))]
+            .into_iter()
+            .collect(),
+    );
+    let mut f = frame(1, Performative::Attach(a), &[]);
+    // Turn the symbol key (sym8 0xa3) into a string (str8 0xa1), as uamqp writes it.
+    let mut body = f.body.to_vec();
+    let at = body
+        .windows(key.len())
+        .position(|w| w == key.as_bytes())
+        .expect("the key is in the frame")
+        - 2;
+    assert_eq!(body[at], 0xa3, "a sym8 constructor before the key");
+    body[at] = 0xa1;
+    f.body = Bytes::from(body);
+    engine
+        .on_frame(f, Instant::now())
+        .expect("the attach is taken");
+    match events(&mut engine).as_slice() {
+        [Event::Attached { info, .. }] => {
+            assert_eq!(info.node_address(), Some("amqps://localhost/q"))
+        }
+        other => panic!("expected one attach event, got {other:?}"),
+    }
 }
 
 #[test]

@@ -413,7 +413,13 @@ impl Engine {
             // Heartbeat.
             return Ok(());
         }
-        let performative: Performative = match serde_amqp::from_slice(&frame.body) {
+        // Strict first; only a frame that fails is tried again with string map keys read as symbols
+        // (uamqp writes some; Service Bus takes them, see `lenient`). Same length, same payload offset.
+        let performative: Performative = match serde_amqp::from_slice(&frame.body).or_else(|e| {
+            super::lenient::symbol_keys(&frame.body)
+                .and_then(|fixed| serde_amqp::from_slice(&fixed).ok())
+                .ok_or(e)
+        }) {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(body = %hex(&frame.body), "undecodable frame");

@@ -3,6 +3,7 @@
 
 pub mod codec;
 pub mod engine;
+pub mod lenient;
 pub mod sasl;
 
 pub use engine::{AttachInfo, AttachReply, Engine, EngineConfig, Event, LinkId};
