@@ -43,6 +43,8 @@ pub const BATCH_MESSAGE_FORMAT: u32 = 0x8001_3700;
 /// Annotation keys the broker writes or reads.
 pub mod keys {
     pub const SEQUENCE_NUMBER: &str = "x-opt-sequence-number";
+    /// The number first given to the message (the SDKs' `enqueued_sequence_number`).
+    pub const ENQUEUE_SEQUENCE_NUMBER: &str = "x-opt-enqueue-sequence-number";
     pub const ENQUEUED_TIME: &str = "x-opt-enqueued-time";
     pub const LOCKED_UNTIL: &str = "x-opt-locked-until";
     pub const DEADLETTER_SOURCE: &str = "x-opt-deadletter-source";
@@ -469,6 +471,13 @@ impl StoredMessage {
         broker: &BrokerAnnotations,
     ) -> Bytes {
         let mut annotations = self.annotations.as_deref().cloned().unwrap_or_default();
+        // Service Bus gives every received message its enqueued sequence number: the number it got
+        // where it was first enqueued. Here that is its own number, unless the message already
+        // carries one (kept with its annotations when it was moved).
+        let enqueue_key = OwnedKey::Symbol(Symbol::from(keys::ENQUEUE_SEQUENCE_NUMBER));
+        if annotations.get(&enqueue_key).is_none() {
+            annotations.insert(enqueue_key, Value::Long(broker.sequence_number));
+        }
         let mut put = |k: &str, v: Value| {
             annotations.insert(OwnedKey::Symbol(Symbol::from(k)), v);
         };
@@ -785,6 +794,13 @@ mod tests {
         assert_eq!(
             ma.get(&OwnedKey::Symbol(Symbol::from(keys::SEQUENCE_NUMBER))),
             Some(&Value::Long(42))
+        );
+        assert_eq!(
+            ma.get(&OwnedKey::Symbol(Symbol::from(
+                keys::ENQUEUE_SEQUENCE_NUMBER
+            ))),
+            Some(&Value::Long(42)),
+            "received messages carry their enqueued sequence number"
         );
         assert_eq!(
             ma.get(&OwnedKey::Symbol(Symbol::from(keys::LOCKED_UNTIL))),

@@ -385,8 +385,8 @@ impl Queue {
                         self.dead_letter(
                             seq,
                             entry,
-                            REASON_TTL,
-                            "The message expired and was dead lettered.",
+                            Some(REASON_TTL),
+                            Some("The message expired and was dead lettered."),
                         );
                         became_available = true;
                     } else {
@@ -435,7 +435,7 @@ impl Queue {
                 "Message could not be consumed after {} delivery attempts.",
                 self.props.max_delivery_count
             );
-            self.dead_letter(seq, entry, REASON_MAX_DELIVERY, &description);
+            self.dead_letter(seq, entry, Some(REASON_MAX_DELIVERY), Some(&description));
             false
         } else {
             let available = entry.state == State::Available;
@@ -446,17 +446,14 @@ impl Queue {
 
     /// Move a (removed) main-queue entry to the dead-letter queue with reason and description recorded
     /// as application properties.
-    fn dead_letter(&mut self, seq: i64, mut entry: Entry, reason: &str, description: &str) {
-        let props = [
-            (
-                keys::DEAD_LETTER_REASON.to_string(),
-                SimpleValue::String(reason.to_string()),
-            ),
-            (
-                keys::DEAD_LETTER_DESCRIPTION.to_string(),
-                SimpleValue::String(description.to_string()),
-            ),
-        ];
+    fn dead_letter(
+        &mut self,
+        seq: i64,
+        mut entry: Entry,
+        reason: Option<&str>,
+        description: Option<&str>,
+    ) {
+        let props = reason_properties(reason, description);
         match entry.message.with_application_properties(props) {
             Ok(m) => entry.message = m,
             // Keep the message rather than lose it over its properties.
@@ -578,7 +575,7 @@ impl Queue {
         }
         // The dead-letter queue is not session-enabled.
         let entry = Entry::available(message, enqueued_at, None, None);
-        self.dead_letter(seq, entry, reason, description);
+        self.dead_letter(seq, entry, Some(reason), Some(description));
     }
 
     /// Hand out the next available message in sequence order.
@@ -672,22 +669,13 @@ impl Queue {
                 reason,
                 description,
             } => {
-                let reason = reason.unwrap_or_default();
-                let description = description.unwrap_or_default();
+                // A client that gives no reason gets none, as from Service Bus (not an empty one).
+                let (reason, description) = (reason.as_deref(), description.as_deref());
                 match sub {
-                    Sub::Main => self.dead_letter(seq, entry, &reason, &description),
+                    Sub::Main => self.dead_letter(seq, entry, reason, description),
                     // A dead-lettered message cannot go further; record the new reason and unlock it.
                     Sub::DeadLetter => {
-                        let props = [
-                            (
-                                keys::DEAD_LETTER_REASON.to_string(),
-                                SimpleValue::String(reason),
-                            ),
-                            (
-                                keys::DEAD_LETTER_DESCRIPTION.to_string(),
-                                SimpleValue::String(description),
-                            ),
-                        ];
+                        let props = reason_properties(reason, description);
                         if let Ok(m) = entry.message.with_application_properties(props) {
                             entry.message = m;
                         }
@@ -870,4 +858,18 @@ impl Queue {
             "a message in two places"
         );
     }
+}
+
+/// The application properties a dead-lettering sets: only those it was given.
+fn reason_properties(
+    reason: Option<&str>,
+    description: Option<&str>,
+) -> Vec<(String, SimpleValue)> {
+    [
+        (keys::DEAD_LETTER_REASON, reason),
+        (keys::DEAD_LETTER_DESCRIPTION, description),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| Some((key.to_string(), SimpleValue::String(value?.to_owned()))))
+    .collect()
 }

@@ -339,6 +339,27 @@ async fn max_delivery_count_moves_to_dead_letter_queue() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn dead_letter_without_a_reason_sets_none() {
+    // Service Bus sets DeadLetterReason/Description only when the client gave them (the SDKs then
+    // read None); an empty string is not what a user sees on Azure.
+    let b = broker();
+    send(&b, "bad");
+    let d = lock(&b);
+    let outcome = Outcome::DeadLetter {
+        reason: None,
+        description: None,
+    };
+    b.settle(&queue(&b), d.lock_token, outcome).unwrap();
+    let peeked = b.peek(&dlq(&b), 1, 10);
+    assert_eq!(peeked.len(), 1);
+    assert_eq!(app_property(&peeked[0].1, keys::DEAD_LETTER_REASON), None);
+    assert_eq!(
+        app_property(&peeked[0].1, keys::DEAD_LETTER_DESCRIPTION),
+        None
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn dead_letter_keeps_reason_and_description() {
     let b = broker();
     send(&b, "bad");

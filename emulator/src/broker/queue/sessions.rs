@@ -143,8 +143,8 @@ impl Queue {
             self.dead_letter(
                 seq,
                 entry,
-                REASON_SESSION_ID_NULL,
-                DESCRIPTION_SESSION_ID_NULL,
+                Some(REASON_SESSION_ID_NULL),
+                Some(DESCRIPTION_SESSION_ID_NULL),
             );
         } else {
             self.main.insert(seq, entry);
