@@ -2,6 +2,10 @@
 //! people and scripts, and the Service Bus administration API ([`crate::admin`]) the SDKs'
 //! `ServiceBusAdministrationClient`s speak. HTTP/1.1 by hyper; this module only routes.
 //!
+//! With a certificate, [`serve`] also runs behind TLS (`--https-listen`; 443 in the container image):
+//! the SDKs' admin clients call `https://{namespace}:443/…` whatever the connection string's port, so
+//! the same connection string as the AMQP client's reaches it. Same routes, same [`Routes`].
+//!
 //! - `GET /health` → 200 `{"status":"healthy"}` (the listener is only served once the emulator is ready).
 //! - `GET /queues/{name}`, `GET /topics/{t}[/subscriptions/{s}]` without an `Authorization` header →
 //!   200 with the counts as Azure names them, or 404 naming the entity and listing the known ones.
@@ -15,18 +19,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
-use hyper::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use hyper::header::{ALLOW, AUTHORIZATION, HeaderValue};
+use hyper::http::uri::Scheme;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::admin::Admin;
+use crate::admin::{Admin, Body, response};
 use crate::broker::Broker;
+use crate::tls::TlsIdentity;
 
 /// A client that does not send its request head in this time is dropped.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,36 +56,38 @@ impl Routes {
     }
 }
 
-/// Serve until `shutdown` completes; then open connections finish their request and close.
-pub async fn serve(listener: TcpListener, routes: Routes, shutdown: impl Future) {
+/// Serve until `shutdown` completes; then open connections finish their request and close. With
+/// `tls`, every connection starts with a TLS handshake (HTTPS); without, it is plain HTTP.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsIdentity>,
+    routes: Routes,
+    shutdown: impl Future,
+) {
+    let acceptor = tls.map(|identity| identity.acceptor());
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
+                Ok((stream, peer)) => {
                     let routes = routes.clone();
-                    let mut stop = stop_rx.clone();
+                    let stop = stop_rx.clone();
+                    let acceptor = acceptor.clone();
                     tokio::spawn(async move {
-                        let service = service_fn(move |req| {
-                            let routes = routes.clone();
-                            async move { Ok::<_, Infallible>(routes.respond(req).await) }
-                        });
-                        let conn = http1::Builder::new()
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(READ_TIMEOUT)
-                            .serve_connection(TokioIo::new(stream), service);
-                        tokio::pin!(conn);
-                        let result = tokio::select! {
-                            r = conn.as_mut() => r,
-                            _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-                                conn.as_mut().graceful_shutdown();
-                                conn.await
-                            }
+                        let result = match acceptor {
+                            None => serve_connection(stream, Scheme::HTTP, routes, stop).await,
+                            Some(acceptor) => match crate::tls::handshake(&acceptor, stream).await {
+                                Ok(stream) => serve_connection(stream, Scheme::HTTPS, routes, stop).await,
+                                Err(e) => {
+                                    tracing::info!(%peer, error = %e, "HTTPS handshake failed (a client that does not trust the certificate ends it here; give the client the CA of --tls-cert)");
+                                    return;
+                                }
+                            },
                         };
                         if let Err(e) = result {
-                            tracing::debug!(error = %e, "HTTP connection failed");
+                            tracing::debug!(%peer, error = %e, "HTTP connection failed");
                         }
                     });
                 }
@@ -93,15 +102,35 @@ pub async fn serve(listener: TcpListener, routes: Routes, shutdown: impl Future)
     let _ = stop_tx.send(true);
 }
 
-pub type Body = Full<Bytes>;
-
-/// A response with a body and its content type.
-pub fn response(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
-    let mut r = Response::new(Full::new(body));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r
+/// One connection, plain or inside TLS: HTTP/1.1 until the client closes or `stop` says so. Each
+/// request carries `scheme` as an extension, so the administration API writes links the client can
+/// follow.
+async fn serve_connection<S>(
+    stream: S,
+    scheme: Scheme,
+    routes: Routes,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), hyper::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |mut req: Request<Incoming>| {
+        let routes = routes.clone();
+        req.extensions_mut().insert(scheme.clone());
+        async move { Ok::<_, Infallible>(routes.respond(req).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => r,
+        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    }
 }
 
 fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
@@ -238,7 +267,7 @@ mod tests {
             broker.clone(),
             Admin::new(broker.clone(), SasValidator::emulator_default()),
         );
-        let task = tokio::spawn(serve(listener, routes, rx));
+        let task = tokio::spawn(serve(listener, None, routes, rx));
         (addr, broker, tx, task)
     }
 

@@ -43,15 +43,17 @@
 //!   group commits; knows nothing of queues.
 //! - [`broker`]: entities, the queue state machine (with its session layer), locks, timers. Knows
 //!   nothing of sockets.
-//! - [`auth`]: `$cbs` put-token validation: SAS tokens (signature checked), Entra ID `jwt` tokens
-//!   (form, expiry and audience; an emulator cannot check Entra's signature).
+//! - [`auth`]: token validation for `$cbs` put-token and the administration API: SAS tokens
+//!   (signature checked), Entra ID `jwt` tokens (form, expiry and audience; an emulator cannot check
+//!   Entra's signature).
 //! - [`access`]: what a connection's tokens allow and when that ends (link expiry, first-token deadline).
 //! - [`amqp`]: frame codec and the sans-IO connection/session/link engine. Knows nothing of queues.
 //! - [`nodes`]: the `$cbs` and `<entity>/$management` request/response handlers, and the session
 //!   attach on the wire (`com.microsoft:session-filter`, `locked-until-utc`).
-//! - [`tls`]: the optional TLS listener's certificate and key (rustls, ring).
+//! - [`tls`]: the optional TLS listeners' certificate and key (rustls, ring).
 //! - [`server`]: the TCP listener gluing engine and broker, and the [`Emulator`] handle tests start.
-//! - [`http`]: the HTTP listener: `GET /health`, JSON counts, and the routes of [`admin`].
+//! - [`http`]: the HTTP listener, plain or HTTPS: `GET /health`, JSON counts, and the routes of
+//!   [`admin`] (which does not know the listener).
 //! - [`admin`]: the Service Bus administration API (ATOM/XML): entities created, read, updated,
 //!   deleted and listed at run time.
 //! - `testcontainers` (feature `testcontainers`): `Image`s for this emulator's container image and for

@@ -20,6 +20,8 @@ use servicebus_emulator::{Emulator, READY_LINE, TlsIdentity};
 /// and prints "Emulator Service is Successfully Up!" on stdout when ready.
 #[derive(Debug, Parser)]
 #[command(name = "servicebus-emulator", version)]
+// A certificate is for one TLS listener or both.
+#[command(group = clap::ArgGroup::new("tls_listeners").args(["tls_listen", "https_listen"]).multiple(true))]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -55,12 +57,19 @@ struct Cli {
     )]
     tls_listen: Option<SocketAddr>,
 
-    /// PEM certificate chain for --tls-listen, server certificate first; clients must trust its CA.
+    /// Also serve the HTTP listener (health, counts, administration API) over HTTPS here, with
+    /// --tls-cert and --tls-key: the SDKs' admin clients call https://{namespace}:443 whatever the
+    /// connection string's port. The container image sets 0.0.0.0:443, used once a certificate is given.
+    #[arg(long, env = "SERVICEBUS_EMULATOR_HTTPS_LISTEN", value_name = "ADDR")]
+    https_listen: Option<SocketAddr>,
+
+    /// PEM certificate chain for --tls-listen and --https-listen, server certificate first; clients
+    /// must trust its CA.
     #[arg(
         long,
         env = "SERVICEBUS_EMULATOR_TLS_CERT",
         value_name = "FILE",
-        requires = "tls_listen"
+        requires_all = ["tls_key", "tls_listeners"]
     )]
     tls_cert: Option<PathBuf>,
 
@@ -69,7 +78,7 @@ struct Cli {
         long,
         env = "SERVICEBUS_EMULATOR_TLS_KEY",
         value_name = "FILE",
-        requires = "tls_listen"
+        requires_all = ["tls_cert", "tls_listeners"]
     )]
     tls_key: Option<PathBuf>,
 
@@ -167,7 +176,7 @@ impl Limits {
 }
 
 fn main() -> ExitCode {
-    let mut cli = Cli::parse();
+    let mut cli = parse();
     init_logging(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -192,6 +201,29 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The command line, with the one rule clap cannot say: `--https-listen` needs a certificate when a
+/// person asks for it, while the container image's default (`SERVICEBUS_EMULATOR_HTTPS_LISTEN`)
+/// waits quietly for one, so the image still starts without TLS.
+fn parse() -> Cli {
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if cli.https_listen.is_some() && cli.tls_cert.is_none() {
+        if matches.value_source("https_listen") == Some(clap::parser::ValueSource::EnvVariable) {
+            cli.https_listen = None;
+        } else {
+            Cli::command()
+                .error(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    "--https-listen needs --tls-cert <FILE> and --tls-key <FILE>: the certificate \
+                     HTTPS clients check (its names must include the host they call)",
+                )
+                .exit();
+        }
+    }
+    cli
 }
 
 /// The error and its causes, skipping causes the message already quotes (the library's errors name
@@ -277,9 +309,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .listen(cli.listen)
         .health_listen(http_listen(&cli))
         .engine_config(cli.limits.engine_config());
-    // clap makes the three TLS settings come together.
-    if let (Some(addr), Some(cert), Some(key)) = (cli.tls_listen, &cli.tls_cert, &cli.tls_key) {
-        builder = builder.tls(addr, TlsIdentity::from_pem_files(cert, key)?);
+    // clap makes the certificate, its key and a TLS listener come together.
+    if let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) {
+        let identity = TlsIdentity::from_pem_files(cert, key)?;
+        if let Some(addr) = cli.tls_listen {
+            builder = builder.tls(addr, identity.clone());
+        }
+        if let Some(addr) = cli.https_listen {
+            builder = builder.https(addr, identity);
+        }
     }
     if let Some(dir) = &cli.data_dir {
         builder = builder.data_dir(dir);
@@ -289,6 +327,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         amqp = %emulator.amqp_addr(),
         amqps = emulator.tls_addr().map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
         health = %emulator.health_addr(),
+        https = emulator.https_addr().map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
         connection_string = %emulator.connection_string(),
         "ready"
     );

@@ -12,6 +12,8 @@
 //! emu.connection_string();                // "Endpoint=sb://127.0.0.1:PORT;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;"
 //! // optional: AMQP over TLS as Azure serves it on 5671, with `.tls(addr, TlsIdentity::from_pem_files(..)?)`
 //! emu.tls_addr();                         // Option<SocketAddr>
+//! // optional: the HTTP listener (admin API) over HTTPS too, with `.https(addr, identity)`
+//! emu.https_addr();                       // Option<SocketAddr>
 //! emu.broker();                           // &Broker, to inspect counts in tests
 //! emu.shutdown().await;                   // closes connections and listeners
 //! ```
@@ -86,6 +88,8 @@ pub enum Listener {
     Health,
     /// AMQP over TLS, set with [`EmulatorBuilder::tls`].
     Tls,
+    /// The HTTP listener over TLS, set with [`EmulatorBuilder::https`].
+    Https,
 }
 
 impl Listener {
@@ -95,6 +99,7 @@ impl Listener {
             Listener::Amqp => "--listen",
             Listener::Health => "--health-listen",
             Listener::Tls => "--tls-listen",
+            Listener::Https => "--https-listen",
         }
     }
 }
@@ -120,6 +125,7 @@ pub struct EmulatorBuilder {
     listen: SocketAddr,
     health_listen: SocketAddr,
     tls: Option<(SocketAddr, TlsIdentity)>,
+    https: Option<(SocketAddr, TlsIdentity)>,
     engine: EngineConfig,
     data_dir: Option<PathBuf>,
 }
@@ -131,6 +137,7 @@ impl Default for EmulatorBuilder {
             listen: SocketAddr::from(([127, 0, 0, 1], 5672)),
             health_listen: SocketAddr::from(([127, 0, 0, 1], 5300)),
             tls: None,
+            https: None,
             engine: EngineConfig::default(),
             data_dir: None,
         }
@@ -161,6 +168,16 @@ impl EmulatorBuilder {
     /// listener keeps running. Clients must trust the certificate's CA (the worker: `SERVICEBUS_CA_FILE`).
     pub fn tls(mut self, addr: SocketAddr, identity: TlsIdentity) -> Self {
         self.tls = Some((addr, identity));
+        self
+    }
+
+    /// Also serve the HTTP listener (health, counts, the administration API: the same routes) over
+    /// HTTPS on `addr` with this certificate and key. The SDKs' administration clients call
+    /// `https://{namespace}:443/…` whatever the connection string says, so this is what lets them use
+    /// the AMQP client's connection string unchanged (map the name to this address, and trust the CA).
+    /// The plain HTTP listener keeps running.
+    pub fn https(mut self, addr: SocketAddr, identity: TlsIdentity) -> Self {
+        self.https = Some((addr, identity));
         self
     }
 
@@ -199,6 +216,14 @@ impl EmulatorBuilder {
             None => None,
         };
         let tls_addr = tls.as_ref().map(|(_, addr, _)| *addr);
+        let https = match self.https {
+            Some((addr, identity)) => {
+                let (listener, bound) = bind(addr, Listener::Https).await?;
+                Some((listener, bound, identity))
+            }
+            None => None,
+        };
+        let https_addr = https.as_ref().map(|(_, addr, _)| *addr);
         let broker = match &self.data_dir {
             Some(dir) => Broker::open(&config, dir)?,
             None => Broker::new(&config),
@@ -236,12 +261,23 @@ impl EmulatorBuilder {
             broker.clone(),
             crate::admin::Admin::new(broker.clone(), SasValidator::emulator_default()),
         );
-        tasks.spawn(crate::http::serve(health, routes, shutdown()));
-        let amqps_addr = tls_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
-        tracing::info!(%amqp_addr, %amqps_addr, %health_addr, "emulator listening");
+        if let Some((listener, _, identity)) = https {
+            tasks.spawn(crate::http::serve(
+                listener,
+                Some(identity),
+                routes.clone(),
+                shutdown(),
+            ));
+        }
+        tasks.spawn(crate::http::serve(health, None, routes, shutdown()));
+        let off =
+            |addr: Option<SocketAddr>| addr.map_or_else(|| "off".to_string(), |a| a.to_string());
+        let (amqps_addr, https) = (off(tls_addr), off(https_addr));
+        tracing::info!(%amqp_addr, %amqps_addr, %health_addr, %https, "emulator listening");
         Ok(Emulator {
             amqp_addr,
             tls_addr,
+            https_addr,
             health_addr,
             broker,
             shutdown: shutdown_tx,
@@ -254,6 +290,7 @@ impl EmulatorBuilder {
 pub struct Emulator {
     amqp_addr: SocketAddr,
     tls_addr: Option<SocketAddr>,
+    https_addr: Option<SocketAddr>,
     health_addr: SocketAddr,
     broker: Broker,
     shutdown: watch::Sender<bool>,
@@ -273,6 +310,11 @@ impl Emulator {
     /// The AMQP-over-TLS address actually bound, when [`EmulatorBuilder::tls`] asked for one.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
         self.tls_addr
+    }
+
+    /// The HTTPS address actually bound, when [`EmulatorBuilder::https`] asked for one.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https_addr
     }
 
     /// The health/HTTP address actually bound.

@@ -43,6 +43,15 @@ pub const AMQP_PORT: ContainerPort = ContainerPort::Tcp(5672);
 /// the SDKs' administration clients reach with `Endpoint=sb://<host>:<mapped 5300>;…` (its README,
 /// "Choosing the right connection string"). `EMULATOR_HTTP_PORT` moves it inside the container.
 pub const HEALTH_PORT: ContainerPort = ContainerPort::Tcp(5300);
+/// AMQP over TLS, as Azure serves it: ours, after [`ServiceBusEmulator::with_tls`].
+pub const AMQPS_PORT: ContainerPort = ContainerPort::Tcp(5671);
+/// HTTPS: the HTTP port's routes (health, counts, administration API) inside TLS, where the SDKs'
+/// administration clients call (`https://{namespace}:443`, whatever the connection string's port):
+/// ours, after [`ServiceBusEmulator::with_tls`] (the image's `SERVICEBUS_EMULATOR_HTTPS_LISTEN`).
+pub const HTTPS_PORT: ContainerPort = ContainerPort::Tcp(443);
+/// Where [`ServiceBusEmulator::with_tls`] puts the certificate and key.
+pub const TLS_CERT_PATH: &str = "/ServiceBus_Emulator/tls/server.pem";
+pub const TLS_KEY_PATH: &str = "/ServiceBus_Emulator/tls/server.key";
 /// Where both emulators read their `Config.json`.
 pub const CONFIG_PATH: &str = "/ServiceBus_Emulator/ConfigFiles/Config.json";
 
@@ -66,6 +75,8 @@ pub fn connection_string(host: impl std::fmt::Display, port: u16) -> String {
 
 /// What both emulators expose: AMQP and health.
 const EMULATOR_PORTS: &[ContainerPort] = &[AMQP_PORT, HEALTH_PORT];
+/// Ours with a certificate: also AMQP over TLS and HTTPS.
+const TLS_EMULATOR_PORTS: &[ContainerPort] = &[AMQP_PORT, HEALTH_PORT, AMQPS_PORT, HTTPS_PORT];
 
 /// Both emulators print the same ready line (ours copies the official one so clients wait alike).
 fn emulator_ready() -> Vec<WaitFor> {
@@ -84,6 +95,8 @@ fn unique_name(prefix: &str) -> String {
 #[derive(Debug, Clone, Default)]
 pub struct ServiceBusEmulator {
     config: Vec<CopyToContainer>,
+    /// The certificate and key of [`Self::with_tls`].
+    tls: Vec<CopyToContainer>,
     env_vars: BTreeMap<String, String>,
     mounts: Vec<Mount>,
 }
@@ -102,6 +115,34 @@ impl ServiceBusEmulator {
     pub fn with_config(mut self, config: impl Into<CopyDataSource>) -> Self {
         let target = CopyTargetOptions::new(CONFIG_PATH).with_mode(0o644);
         self.config = vec![CopyToContainer::new(config, target)];
+        self
+    }
+
+    /// Serve AMQP over TLS on [`AMQPS_PORT`] and the HTTP routes over HTTPS on [`HTTPS_PORT`] with this
+    /// certificate chain and key (PEM; e.g. from [`crate::tls::TestCa`] with the namespace name the
+    /// clients use). Clients must trust its CA; map the name to the mapped ports in the client.
+    pub fn with_tls(
+        mut self,
+        certificate_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        // The image's user must read both; the key is a test's, never a real one.
+        let copy = |bytes: Vec<u8>, path: &str| {
+            CopyToContainer::new(bytes, CopyTargetOptions::new(path).with_mode(0o644))
+        };
+        self.tls = vec![
+            copy(certificate_pem.into(), TLS_CERT_PATH),
+            copy(key_pem.into(), TLS_KEY_PATH),
+        ];
+        for (name, value) in [
+            ("SERVICEBUS_EMULATOR_TLS_CERT", TLS_CERT_PATH),
+            ("SERVICEBUS_EMULATOR_TLS_KEY", TLS_KEY_PATH),
+            ("SERVICEBUS_EMULATOR_TLS_LISTEN", "0.0.0.0:5671"),
+            // The image's default, said again so the module does not depend on it.
+            ("SERVICEBUS_EMULATOR_HTTPS_LISTEN", "0.0.0.0:443"),
+        ] {
+            self.env_vars.insert(name.into(), value.into());
+        }
         self
     }
 
@@ -130,7 +171,7 @@ impl Image for ServiceBusEmulator {
     }
 
     fn copy_to_sources(&self) -> impl IntoIterator<Item = &CopyToContainer> {
-        &self.config
+        self.config.iter().chain(&self.tls)
     }
 
     fn env_vars(
@@ -144,7 +185,11 @@ impl Image for ServiceBusEmulator {
     }
 
     fn expose_ports(&self) -> &[ContainerPort] {
-        EMULATOR_PORTS
+        if self.tls.is_empty() {
+            EMULATOR_PORTS
+        } else {
+            TLS_EMULATOR_PORTS
+        }
     }
 }
 
@@ -519,6 +564,33 @@ mod tests {
         assert!(
             format!("{:?}", image.ready_conditions())
                 .contains("Emulator Service is Successfully Up!")
+        );
+    }
+
+    #[test]
+    fn with_tls_copies_the_pem_files_and_exposes_amqps_and_https() {
+        let image = ServiceBusEmulator::default().with_tls(b"CERT".to_vec(), b"KEY".to_vec());
+        assert_eq!(
+            image.expose_ports(),
+            &[AMQP_PORT, HEALTH_PORT, AMQPS_PORT, HTTPS_PORT]
+        );
+        let copies = format!(
+            "{:?}",
+            image.copy_to_sources().into_iter().collect::<Vec<_>>()
+        );
+        assert!(
+            copies.contains(TLS_CERT_PATH) && copies.contains(TLS_KEY_PATH),
+            "{copies}"
+        );
+        let env = env_of(&ContainerRequest::from(image));
+        assert_eq!(
+            env.get("SERVICEBUS_EMULATOR_TLS_CERT").map(String::as_str),
+            Some(TLS_CERT_PATH)
+        );
+        assert_eq!(
+            env.get("SERVICEBUS_EMULATOR_HTTPS_LISTEN")
+                .map(String::as_str),
+            Some("0.0.0.0:443")
         );
     }
 

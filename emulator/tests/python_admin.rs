@@ -2,6 +2,11 @@
 //! (`tests/python/admin_scenarios.py`): every scenario manages entities over HTTP, then proves over
 //! AMQP that the setting took effect. The interpreter comes from `ACA_LAB_PYTHON`, else
 //! `<workspace>/.venv/bin/python` (created by `cargo xtask test`); without one these tests fail.
+//!
+//! The `https_*` tests run both clients as an app runs them against Azure: one connection string or
+//! credential naming the namespace, the admin client on `https://{namespace}:443` (the emulator's
+//! HTTPS listener) and the AMQP client on `amqps://{namespace}:5671` (its TLS listener), the name
+//! mapped to loopback inside the Python process only (`tests/python/loopback_hosts`).
 
 mod common;
 
@@ -29,6 +34,120 @@ async fn run(name: &str) -> (Emulator, Value) {
     )
     .await;
     (emu, value)
+}
+
+/// The namespace the apps name; the certificate is for it and the Python process maps it to loopback.
+const NAMESPACE: &str = "sb-lab.servicebus.windows.net";
+
+/// An emulator with AMQP over TLS and HTTPS, both with a certificate for [`NAMESPACE`] from a CA made
+/// for this test; runs one `https_*` scenario with the name mapped to their ports, returns its JSON.
+async fn run_https(name: &str) -> (Emulator, Value) {
+    use servicebus_emulator::auth::jwt::make_test_token;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    let ca = servicebus_emulator::tls::TestCa::new().unwrap();
+    let identity = ca.issue(&[NAMESPACE]).unwrap().identity().unwrap();
+    let loopback = "127.0.0.1:0".parse().unwrap();
+    let emu = Emulator::builder()
+        .config(Config::lab_default())
+        .loopback()
+        .tls(loopback, identity.clone())
+        .https(loopback, identity)
+        .start()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.certificate_pem()).unwrap();
+    let hosts = format!(
+        "{NAMESPACE}:443=127.0.0.1:{},{NAMESPACE}:5671=127.0.0.1:{}",
+        emu.https_addr().unwrap().port(),
+        emu.tls_addr().unwrap().port()
+    );
+    let shim = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/loopback_hosts");
+    let exp = SystemTime::now() + Duration::from_secs(3600);
+    let value = common::run_scenario(
+        "admin_scenarios.py",
+        name,
+        &[
+            ("SB_CONN", emu.connection_string()),
+            ("SB_ADMIN_CONN", emu.admin_connection_string()),
+            // What an app has for Azure: no port, no UseDevelopmentEmulator.
+            (
+                "SB_TLS_CONN",
+                format!(
+                    "Endpoint=sb://{NAMESPACE}/;SharedAccessKeyName={};SharedAccessKey={}",
+                    servicebus_emulator::auth::EMULATOR_RULE,
+                    servicebus_emulator::auth::EMULATOR_KEY
+                ),
+            ),
+            ("SB_FQDN", NAMESPACE.to_string()),
+            ("SB_CA_FILE", ca_file.display().to_string()),
+            (
+                "SB_JWT",
+                make_test_token("https://servicebus.azure.net/", exp),
+            ),
+            (
+                "SB_JWT_OTHER_SERVICE",
+                make_test_token("https://storage.azure.com/", exp),
+            ),
+            (
+                "SB_JWT_EXP",
+                exp.duration_since(UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs()
+                    .to_string(),
+            ),
+            ("PYTHONPATH", shim.display().to_string()),
+            ("ACA_LAB_HOSTS", hosts),
+        ],
+    )
+    .await;
+    (emu, value)
+}
+
+/// `from_connection_string` with the AMQP client's connection string, no base-URL patch: the admin
+/// client reaches the HTTPS listener and creates a queue the AMQP client then uses.
+#[tokio::test]
+async fn https_admin_client_from_the_amqp_connection_string_creates_a_queue() {
+    let (emu, r) = run_https("https_connection_string").await;
+    assert_eq!(r["max_delivery_count"], 3);
+    assert_eq!(r["listed"], json!(["made-over-https", "queue-messages"]));
+    assert_eq!(r["got"], "created over https");
+    assert_eq!(
+        emu.broker()
+            .counts("made-over-https")
+            .unwrap()
+            .active_message_count,
+        0
+    );
+    emu.shutdown().await;
+}
+
+/// A TokenCredential for both clients: the admin client sends `Bearer <jwt>` (also as the forwarding
+/// target's supplementary token) and is let in; a token for another service gets 401.
+#[tokio::test]
+async fn https_admin_client_with_an_entra_credential_creates_queues() {
+    let (emu, r) = run_https("https_entra").await;
+    assert_eq!(r["got"], "created with an entra token");
+    assert!(
+        r["forward_to"]
+            .as_str()
+            .unwrap()
+            .ends_with("/made-with-entra"),
+        "{r}"
+    );
+    assert_eq!(r["forwarded"], json!(["forwarded"]));
+    assert_eq!(
+        r["scopes"],
+        json!(["https://servicebus.azure.net//.default"])
+    );
+    let refused = r["refused"].as_str().unwrap();
+    assert!(
+        refused.contains("401") && refused.contains("https://storage.azure.com/"),
+        "{refused}"
+    );
+    emu.shutdown().await;
 }
 
 #[tokio::test]

@@ -1,6 +1,8 @@
 //! `cargo xtask images`: build the kit's two container images locally, with no registry.
 //!
-//! - `aca-job-lab/servicebus-emulator:dev`: our emulator, listening on 5672 (AMQP) and 5300 (health).
+//! - `aca-job-lab/servicebus-emulator:dev`: our emulator, listening on 5672 (AMQP) and 5300 (health,
+//!   administration API), and on 443 (the same over HTTPS) once a certificate is given
+//!   (`SERVICEBUS_EMULATOR_TLS_CERT`, `SERVICEBUS_EMULATOR_TLS_KEY`).
 //! - `aca-job-lab/servicebus-job:dev`: the worker, configured by the same env contract as in Azure.
 //!
 //! Both are `FROM scratch`: the base is reserved and never pulled, so this works on a machine whose Docker
@@ -123,7 +125,12 @@ impl ImageName {
                 )],
                 dockerfile: dockerfile(
                     "servicebus-emulator",
-                    &["5672", "5300"],
+                    &["5672", "5300", "443"],
+                    // The SDKs' admin clients call https://{namespace}:443 whatever the connection
+                    // string says; the emulator serves it once a certificate is given, and without one
+                    // this default waits quietly (an unprivileged user may bind 443 in a container:
+                    // Docker opens the low ports to it).
+                    &[("SERVICEBUS_EMULATOR_HTTPS_LISTEN", "0.0.0.0:443")],
                     &[
                         "--config",
                         "/ServiceBus_Emulator/ConfigFiles/Config.json",
@@ -149,6 +156,7 @@ impl ImageName {
                     "servicebus-job",
                     &[],
                     &[],
+                    &[],
                     "The aca-job-lab Container Apps job: drains a Service Bus queue in peek-lock",
                 ),
                 sources: JOB_IMAGE,
@@ -159,9 +167,18 @@ impl ImageName {
 }
 
 /// A `FROM scratch` Dockerfile over a prepared root filesystem.
-fn dockerfile(binary: &str, ports: &[&str], cmd: &[&str], description: &str) -> String {
+fn dockerfile(
+    binary: &str,
+    ports: &[&str],
+    env: &[(&str, &str)],
+    cmd: &[&str],
+    description: &str,
+) -> String {
     let mut text = String::from("FROM scratch\nCOPY rootfs/ /\n");
     let _ = writeln!(text, "ENV SSL_CERT_FILE={HOST_CA_BUNDLE}");
+    for (name, value) in env {
+        let _ = writeln!(text, "ENV {name}={value}");
+    }
     let _ = writeln!(text, "USER {USER_ID}:{USER_ID}");
     if !ports.is_empty() {
         let _ = writeln!(text, "EXPOSE {}", ports.join(" "));
@@ -680,6 +697,16 @@ mod tests {
             );
             assert!(passwd().contains(&format!("app:x:{USER_ID}:{USER_ID}")));
         }
+    }
+
+    #[test]
+    fn the_emulator_image_serves_https_on_443_once_given_a_certificate() {
+        let dockerfile = ImageName::Emulator.spec().dockerfile;
+        assert!(
+            dockerfile.contains("EXPOSE 5672 5300 443\n")
+                && dockerfile.contains("ENV SERVICEBUS_EMULATOR_HTTPS_LISTEN=0.0.0.0:443\n"),
+            "{dockerfile}"
+        );
     }
 
     #[test]

@@ -8,9 +8,14 @@
 //! the broker reports (`entries`); [`parse`] turns descriptions into broker properties with Service
 //! Bus's limits; [`client`] is the small client the `entities` command uses.
 //!
-//! Authorization is Service Bus's: a SAS token signed with the namespace key in `Authorization` (any
-//! `sr`: the SDKs sign different audiences), and one in `ServiceBusSupplementaryAuthorization` /
-//! `ServiceBusDlqSupplementaryAuthorization` when a description forwards elsewhere.
+//! Authorization is Service Bus's: in `Authorization`, a SAS token signed with the namespace key (any
+//! `sr`: the SDKs sign different audiences) or `Bearer <Entra ID token>` (what the admin clients send
+//! with a `TokenCredential`), checked as `$cbs` checks them ([`SasValidator::grant`]); the same in
+//! `ServiceBusSupplementaryAuthorization` / `ServiceBusDlqSupplementaryAuthorization` when a
+//! description forwards elsewhere.
+//!
+//! This module knows nothing of listeners: [`crate::http`] routes requests here, and tells it with a
+//! [`Scheme`] request extension whether they came over HTTPS (for the links written in entries).
 
 pub mod client;
 mod entries;
@@ -23,7 +28,9 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use http_body_util::Full;
 use hyper::http::request::Parts;
+use hyper::http::uri::Scheme;
 use hyper::{HeaderMap, Method, Response, StatusCode};
 use serde::Serialize;
 
@@ -35,7 +42,20 @@ use self::parse::{Described, Extras};
 use self::xml::{ATOM, SB, XSI};
 use crate::auth::SasValidator;
 use crate::broker::{Broker, EntityInfo, EntityKind, EntityProperties, RegistryError, entity_path};
-use crate::http::{Body, response};
+
+/// The body of every response the emulator's HTTP listener writes.
+pub type Body = Full<Bytes>;
+
+/// A response with a body and its content type.
+pub fn response(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    r
+}
 
 /// The api-version written into ids and links (clients send several; all are accepted).
 const API_VERSION: &str = "2021-05";
@@ -190,6 +210,22 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// The token of `Authorization: Bearer <token>` (the scheme is case-insensitive, RFC 9110 §11.1).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("Bearer")
+        .then_some(token.trim())
+}
+
+/// A `Host` header without its port (`[::1]:443` → `[::1]`): the namespace's name.
+fn host_name(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.is_empty() => name,
+        _ => host,
+    }
+}
+
 /// Queue and topic names: letters, digits, `.`, `-`, `_`, starting and ending with a letter or digit.
 fn check_entity_name(name: &str, max: usize) -> Result<(), ApiError> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
@@ -265,37 +301,51 @@ impl Admin {
         }
     }
 
-    fn authorize(&self, headers: &HeaderMap, name: &str) -> Result<(), ApiError> {
+    /// The token in header `name` must be one Service Bus would take for `audience`
+    /// (`sb://<namespace>/<path>`, what an Entra token is scoped to): a SAS token as is, or an Entra
+    /// ID token after `Bearer `.
+    fn authorize(&self, headers: &HeaderMap, name: &str, audience: &str) -> Result<(), ApiError> {
         let token = header(headers, name).ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
-                format!("The {name} header is missing; sign requests with the namespace's SAS key (the connection string's SharedAccessKey)."),
+                format!("The {name} header is missing; sign requests with the namespace's SAS key (the connection string's SharedAccessKey) or send Bearer and an Entra ID token for https://servicebus.azure.net."),
             )
         })?;
+        let (token, fix) = match bearer(token) {
+            Some(jwt) => (
+                jwt,
+                "Send an unexpired Entra ID token requested for the scope https://servicebus.azure.net/.default.",
+            ),
+            None => (
+                token,
+                "Use the connection string's SharedAccessKeyName and SharedAccessKey.",
+            ),
+        };
         self.validator
-            .validate(token, SystemTime::now())
+            .grant(token, Some(audience), SystemTime::now())
             .map(drop)
             .map_err(|e| {
                 ApiError::new(
                     StatusCode::UNAUTHORIZED,
-                    format!("The token in {name} is not valid: {e}. Use the connection string's SharedAccessKeyName and SharedAccessKey."),
+                    format!("The token in {name} is not valid: {e}. {fix}"),
                 )
             })
     }
 
     fn route(&self, parts: &Parts, body: &[u8]) -> ApiResult {
-        self.authorize(&parts.headers, "Authorization")?;
         let path = parts.uri.path();
+        let host = header(&parts.headers, "host").unwrap_or("localhost:5300");
+        let audience = format!("sb://{}{path}", host_name(host));
+        self.authorize(&parts.headers, "Authorization", &audience)?;
         let target = parse_target(path).ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 format!("No service is hosted at '{path}'. Paths are /{{queue or topic}}, /{{topic}}/subscriptions/{{name}}, /{{topic}}/subscriptions/{{name}}/rules/{{rule}}, /$Resources/queues, /$Resources/topics and /$namespaceinfo."),
             )
         })?;
-        let base = format!(
-            "http://{}",
-            header(&parts.headers, "host").unwrap_or("localhost:5300")
-        );
+        // Links point where the client called: https:// when it came over the HTTPS listener.
+        let scheme = parts.extensions.get::<Scheme>().unwrap_or(&Scheme::HTTP);
+        let base = format!("{scheme}://{host}");
         let update = parts.headers.contains_key(hyper::header::IF_MATCH);
         let method = &parts.method;
         let not_allowed = || {
@@ -435,7 +485,7 @@ impl Admin {
             (Target::Entity(name), Described::Queue(d)) => {
                 check_entity_name(name, MAX_ENTITY_NAME)?;
                 let (props, extras) = parse::queue(d).map_err(ApiError::bad_request)?;
-                self.check_forwarding(headers, &props)?;
+                self.check_forwarding(headers, base, &props)?;
                 let info = if update {
                     if let Some(EntityProperties::Queue(old)) =
                         self.broker.entity_info(name).map(|i| i.properties)
@@ -471,7 +521,7 @@ impl Admin {
                 }
                 let (props, dead_letter_on_filter_errors, extras, rule) =
                     parse::subscription(d).map_err(ApiError::bad_request)?;
-                self.check_forwarding(headers, &props)?;
+                self.check_forwarding(headers, base, &props)?;
                 let info = if update {
                     self.broker.update_subscription(
                         topic,
@@ -519,16 +569,29 @@ impl Admin {
     }
 
     /// A description that forwards elsewhere must carry a token for the target, as Service Bus asks.
+    /// `base` is where the request came (`scheme://host`): an Entra token is scoped to the target
+    /// in that namespace.
     fn check_forwarding(
         &self,
         headers: &HeaderMap,
+        base: &str,
         props: &crate::config::QueueProperties,
     ) -> Result<(), ApiError> {
-        if props.forward_to.is_some() {
-            self.authorize(headers, "ServiceBusSupplementaryAuthorization")?;
+        let host = host_name(base.split_once("://").map_or(base, |(_, host)| host));
+        let audience = |target: &str| format!("sb://{host}/{}", entity_path::path_of(target));
+        if let Some(target) = &props.forward_to {
+            self.authorize(
+                headers,
+                "ServiceBusSupplementaryAuthorization",
+                &audience(target),
+            )?;
         }
-        if props.forward_dead_lettered_messages_to.is_some() {
-            self.authorize(headers, "ServiceBusDlqSupplementaryAuthorization")?;
+        if let Some(target) = &props.forward_dead_lettered_messages_to {
+            self.authorize(
+                headers,
+                "ServiceBusDlqSupplementaryAuthorization",
+                &audience(target),
+            )?;
         }
         Ok(())
     }

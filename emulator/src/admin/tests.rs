@@ -489,3 +489,83 @@ mod never_panics {
         super::fixture(name).into_bytes()
     }
 }
+
+/// `Authorization: Bearer <Entra ID token>`, as the admin clients send it with a `TokenCredential`,
+/// is checked as `$cbs` checks a `jwt` (form, expiry, audience); refusals are Service Bus's 401.
+#[tokio::test]
+async fn entra_bearer_tokens_are_checked_as_on_cbs() {
+    use crate::auth::jwt::make_test_token;
+    let api = Api::new();
+    let queue = fixture("python-queue-create.xml");
+    let hour = Duration::from_secs(3600);
+    let bearer =
+        |aud: &str, expires: SystemTime| format!("Bearer {}", make_test_token(aud, expires));
+    // The Python SDK asks for `https://servicebus.azure.net//.default`: its token says this.
+    let good = bearer("https://servicebus.azure.net/", SystemTime::now() + hour);
+    let (status, body) = api
+        .send(
+            "PUT",
+            "/by-entra",
+            &queue,
+            &[("authorization", good.clone())],
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert!(api.broker.entity_info("by-entra").is_some());
+    // The scheme is case-insensitive; a token for the namespace itself is Service Bus's too.
+    let namespace =
+        bearer("https://localhost/", SystemTime::now() + hour).replace("Bearer", "bearer");
+    let (status, body) = api
+        .send("GET", "/by-entra", "", &[("authorization", namespace)])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Forwarding needs a token for the target too; a Bearer one will do, as the SDK sends it.
+    let (status, body) = api
+        .send(
+            "PUT",
+            "/src",
+            &fixture("python-queue-create-forward.xml"),
+            &[
+                ("authorization", good.clone()),
+                ("servicebussupplementaryauthorization", good.clone()),
+            ],
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+
+    let refused = [
+        (
+            bearer("https://servicebus.azure.net/", SystemTime::now() - hour),
+            "expired",
+        ),
+        (
+            bearer("https://storage.azure.com/", SystemTime::now() + hour),
+            "audience (aud) is https://storage.azure.com/",
+        ),
+        ("Bearer not-a-jwt".to_string(), "malformed JWT"),
+        (
+            format!(
+                "Bearer {}",
+                make_test_token("https://servicebus.azure.net/", SystemTime::now() + hour)
+            )
+            .replace(
+                "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9",
+                "eyJhbGciOiJub25lIn0",
+            ),
+            "unsigned",
+        ),
+    ];
+    for (token, expected) in refused {
+        let (status, body) = api
+            .send("GET", "/by-entra", "", &[("authorization", token.clone())])
+            .await;
+        assert_eq!(status, 401, "{token}: {body}");
+        assert!(
+            body.contains("<Code>401</Code>")
+                && body.contains("SubCode=40100")
+                && body.contains(expected),
+            "{token}: {body}"
+        );
+        assert!(!body.contains("malformed SAS token"), "{body}");
+    }
+}

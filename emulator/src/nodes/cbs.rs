@@ -6,13 +6,12 @@
 //! audience only ([`crate::auth::jwt`]: an emulator cannot verify Entra's signature, and says so in
 //! its log the first time it accepts one).
 
-use std::sync::Once;
 use std::time::SystemTime;
 
 use fe2o3_amqp_types::primitives::Value;
 
 use super::{Reply, Request};
-use crate::auth::{SasValidator, TokenGrant, jwt};
+use crate::auth::{SasValidator, TokenError, TokenGrant};
 
 /// The result of one put-token request.
 #[derive(Debug)]
@@ -30,9 +29,6 @@ impl PutToken {
         }
     }
 }
-
-/// Said once per process: the limits of the `jwt` check belong in the log of anyone relying on it.
-static JWT_LIMITS_SAID: Once = Once::new();
 
 /// Handle a request on `$cbs`. Replies carry `status-code` / `status-description` (kebab-case on this node).
 pub fn handle(validator: &SasValidator, request: &Request, now: SystemTime) -> PutToken {
@@ -55,15 +51,15 @@ pub fn handle(validator: &SasValidator, request: &Request, now: SystemTime) -> P
             );
         }
     };
-    let granted = if token.starts_with("SharedAccessSignature ") {
-        validator.validate(&token, now).map(TokenGrant::from).map_err(|e| {
-            format!(
+    let granted = validator
+        .grant(&token, request.property_str("name").as_deref(), now)
+        .map_err(|e| match e {
+            TokenError::Sas(e) => format!(
                 "{e}; use the namespace's SharedAccessKeyName and SharedAccessKey (emulator: RootManageSharedAccessKey / SAS_KEY_VALUE)"
-            )
-        })
-    } else {
-        put_jwt(&token, request.property_str("name"), now)
-    };
+            ),
+            TokenError::NoAudience => "a jwt put-token needs the name property: the audience it is for, sb://<namespace>/<entity>".to_string(),
+            e => e.to_string(),
+        });
     match granted {
         Ok(grant) => PutToken {
             reply: Reply {
@@ -83,32 +79,6 @@ pub fn handle(validator: &SasValidator, request: &Request, now: SystemTime) -> P
             PutToken::refused(401, "amqp:unauthorized-access", description)
         }
     }
-}
-
-/// A JWT grants what the put-token's `name` names, once the token passes the checks an emulator can make.
-fn put_jwt(token: &str, name: Option<String>, now: SystemTime) -> Result<TokenGrant, String> {
-    let name = name.filter(|n| !n.is_empty()).ok_or_else(|| {
-        "a jwt put-token needs the name property: the audience it is for, sb://<namespace>/<entity>"
-            .to_string()
-    })?;
-    let claims = jwt::validate(token, &name, now).map_err(|e| e.to_string())?;
-    JWT_LIMITS_SAID.call_once(|| {
-        tracing::warn!(
-            "accepting Entra ID (jwt) tokens after checking their form, expiry and audience only: the \
-             emulator cannot verify Entra's signature, issuer or role assignments"
-        );
-    });
-    tracing::info!(
-        audience = name,
-        aud = claims.audience,
-        principal = claims.principal.as_deref().unwrap_or("-"),
-        app_id = claims.app_id.as_deref().unwrap_or("-"),
-        "jwt put-token accepted (signature not verified)"
-    );
-    Ok(TokenGrant {
-        audience: name,
-        expires: claims.expires,
-    })
 }
 
 #[cfg(test)]

@@ -3,6 +3,12 @@
 Each scenario manages entities with ServiceBusAdministrationClient on the HTTP port, then proves over
 AMQP with ServiceBusClient that the setting took effect. Usage: admin_scenarios.py <scenario>; prints
 one JSON object. Env: SB_CONN (AMQP connection string), SB_ADMIN_CONN (the HTTP port's).
+
+The https_* scenarios use both clients unchanged, as against Azure: one connection string (or one
+credential) naming the namespace, the admin client on https://{namespace}:443 and the AMQP client on
+amqps://{namespace}:5671, mapped to the emulator's ports by tests/python/loopback_hosts (ACA_LAB_HOSTS).
+Their env: SB_TLS_CONN (that connection string), SB_FQDN (the namespace), SB_CA_FILE (the CA to trust,
+the SDK's connection_verify), SB_JWT and SB_JWT_EXP (the token a managed identity would get).
 """
 
 import datetime
@@ -10,6 +16,7 @@ import json
 import os
 import sys
 
+from azure.core.credentials import AccessToken
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
@@ -347,6 +354,69 @@ def bench():
     }
 
 
+def send_and_receive(client, queue, text):
+    with client.get_queue_sender(queue) as s:
+        s.send_messages(ServiceBusMessage(text))
+    with client.get_queue_receiver(queue, max_wait_time=WAIT) as r:
+        got = r.receive_messages(max_message_count=1, max_wait_time=WAIT)
+        assert len(got) == 1, f"expected one message on {queue}, got {len(got)}"
+        r.complete_message(got[0])
+    return body(got[0])
+
+
+def https_connection_string():
+    """The AMQP client's connection string, unchanged, for the admin client too (no base-URL patch)."""
+    conn, ca = os.environ["SB_TLS_CONN"], os.environ["SB_CA_FILE"]
+    with ServiceBusAdministrationClient.from_connection_string(conn, connection_verify=ca) as a:
+        a.create_queue("made-over-https", max_delivery_count=3)
+        queue = a.get_queue("made-over-https")
+        listed = sorted(q.name for q in a.list_queues())
+    with ServiceBusClient.from_connection_string(conn, connection_verify=ca) as c:
+        got = send_and_receive(c, "made-over-https", "created over https")
+    return {"max_delivery_count": queue.max_delivery_count, "listed": listed, "got": got}
+
+
+class ManagedIdentityStandIn:
+    """A TokenCredential handing out the test's JWT, recording the scopes it is asked for."""
+
+    def __init__(self, token=None):
+        self.token = token or os.environ["SB_JWT"]
+        self.scopes = []
+
+    def get_token(self, *scopes, **kwargs):
+        self.scopes.extend(scopes)
+        return AccessToken(self.token, int(os.environ["SB_JWT_EXP"]))
+
+
+def https_entra():
+    """One credential for both clients, as with DefaultAzureCredential in Azure; a bad token is 401."""
+    fqdn, ca = os.environ["SB_FQDN"], os.environ["SB_CA_FILE"]
+    credential = ManagedIdentityStandIn()
+    with ServiceBusAdministrationClient(fqdn, credential, connection_verify=ca) as a:
+        a.create_queue("made-with-entra")
+        a.create_queue("entra-forwarder", forward_to="made-with-entra")
+        forward_to = a.get_queue("entra-forwarder").forward_to
+    with ServiceBusClient(fqdn, credential, connection_verify=ca) as c:
+        got = send_and_receive(c, "made-with-entra", "created with an entra token")
+        with c.get_queue_sender("entra-forwarder") as s:
+            s.send_messages(ServiceBusMessage("forwarded"))
+        with c.get_queue_receiver("made-with-entra", max_wait_time=WAIT) as r:
+            received = r.receive_messages(max_message_count=5, max_wait_time=WAIT)
+            forwarded = [body(m) for m in received]
+            for m in received:
+                r.complete_message(m)
+    stranger = ManagedIdentityStandIn(os.environ["SB_JWT_OTHER_SERVICE"])
+    with ServiceBusAdministrationClient(fqdn, stranger, connection_verify=ca) as a:
+        refused = expect(HttpResponseError, lambda: a.get_queue("made-with-entra"))
+    return {
+        "got": got,
+        "forward_to": forward_to,
+        "forwarded": forwarded,
+        "scopes": sorted(set(credential.scopes)),
+        "refused": refused,
+    }
+
+
 SCENARIOS = {
     f.__name__: f
     for f in [
@@ -359,6 +429,8 @@ SCENARIOS = {
         wrong_key,
         namespace,
         receiver_on_deleted_queue,
+        https_connection_string,
+        https_entra,
         bench,
     ]
 }
